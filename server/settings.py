@@ -1,0 +1,90 @@
+"""The one reader of the environment: every knob, with a default that works on a laptop.
+
+Environment variables use the prefix ``TABSERVE_`` (``TABSERVE_REDIS_URL=redis://...``);
+``tabserve serve`` flags override them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TABSERVE_", frozen=True, extra="forbid")
+
+    # --- process -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 8000
+    """Port to listen on."""
+    workers: int = 1
+    """Server processes; with Redis configured they share one cache."""
+    models_dir: Path = Path("models")
+    """The model repository: <models_dir>/<name>/<version>/{model.onnx,model.json}."""
+    log_level: str = "info"
+    """Python logging level name."""
+    admin_token: SecretStr | None = None
+    """Bearer token for admin endpoints (reload, cache flush); unset disables them."""
+    reload_interval_s: float = 0.0
+    """Scan models_dir for new versions this often; 0 turns the periodic scan off."""
+
+    # --- requests ------------------------------------------------------------------------------
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body accepted; larger ones get 413."""
+    max_request_rows: int = 10_000
+    """Most rows one request may carry; more get 413."""
+    default_deadline_ms: float = 2_000.0
+    """A request not run within this many ms is answered 504; X-Deadline-Ms overrides it."""
+
+    # --- batching ------------------------------------------------------------------------------
+    batching: bool = True
+    """Coalesce concurrent requests into one ONNX Runtime run."""
+    max_batch_rows: int = 64
+    """Most rows in one ONNX Runtime run."""
+    max_delay_ms: float = 0.0
+    """Wait up to this long for more rows when a batch is not full; 0 never waits."""
+    max_queue_rows: int = 4_096
+    """Rows waiting per model version before new requests get 503 with Retry-After."""
+    inline_max_cost_us: float = 60.0
+    """Run inference on the event loop when the model's batch-1 cost is below this; else a thread."""
+    ort_intra_op_threads: int = 1
+    """ONNX Runtime intra-op threads per session (1 serves small batches best)."""
+    drain_timeout_s: float = 10.0
+    """On shutdown, finish queued requests for up to this long, then fail the rest."""
+
+    # --- cache ---------------------------------------------------------------------------------
+    cache: bool = True
+    """Answer repeated rows from the cache."""
+    cache_ttl_s: float = 300.0
+    """Lifetime of a cached row."""
+    cache_memory_entries: int = 100_000
+    """In-process cache capacity in rows; 0 turns the in-process tier off."""
+    cache_memory_bytes: int = 64 * 1024 * 1024
+    """In-process cache capacity in bytes of keys and values."""
+    redis_url: str | None = None
+    """redis:// or rediss:// URL (password in the URL) of a shared cache; unset: in-process only."""
+    redis_timeout_ms: float = 20.0
+    """Timeout of one Redis call; a timeout counts as a miss."""
+    redis_breaker_failures: int = 5
+    """Consecutive Redis failures that open the circuit breaker."""
+    redis_breaker_backoff_s: float = 2.0
+    """How long an open breaker skips Redis before probing it again."""
+    cache_model_ttl_s: dict[str, float] = Field(default_factory=dict)
+    """Per-model TTL overrides, e.g. {"xgb_large": 60}; a TTL of 0 turns caching off for that model."""
+
+    # --- monitoring ----------------------------------------------------------------------------
+    monitoring: bool = True
+    """Track input drift, score drift and live quality per model version."""
+    drift_window_rows: int = 5_000
+    """Rows in the rolling drift window."""
+    drift_window_s: float = 600.0
+    """Oldest age of rows in the drift window."""
+    psi_watch: float = 0.1
+    """PSI above this puts a feature on watch."""
+    psi_drift: float = 0.25
+    """PSI above this flags a feature as drifting."""
+    feedback_capacity: int = 100_000
+    """Served rows remembered for later label feedback."""
