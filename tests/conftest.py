@@ -41,3 +41,16 @@ def redis_process(redis_binary: str, tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model repository built once per session by the real export pipeline.
+
+    Holds ``logreg`` and ``xgb_small`` (fraud data, few rows so it builds in seconds), each at
+    version 1 with model.onnx, model.json and holdout.npz. Tests must not modify it; copy it
+    (``shutil.copytree``) to publish new versions.
+    """
+    from tests.support.model_repo import build_test_repo
+
+    return build_test_repo(tmp_path_factory.mktemp("models"))
