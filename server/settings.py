@@ -88,3 +88,7 @@ class Settings(BaseSettings):
     """PSI above this flags a feature as drifting."""
     feedback_capacity: int = 100_000
     """Served rows remembered for later label feedback."""
+    drift_min_rows: int = 500
+    """Rows the drift window needs before any status other than "insufficient_data"."""
+    quality_window_labels: int = 5_000
+    """Most recent labels that live precision, recall, F1 and calibration are computed over."""
