@@ -1,0 +1,122 @@
+"""Publishing to the model repository: ``models/<name>/<version>/``, written atomically.
+
+A version is assembled in a hidden temporary folder next to the versions (``.tmp-…``, which
+:func:`server.modelcard.version_dirs` skips) and appears only by one ``os.rename`` to the next
+integer; a crash leaves at most a hidden temporary folder, never a half version.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from server.errors import ExportError, InvalidModelCard
+from server.modelcard import (
+    CARD_FILE,
+    HOLDOUT_FILE,
+    ONNX_FILE,
+    ModelCard,
+    encode_card,
+    load_card,
+    version_dirs,
+)
+
+CardForVersion = Callable[[int], ModelCard]
+"""Makes the card for a given version number (the number is known only when publishing)."""
+
+
+def model_versions(models_dir: Path, name: str) -> list[int]:
+    """Published version numbers of ``name``, ascending."""
+    return [int(p.name) for p in version_dirs(models_dir) if p.parent.name == name]
+
+
+def latest_card(models_dir: Path, name: str) -> ModelCard | None:
+    """The newest valid card of ``name``, or None. Invalid versions are skipped."""
+    for version in reversed(model_versions(models_dir, name)):
+        try:
+            return load_card(models_dir / name / str(version), verify_sha256=False)
+        except InvalidModelCard:
+            continue
+    return None
+
+
+def valid_cards(models_dir: Path) -> list[ModelCard]:
+    """Every version in the repository whose card and ONNX file check out."""
+    cards: list[ModelCard] = []
+    for version_dir in version_dirs(models_dir):
+        try:
+            cards.append(load_card(version_dir))
+        except InvalidModelCard:
+            continue
+    return cards
+
+
+def save_holdout(path: Path, X: NDArray[np.float32], y: NDArray[np.int64]) -> None:
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, X=np.asarray(X, dtype=np.float32), y=np.asarray(y, dtype=np.int64))
+
+
+def load_holdout(version_dir: Path) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The labelled hold-out rows of a version: X float32 in the card's feature order, y int64."""
+    with np.load(version_dir / HOLDOUT_FILE) as data:
+        return np.asarray(data["X"], dtype=np.float32), np.asarray(data["y"], dtype=np.int64)
+
+
+def publish(
+    models_dir: Path,
+    name: str,
+    card_for_version: CardForVersion,
+    onnx_bytes: bytes,
+    holdout: tuple[NDArray[np.float32], NDArray[np.int64]] | None = None,
+    before_rename: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write a new version of ``name`` atomically and return its folder.
+
+    ``before_rename(tmp_dir)`` runs when every file is written but before the version becomes
+    visible; an exception there (or anywhere) removes the temporary folder and publishes nothing.
+    """
+    model_dir = models_dir / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    try:
+        tmp_dir.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
+        (tmp_dir / ONNX_FILE).write_bytes(onnx_bytes)
+        if holdout is not None:
+            save_holdout(tmp_dir / HOLDOUT_FILE, *holdout)
+        for _ in range(100):
+            version = max(model_versions(models_dir, name), default=0) + 1
+            (tmp_dir / CARD_FILE).write_bytes(encode_card(card_for_version(version)))
+            _fsync_dir_files(tmp_dir)
+            if before_rename is not None:
+                before_rename(tmp_dir)
+            target = model_dir / str(version)
+            try:
+                if target.exists():  # another publisher took this number meanwhile
+                    continue
+                os.rename(tmp_dir, target)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue
+                raise
+            load_card(target)  # the published version must read back as valid
+            return target
+        raise ExportError(f"{name}: could not claim a new version number in {model_dir}")
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _fsync_dir_files(folder: Path) -> None:
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
