@@ -29,7 +29,15 @@ from server.modelcard import DatasetInfo, ModelCard
 
 PIPELINE_VERSION = 1
 """Bump when the pipeline's output changes for the same inputs (forces new versions)."""
-LIBRARIES = ("scikit-learn", "xgboost-cpu", "skl2onnx", "onnxmltools", "onnx", "onnxruntime", "numpy")
+LIBRARIES = (
+    "scikit-learn",
+    "xgboost-cpu",
+    "skl2onnx",
+    "onnxmltools",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+)
 VALIDATION_FRACTION = 0.2
 TEST_FRACTION = 0.2
 DEFAULT_ROWS = 100_000

@@ -43,4 +43,8 @@ def measure_cost(exported: Exported, X: NDArray[np.float32], budget_s: float = 0
     us1 = _median_call_us(call(one), budget_s, min_calls=200)
     us64 = _median_call_us(call(rows[:64].copy()), budget_s, min_calls=20) / 64
     us512 = _median_call_us(call(rows), budget_s, min_calls=5) / 512
-    return Cost(us_batch1=round(us1, 3), us_per_row_batch64=round(us64, 4), us_per_row_batch512=round(us512, 4))
+    return Cost(
+        us_batch1=round(us1, 3),
+        us_per_row_batch64=round(us64, 4),
+        us_per_row_batch512=round(us512, 4),
+    )

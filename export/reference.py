@@ -21,7 +21,9 @@ SCORE_EDGES: list[float] = [round(0.05 * i, 2) for i in range(1, 20)]
 def histogram(values: NDArray[np.floating], edges: list[float]) -> Histogram:
     """Count finite ``values`` into the open-ended bins around ``edges``."""
     finite = values[~np.isnan(values)]
-    bins = np.searchsorted(np.asarray(edges, dtype=np.float64), finite.astype(np.float64), side="right")
+    bins = np.searchsorted(
+        np.asarray(edges, dtype=np.float64), finite.astype(np.float64), side="right"
+    )
     counts = np.bincount(bins, minlength=len(edges) + 1)
     return Histogram(bin_edges=list(edges), counts=[int(c) for c in counts])
 
