@@ -56,8 +56,10 @@ SHIFTED_FEATURES: tuple[str, ...] = (
 )
 """The features whose distributions ``shift`` moves; every other feature is unaffected."""
 
-# Chosen once so that shift=0 gives about 2.5% positives.
-_INTERCEPT = -5.2
+# Chosen once so that shift=0 gives about 2.5% positives and a learnable but noisy signal.
+_INTERCEPT = -7.61
+_STRENGTH = 2.0
+_NOISE = 0.5
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,8 @@ def make_fraud(
     amount_sum_24h = customer_avg * (txn_24h + rng().gamma(shape=1.0, scale=1.0, size=n))
 
     night = np.exp(-(((hour - 3.0) / 2.5) ** 2))
-    logit = (
-        _INTERCEPT
-        + 1.3 * np.log1p(ratio) * (1.0 + 1.5 * night)
+    signal = (
+        1.3 * np.log1p(ratio) * (1.0 + 1.5 * night)
         + 1.1 * np.tanh((np.log1p(distance) - 3.5) * 1.5) * (1.0 + foreign)
         + 4.0 * merchant_risk * ip_risk * 6.0
         + 0.9 * np.exp(-account_age / 120.0) * np.log1p(amount / 50.0)
@@ -138,8 +139,8 @@ def make_fraud(
         - 0.4 * card_present
         + 0.5 * np.sin(utilization * 6.0) * (utilization > 0.5)
         - 0.3 * np.log1p(device_age / 30.0)
-        + rng().normal(scale=0.8, size=n)
     )
+    logit = _INTERCEPT + _STRENGTH * signal + rng().normal(scale=_NOISE, size=n)
     y = (rng().random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
 
     columns = {
