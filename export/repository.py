@@ -47,15 +47,21 @@ def latest_card(models_dir: Path, name: str) -> ModelCard | None:
     return None
 
 
-def valid_cards(models_dir: Path) -> list[ModelCard]:
-    """Every version in the repository whose card and ONNX file check out."""
+def list_versions(models_dir: Path) -> tuple[list[ModelCard], list[str]]:
+    """Every version's card whose card and ONNX file check out, and the problems of the rest."""
     cards: list[ModelCard] = []
+    problems: list[str] = []
     for version_dir in version_dirs(models_dir):
         try:
             cards.append(load_card(version_dir))
-        except InvalidModelCard:
-            continue
-    return cards
+        except InvalidModelCard as exc:
+            problems.append(exc.detail)
+    return cards, problems
+
+
+def valid_cards(models_dir: Path) -> list[ModelCard]:
+    """Every version in the repository whose card and ONNX file check out."""
+    return list_versions(models_dir)[0]
 
 
 def save_holdout(path: Path, X: NDArray[np.float32], y: NDArray[np.int64]) -> None:
