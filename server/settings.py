@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     """How long an open breaker skips Redis before probing it again."""
     cache_model_ttl_s: dict[str, float] = Field(default_factory=dict)
     """Per-model TTL overrides, e.g. {"xgb_large": 60}; a TTL of 0 turns caching off for that model."""
+    cache_generation_refresh_s: float = 1.0
+    """Seconds between re-reads of a model's flush generation from Redis (flush staleness)."""
+    redis_max_connections: int = 32
+    """Size of the Redis connection pool per worker."""
 
     # --- monitoring ----------------------------------------------------------------------------
     monitoring: bool = True

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.ports import free_port
@@ -35,12 +36,18 @@ def find_redis_binary() -> str | None:
 
 
 class RedisProcess:
-    """One server process on a free loopback port, no persistence."""
+    """One server process on a free loopback port, no persistence.
 
-    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+    ``args`` are extra server arguments, e.g. ``["--requirepass", "secret"]``.
+    """
+
+    def __init__(
+        self, binary: str, workdir: Path, port: int | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,7 +59,7 @@ class RedisProcess:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no",
-             "--loglevel", "warning"],
+             "--loglevel", "warning", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -70,7 +77,9 @@ class RedisProcess:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                reply = sock.recv(64)
+                # A server started with --requirepass answers, but refuses PING before AUTH.
+                return reply.startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -1,0 +1,221 @@
+"""The score cache one model version's batcher calls: one lookup and one store per batch.
+
+:class:`ModelScoreCache` implements the batcher's ``ScoreCache`` protocol::
+
+    hit, scores = await cache.lookup(rows)     # rows float32 [n, f]
+    ... run the model on rows[~hit] only ...
+    cache.store(rows[~hit], computed)          # synchronous; the Redis write runs in background
+
+``lookup`` hashes every row, drops duplicate rows, asks memory and then (one MGET) Redis for the
+memory misses, and returns a hit mask and the scores of the hits. It does not suspend when memory
+answers every row (or there is no Redis), except for the generation re-read at most once per
+``cache_generation_refresh_s``. ``store`` writes memory synchronously, so the very next batch
+hits, and schedules one pipelined Redis write that never delays the response; this object owns
+those tasks (bounded by ``max_pending_writes``; beyond it writes are dropped and counted) and
+``close()`` waits for them briefly, then cancels what is left.
+
+Cache-Control, per request (``CacheMode``): the batcher filters rows, the cache needs no flag.
+
+* ``default``: the request's rows go to ``lookup`` and its computed rows to ``store``.
+* ``no-cache``: its rows skip ``lookup`` (always computed) but go to ``store``: the entry is
+  refreshed.
+* ``no-store``: its rows skip both.
+
+So the batcher calls ``lookup(rows[reads])`` with ``reads`` = rows of ``default`` requests, and
+``store(rows[computed & writes], scores[...])`` with ``writes`` = rows of requests not
+``no-store``. :func:`reads_cache` and :func:`writes_cache` spell the rule.
+
+Identical rows in one batch share one key and one cache read; the batcher may still compute
+duplicates that miss, but the synchronous memory write makes the next batch hit them. When there
+is no memory tier, rows whose Redis write is still in flight are answered from that write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+import numpy as np
+
+from server.cache.base import Outcome
+from server.cache.keys import namespace, row_keys
+from server.cache.metrics import MEMORY, REDIS
+from server.cache.tiered import TieredCache
+from server.modelcard import ModelCard
+
+log = logging.getLogger(__name__)
+
+CacheMode = Literal["default", "no-cache", "no-store"]
+
+
+def reads_cache(mode: CacheMode) -> bool:
+    return mode == "default"
+
+
+def writes_cache(mode: CacheMode) -> bool:
+    return mode != "no-store"
+
+
+class ModelScoreCache:
+    def __init__(
+        self,
+        card: ModelCard,
+        cache: TieredCache,
+        ttl_s: float,
+        *,
+        use_remote: bool = True,
+        max_pending_writes: int = 32,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive (a TTL of 0 means: build no cache)")
+        self.card = card
+        self.model = card.name
+        self.ttl_s = ttl_s
+        self.use_remote = use_remote and cache.remote is not None
+        self.max_pending_writes = max_pending_writes
+        self._cache = cache
+        self._n_classes = len(card.classes)
+        self._value_bytes = self._n_classes * 4
+        self._prefix_gen: tuple[int, bytes] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: dict[bytes, bytes] = {}
+        self._closed = False
+        self.hits = 0
+        """Rows answered from the cache (either tier)."""
+        self.lookups = 0
+        """Rows looked up."""
+        metrics = cache.metrics
+        if metrics is not None:
+            self._m_hits = {t: metrics.hits.labels(self.model, t) for t in (MEMORY, REDIS)}
+            self._m_misses = {t: metrics.misses.labels(self.model, t) for t in (MEMORY, REDIS)}
+        self._metrics = metrics
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """Share of looked-up rows answered from the cache; None before any lookup."""
+        return self.hits / self.lookups if self.lookups else None
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._tasks)
+
+    def _prefix(self, generation: int) -> bytes:
+        cached = self._prefix_gen
+        if cached is None or cached[0] != generation:
+            cached = self._prefix_gen = (generation, namespace(self.card, generation))
+        return cached[1]
+
+    async def lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """rows [n, f] → (hit mask bool [n], scores float32 [n, n_classes], valid where hit)."""
+        n = rows.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=bool), np.zeros((0, self._n_classes), dtype=np.float32)
+        generation = await self._cache.generations.refresh(self.model)
+        keys = row_keys(self._prefix(generation), rows)
+        slot: dict[bytes, int] = {}
+        inverse = np.fromiter((slot.setdefault(k, len(slot)) for k in keys), np.intp, count=n)
+        unique = list(slot)
+        fetch = await self._cache.fetch(
+            unique, use_remote=self.use_remote, promote_ttl_s=self.ttl_s
+        )
+        values = fetch.values
+        if self._inflight:
+            for i, value in enumerate(values):
+                if value is None:
+                    values[i] = self._inflight.get(unique[i])
+        found = [i for i, v in enumerate(values) if v is not None and len(v) == self._value_bytes]
+        unique_hit = np.zeros(len(unique), dtype=bool)
+        unique_scores = np.zeros((len(unique), self._n_classes), dtype=np.float32)
+        if found:
+            unique_hit[found] = True
+            raw = b"".join([values[i] or b"" for i in found])
+            unique_scores[found] = np.frombuffer(raw, dtype=np.float32).reshape(
+                len(found), self._n_classes
+            )
+        hit = unique_hit[inverse]
+        self.lookups += n
+        self.hits += int(hit.sum())
+        self._count_lookup(len(unique), fetch.memory_hits, fetch.remote_asked, fetch.remote_hits,
+                           fetch.remote_outcome)
+        return hit, unique_scores[inverse]
+
+    def store(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        """Remember freshly computed rows; never blocks (the Redis write is a background task)."""
+        n = rows.shape[0]
+        if n == 0:
+            return
+        if scores.shape != (n, self._n_classes):
+            raise ValueError(f"scores shape {scores.shape} does not match {(n, self._n_classes)}")
+        keys = row_keys(self._prefix(self._cache.generations.current(self.model)), rows)
+        raw = np.ascontiguousarray(scores, dtype=np.float32).tobytes()
+        size = self._value_bytes
+        items = [(key, raw[i * size : (i + 1) * size]) for i, key in enumerate(keys)]
+        written = sum(len(k) for k in keys) + len(raw)
+        if self._cache.memory is not None:
+            self._cache.store_memory(items, self.ttl_s)
+            if self._metrics is not None:
+                self._metrics.written_bytes.labels(self.model, MEMORY).inc(written)
+        if not self.use_remote or self._closed:
+            return
+        if len(self._tasks) >= self.max_pending_writes:
+            if self._metrics is not None:
+                self._metrics.skipped.labels(self.model, REDIS, "set").inc()
+            return
+        if self._cache.memory is None:
+            self._inflight.update(items)
+        task = asyncio.create_task(self._write_remote(items, written))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, timeout_s: float = 1.0) -> None:
+        """Stop taking writes; wait up to ``timeout_s`` for pending ones, cancel the rest."""
+        self._closed = True
+        if not self._tasks:
+            return
+        pending = set(self._tasks)
+        _, late = await asyncio.wait(pending, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("cache %s: cancelled %d unfinished Redis writes", self.model, len(late))
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _write_remote(self, items: list[tuple[bytes, bytes]], written: int) -> None:
+        try:
+            outcome = await self._cache.store_remote(items, self.ttl_s)
+        finally:
+            if self._inflight:
+                for key, _ in items:
+                    self._inflight.pop(key, None)
+        if self._metrics is None:
+            return
+        if outcome is Outcome.OK:
+            self._metrics.written_bytes.labels(self.model, REDIS).inc(written)
+        else:
+            self._count_failure(outcome, "set")
+
+    def _count_lookup(
+        self, asked: int, memory_hits: int, remote_asked: int, remote_hits: int,
+        remote_outcome: Outcome | None,
+    ) -> None:
+        if self._metrics is None:
+            return
+        if self._cache.memory is not None:
+            self._m_hits[MEMORY].inc(memory_hits)
+            self._m_misses[MEMORY].inc(asked - memory_hits)
+        if remote_outcome is not None:
+            self._m_hits[REDIS].inc(remote_hits)
+            self._m_misses[REDIS].inc(remote_asked - remote_hits)
+            if remote_outcome is not Outcome.OK:
+                self._count_failure(remote_outcome, "get")
+
+    def _count_failure(self, outcome: Outcome, op: str) -> None:
+        assert self._metrics is not None
+        counter = {
+            Outcome.ERROR: self._metrics.errors,
+            Outcome.TIMEOUT: self._metrics.timeouts,
+            Outcome.SKIPPED: self._metrics.skipped,
+        }.get(outcome)
+        if counter is not None:
+            counter.labels(self.model, REDIS, op).inc()
