@@ -1,0 +1,221 @@
+"""Live quality: remember served rows so that labels arriving later can be matched to their scores.
+
+:class:`ServedRows` keeps the newest ``capacity`` served rows in a ring: each row's float32 bytes
+and its positive-class score, under a global sequence number (ring slot = seq % capacity). Two
+keys find a row again:
+
+- ``(request_id, row)``: an ordered map request_id → (first seq, row count), filled per request
+  in :meth:`ServedRows.record` (one dict insert per request) and pruned from the front as rows
+  fall out of the ring.
+- ``row_hash``: ``blake2b(row as little-endian float32 bytes, digest_size=16).hexdigest()``, see
+  :func:`row_hash`. Hashing costs about 1 µs a row in Python, which would be most of the drift
+  monitor's per-row budget, for a key that callers may never use. So rows are hashed lazily: the
+  first lookup by hash hashes every remembered row not yet hashed (each row at most once), later
+  lookups only the rows served since. The price is memory for the rows' bytes
+  (``capacity x features x 4`` bytes: 100,000 rows of 24 features is 9.6 MB per model version)
+  and a one-off pause of up to ``capacity`` hashes (~0.1 s at 100,000 rows) on the event loop at
+  the first hash lookup. When two remembered rows are identical, the newest one wins.
+
+:class:`QualityWindow` keeps the newest labelled (score, label) pairs and computes precision,
+recall, F1 at the decision threshold, the Brier score and the mean predicted versus observed
+positive rate from them at read time. A second label for the same served row replaces the
+first (a corrected label) while the pair is still in the window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from server.errors import UnknownFeedbackId
+
+
+def row_hash(row: ArrayLike) -> str:
+    """Feedback key of a row: blake2b (16-byte digest, hex) of its little-endian float32 bytes."""
+    data = np.ascontiguousarray(row, dtype="<f4").tobytes()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class ServedRows:
+    """The newest ``capacity`` served rows, their positive scores, and two ways to find them."""
+
+    def __init__(self, capacity: int, n_features: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self._rows = np.zeros((capacity, n_features), dtype="<f4")
+        self._scores = np.zeros(capacity, dtype=np.float32)
+        self._label_ref = np.full(capacity, -1, dtype=np.int64)
+        self._next_seq = 0
+        self._by_request: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._by_hash: OrderedDict[str, int] = OrderedDict()
+        self._hashed_upto = 0
+
+    @property
+    def oldest_seq(self) -> int:
+        return max(0, self._next_seq - self.capacity)
+
+    @property
+    def remembered(self) -> int:
+        return self._next_seq - self.oldest_seq
+
+    def record(
+        self,
+        rows: NDArray[np.float32],
+        scores: NDArray[np.float32],
+        requests: Sequence[tuple[str, int]],
+    ) -> None:
+        """Remember a batch: rows, positive scores, and (request_id, row_count) in row order."""
+        n = rows.shape[0]
+        start = self._next_seq
+        keep = min(n, self.capacity)
+        seqs_from = start + n - keep
+        slot = seqs_from % self.capacity
+        first = min(keep, self.capacity - slot)
+        self._rows[slot : slot + first] = rows[n - keep : n - keep + first]
+        self._scores[slot : slot + first] = scores[n - keep : n - keep + first]
+        self._label_ref[slot : slot + first] = -1
+        if first < keep:
+            rest = keep - first
+            self._rows[:rest] = rows[n - rest :]
+            self._scores[:rest] = scores[n - rest :]
+            self._label_ref[:rest] = -1
+        self._next_seq = start + n
+        seq = start
+        index = self._by_request
+        for request_id, count in requests:
+            index.pop(request_id, None)
+            index[request_id] = (seq, count)
+            seq += count
+        self._prune()
+
+    def find_by_request(self, request_id: str, row: int) -> int:
+        """Sequence number of row ``row`` of request ``request_id``."""
+        found = self._by_request.get(request_id)
+        if found is None:
+            raise UnknownFeedbackId(f"request id {request_id!r} is unknown or forgotten")
+        start, count = found
+        if not 0 <= row < count:
+            raise UnknownFeedbackId(
+                f"request {request_id!r} had {count} row(s); there is no row {row}"
+            )
+        seq = start + row
+        if seq < self.oldest_seq:
+            raise UnknownFeedbackId(f"row {row} of request {request_id!r} is forgotten")
+        return seq
+
+    def find_by_hash(self, digest: str) -> int:
+        """Sequence number of the newest remembered row with this :func:`row_hash`."""
+        self._hash_new_rows()
+        seq = self._by_hash.get(digest.lower())
+        if seq is None or seq < self.oldest_seq:
+            raise UnknownFeedbackId(f"row hash {digest!r} is unknown or forgotten")
+        return seq
+
+    def score(self, seq: int) -> float:
+        return float(self._scores[seq % self.capacity])
+
+    def label_ref(self, seq: int) -> int:
+        """Where this row's label went in the quality window (-1: not labelled yet)."""
+        return int(self._label_ref[seq % self.capacity])
+
+    def set_label_ref(self, seq: int, ref: int) -> None:
+        self._label_ref[seq % self.capacity] = ref
+
+    def _hash_new_rows(self) -> None:
+        index = self._by_hash
+        for seq in range(max(self._hashed_upto, self.oldest_seq), self._next_seq):
+            digest = hashlib.blake2b(
+                self._rows[seq % self.capacity].tobytes(), digest_size=16
+            ).hexdigest()
+            index.pop(digest, None)
+            index[digest] = seq
+        self._hashed_upto = self._next_seq
+        self._prune()
+
+    def _prune(self) -> None:
+        oldest = self.oldest_seq
+        requests = self._by_request
+        while requests:
+            start, count = next(iter(requests.values()))
+            if start + count > oldest:
+                break
+            requests.popitem(last=False)
+        hashes = self._by_hash
+        while hashes and next(iter(hashes.values())) < oldest:
+            hashes.popitem(last=False)
+
+
+class QualityWindow:
+    """The newest ``capacity`` labelled rows as (positive score, is-positive, row seq)."""
+
+    def __init__(self, capacity: int, threshold: float) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self.threshold = threshold
+        self._scores = np.zeros(capacity, dtype=np.float64)
+        self._positive = np.zeros(capacity, dtype=bool)
+        self._row_seq = np.full(capacity, -1, dtype=np.int64)
+        self._next = 0
+        self.labels_total = 0
+        """Feedback calls counted since start (including replaced labels)."""
+
+    @property
+    def size(self) -> int:
+        return min(self._next, self.capacity)
+
+    def add(self, score: float, positive: bool, row_seq: int, previous: int) -> tuple[int, bool]:
+        """Record a label; replace the earlier label of the same row if it is still in the window.
+
+        Returns the label's position (to pass back as ``previous`` next time) and whether it
+        replaced an earlier label.
+        """
+        self.labels_total += 1
+        if (
+            previous >= 0
+            and previous >= self._next - self.capacity
+            and self._row_seq[previous % self.capacity] == row_seq
+        ):
+            self._positive[previous % self.capacity] = positive
+            return previous, True
+        ref = self._next
+        slot = ref % self.capacity
+        self._scores[slot] = score
+        self._positive[slot] = positive
+        self._row_seq[slot] = row_seq
+        self._next += 1
+        return ref, False
+
+    def summary(self) -> dict[str, Any]:
+        """Quality over the window; a ratio whose denominator is 0 is None."""
+        n = self.size
+        scores = self._scores[:n]
+        actual = self._positive[:n]
+        predicted = scores >= self.threshold
+        tp = int(np.count_nonzero(predicted & actual))
+        fp = int(np.count_nonzero(predicted & ~actual))
+        fn = int(np.count_nonzero(~predicted & actual))
+        return {
+            "labels": n,
+            "window": self.capacity,
+            "labels_total": self.labels_total,
+            "true_positives": tp,
+            "false_positives": fp,
+            "false_negatives": fn,
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "brier": float(np.mean((scores - actual) ** 2)) if n else None,
+            "mean_score": float(scores.mean()) if n else None,
+            "observed_positive_rate": float(actual.mean()) if n else None,
+        }
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None

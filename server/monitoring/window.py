@@ -1,0 +1,139 @@
+"""A rolling window of binned rows, bounded by row count and by age, kept as running bin totals.
+
+Each column (a feature, or a derived column such as the positive score) has its own increasing
+edges and so its own number of bins; all columns' bins plus one missing slot each are laid out in
+one flat vector of ``slots``. Per row and column the window keeps only the flat slot index (two
+bytes while there are fewer than 65,536 slots) and per row its arrival time, in a ring. Adding a
+batch bins it in one broadcast comparison against a NaN-padded edge matrix, writes its slot
+indices into the ring and adds one ``np.bincount`` to the totals; rows that fall out (ring full,
+or older than ``max_age_s``) are subtracted the same way. Reads take the totals as they stand:
+no raw rows are kept and nothing is recomputed from them.
+
+Memory: ``capacity_rows x columns`` slot indices plus 8 bytes a row (5,000 rows x 26 columns is
+about 300 kB). Not thread-safe: the owner serialises calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class BinnedWindow:
+    """Running per-slot counts over the newest ``capacity_rows`` rows younger than ``max_age_s``."""
+
+    def __init__(
+        self, edges: Sequence[Sequence[float]], *, capacity_rows: int, max_age_s: float
+    ) -> None:
+        if capacity_rows < 1:
+            raise ValueError(f"capacity_rows must be positive, got {capacity_rows}")
+        if not edges:
+            raise ValueError("at least one column is needed")
+        self.capacity = capacity_rows
+        self.max_age_s = max_age_s
+        self.n_columns = len(edges)
+        widest = max(len(e) for e in edges)
+        # NaN padding: every comparison with NaN is False, so padding never counts as an edge.
+        self._edges = np.full((self.n_columns, widest), np.nan, dtype=np.float64)
+        for j, column_edges in enumerate(edges):
+            self._edges[j, : len(column_edges)] = column_edges
+        slots_per_column = np.array([len(e) + 2 for e in edges], dtype=np.int64)
+        self.offsets: NDArray[np.int64] = np.concatenate(([0], np.cumsum(slots_per_column)))
+        """Column j's slots are ``offsets[j]:offsets[j+1]``; the last one is its missing slot."""
+        self.n_slots = int(self.offsets[-1])
+        self._missing_slot = (self.offsets[1:] - 1).astype(np.int64)
+        self._column_base = self.offsets[:-1]
+        dtype = np.uint16 if self.n_slots < np.iinfo(np.uint16).max else np.int32
+        self._ring = np.zeros((capacity_rows, self.n_columns), dtype=dtype)
+        self._times = np.zeros(capacity_rows, dtype=np.float64)
+        self._head = 0
+        self._size = 0
+        self.totals = np.zeros(self.n_slots, dtype=np.int64)
+        """Rows per slot over the current window (read-only for callers)."""
+
+    @property
+    def rows(self) -> int:
+        """Rows in the window."""
+        return self._size
+
+    def oldest_time(self) -> float | None:
+        """Arrival time of the oldest row in the window, or None when it is empty."""
+        if self._size == 0:
+            return None
+        return float(self._times[(self._head - self._size) % self.capacity])
+
+    def column_counts(self, column: int) -> NDArray[np.int64]:
+        """Counts of one column: its bins in order, then its missing slot."""
+        return self.totals[self.offsets[column] : self.offsets[column + 1]]
+
+    def slots(self, values: NDArray[np.floating]) -> NDArray[np.int64]:
+        """Flat slot index per value of an ``[n, n_columns]`` array (NaN to the missing slot)."""
+        below = values[:, :, None] >= self._edges[None, :, :]
+        slots: NDArray[np.int64] = below.sum(axis=2, dtype=np.int64) + self._column_base
+        missing = np.isnan(values)
+        if missing.any():
+            slots = np.where(missing, self._missing_slot, slots)
+        return slots
+
+    def add(self, values: NDArray[np.floating], now: float) -> None:
+        """Add the rows of an ``[n, n_columns]`` array that arrived at ``now``; expire old rows."""
+        n = values.shape[0]
+        if n == 0:
+            self.expire(now)
+            return
+        if n > self.capacity:
+            values = values[-self.capacity :]
+            n = self.capacity
+        slots = self.slots(values)
+        overflow = self._size + n - self.capacity
+        if overflow > 0:
+            self._drop_oldest(overflow)
+        first = min(n, self.capacity - self._head)
+        self._ring[self._head : self._head + first] = slots[:first]
+        self._times[self._head : self._head + first] = now
+        if first < n:
+            self._ring[: n - first] = slots[first:]
+            self._times[: n - first] = now
+        self._head = (self._head + n) % self.capacity
+        self._size += n
+        self.totals += np.bincount(slots.ravel(), minlength=self.n_slots)
+        self.expire(now)
+
+    def expire(self, now: float) -> None:
+        """Drop rows older than ``max_age_s`` at time ``now``."""
+        if self._size == 0:
+            return
+        cutoff = now - self.max_age_s
+        tail = (self._head - self._size) % self.capacity
+        if self._times[tail] >= cutoff:
+            return
+        end = tail + self._size
+        if end <= self.capacity:
+            stale = int(np.searchsorted(self._times[tail:end], cutoff, side="left"))
+        else:
+            first_part = self._times[tail:]
+            stale = int(np.searchsorted(first_part, cutoff, side="left"))
+            if stale == first_part.size:
+                stale += int(np.searchsorted(self._times[: self._head], cutoff, side="left"))
+        self._drop_oldest(stale)
+
+    def clear(self) -> None:
+        """Forget every row."""
+        self._head = 0
+        self._size = 0
+        self.totals[:] = 0
+
+    def _drop_oldest(self, k: int) -> None:
+        if k <= 0:
+            return
+        k = min(k, self._size)
+        tail = (self._head - self._size) % self.capacity
+        end = tail + k
+        if end <= self.capacity:
+            dropped = self._ring[tail:end]
+        else:
+            dropped = np.concatenate((self._ring[tail:], self._ring[: end - self.capacity]))
+        self.totals -= np.bincount(dropped.ravel(), minlength=self.n_slots)
+        self._size -= k

@@ -1,0 +1,100 @@
+"""The rolling binned window: its totals equal a direct histogram of the rows it should hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.monitoring.window import BinnedWindow
+
+EDGES = [[0.0, 1.0, 2.0], [10.0], [-5.0, 5.0]]
+
+
+def direct_counts(rows: np.ndarray) -> np.ndarray:
+    """Slot counts computed column by column with np.digitize and a missing slot."""
+    parts = []
+    for j, edges in enumerate(EDGES):
+        column = rows[:, j]
+        finite = column[~np.isnan(column)]
+        counts = np.bincount(np.digitize(finite, edges), minlength=len(edges) + 1)
+        parts.append(np.append(counts, np.isnan(column).sum()))
+    return np.concatenate(parts)
+
+
+def random_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    rows = rng.normal(loc=[1.0, 10.0, 0.0], scale=[1.0, 1.0, 4.0], size=(n, 3)).astype(np.float32)
+    rows[rng.random((n, 3)) < 0.05] = np.nan
+    return rows
+
+
+def test_totals_match_direct_histogram_across_wraparound() -> None:
+    rng = np.random.default_rng(0)
+    window = BinnedWindow(EDGES, capacity_rows=100, max_age_s=1e9)
+    history = []
+    for step in range(60):
+        batch = random_rows(rng, int(rng.integers(0, 17)))
+        history.append(batch)
+        window.add(batch, now=float(step))
+        held = np.concatenate(history)[-100:]
+        assert window.rows == len(held)
+        np.testing.assert_array_equal(window.totals, direct_counts(held))
+
+
+def test_values_on_edges_and_infinities() -> None:
+    window = BinnedWindow(EDGES, capacity_rows=10, max_age_s=1e9)
+    rows = np.array([[1.0, 10.0, np.inf], [2.0, np.nan, -np.inf]], dtype=np.float32)
+    window.add(rows, now=0.0)
+    assert window.column_counts(0).tolist() == [0, 0, 1, 1, 0]  # 1.0 -> bin 2, 2.0 -> bin 3
+    assert window.column_counts(1).tolist() == [0, 1, 1]  # 10.0 -> bin 1, NaN -> missing
+    assert window.column_counts(2).tolist() == [1, 0, 1, 0]
+
+
+def test_expiry_by_count_keeps_newest_rows() -> None:
+    window = BinnedWindow(EDGES, capacity_rows=5, max_age_s=1e9)
+    window.add(np.zeros((4, 3), dtype=np.float32), now=0.0)
+    window.add(np.full((3, 3), 3.0, dtype=np.float32), now=1.0)
+    assert window.rows == 5
+    np.testing.assert_array_equal(
+        window.totals,
+        direct_counts(np.array([[0.0] * 3] * 2 + [[3.0] * 3] * 3, dtype=np.float32)),
+    )
+    # A batch larger than the window keeps only its newest rows.
+    big = np.arange(24, dtype=np.float32).reshape(8, 3)
+    window.add(big, now=2.0)
+    assert window.rows == 5
+    np.testing.assert_array_equal(window.totals, direct_counts(big[-5:]))
+
+
+def test_expiry_by_time() -> None:
+    window = BinnedWindow(EDGES, capacity_rows=1_000, max_age_s=10.0)
+    window.add(np.zeros((3, 3), dtype=np.float32), now=0.0)
+    window.add(np.ones((2, 3), dtype=np.float32), now=5.0)
+    window.expire(9.9)
+    assert window.rows == 5
+    window.expire(10.5)  # the rows of t=0 are now older than 10 s
+    assert window.rows == 2
+    assert window.oldest_time() == 5.0
+    np.testing.assert_array_equal(window.totals, direct_counts(np.ones((2, 3), dtype=np.float32)))
+    window.expire(100.0)
+    assert window.rows == 0
+    assert window.oldest_time() is None
+    assert not window.totals.any()
+
+
+def test_time_expiry_across_wraparound() -> None:
+    window = BinnedWindow(EDGES, capacity_rows=6, max_age_s=3.0)
+    for t in range(8):
+        window.add(np.full((2, 3), float(t), dtype=np.float32), now=float(t))
+    # capacity keeps t=5,6,7; age keeps t >= 4: so t=5..7 (6 rows, wrapped in the ring)
+    assert window.rows == 6
+    window.expire(8.5)  # keeps t >= 5.5: t=6,7
+    assert window.rows == 4
+    held = np.array([[6.0] * 3] * 2 + [[7.0] * 3] * 2, dtype=np.float32)
+    np.testing.assert_array_equal(window.totals, direct_counts(held))
+
+
+def test_rejects_bad_construction() -> None:
+    with pytest.raises(ValueError):
+        BinnedWindow(EDGES, capacity_rows=0, max_age_s=1.0)
+    with pytest.raises(ValueError):
+        BinnedWindow([], capacity_rows=1, max_age_s=1.0)
