@@ -1,0 +1,120 @@
+"""Live quality: labels matched to served rows by request id or row hash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.errors import InvalidInput, UnknownFeedbackId
+from server.modelcard import ModelCard
+from server.monitoring import ModelMonitor, MonitorParams, row_hash
+from tests.monitoring.cards import class_scores
+from tests.monitoring.conftest import FakeClock
+
+
+def monitor_with_rows(
+    card: ModelCard, clock: FakeClock, positive: list[float], **params: int
+) -> tuple[ModelMonitor, np.ndarray]:
+    monitor = ModelMonitor(card, MonitorParams(**params), clock=clock)
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(len(positive), card.input.n_features)).astype(np.float32)
+    monitor.observe(rows, class_scores(np.array(positive)), [("req", len(positive))])
+    return monitor, rows
+
+
+def test_quality_on_a_known_set(fraud_card: ModelCard, clock: FakeClock) -> None:
+    t = fraud_card.threshold
+    hi, lo = min(1.0, t + 0.2), max(0.0, t - 0.2)
+    # predicted: P P P N N N ; labels: 1 1 0 1 0 0  -> tp 2, fp 1, fn 1, tn 2
+    scores = [hi, hi, hi, lo, lo, lo]
+    labels = [1, 1, 0, 1, 0, 0]
+    monitor, _ = monitor_with_rows(fraud_card, clock, scores)
+    for i, label in enumerate(labels):
+        result = monitor.feedback(request_id="req", row=i, label=label)
+        assert result.matched_by == "request_id"
+        assert result.predicted_positive == (i < 3)
+        assert result.score == pytest.approx(scores[i], abs=1e-6)
+    quality = monitor.snapshot()["quality"]
+    assert quality["labels"] == 6
+    assert (quality["true_positives"], quality["false_positives"]) == (2, 1)
+    assert quality["false_negatives"] == 1
+    assert quality["precision"] == pytest.approx(2 / 3)
+    assert quality["recall"] == pytest.approx(2 / 3)
+    assert quality["f1"] == pytest.approx(2 / 3)
+    s = np.array(scores, dtype=np.float32).astype(np.float64)
+    assert quality["brier"] == pytest.approx(float(np.mean((s - np.array(labels)) ** 2)))
+    assert quality["mean_score"] == pytest.approx(float(s.mean()))
+    assert quality["observed_positive_rate"] == pytest.approx(0.5)
+    assert quality["reference"]["precision"] == fraud_card.metrics.precision
+
+
+def test_feedback_by_row_hash(fraud_card: ModelCard, clock: FakeClock) -> None:
+    monitor, rows = monitor_with_rows(fraud_card, clock, [0.9, 0.1, 0.2])
+    result = monitor.feedback(row_hash=row_hash(rows[1]), label=1)
+    assert result.matched_by == "row_hash"
+    assert result.score == pytest.approx(0.1)
+    # Rows served after the first hash lookup are found too.
+    more = np.full((2, fraud_card.input.n_features), 7.0, dtype=np.float32)
+    more[1, 0] = 8.0
+    monitor.observe(more, class_scores(np.array([0.3, 0.4])), [("a", 1), ("b", 1)])
+    assert monitor.feedback(row_hash=row_hash(more[1]).upper(), label=0).score == pytest.approx(0.4)
+
+
+def test_second_label_for_a_row_replaces_the_first(fraud_card: ModelCard, clock: FakeClock) -> None:
+    monitor, _ = monitor_with_rows(fraud_card, clock, [0.99])
+    assert not monitor.feedback(request_id="req", label=0).replaced
+    assert monitor.feedback(request_id="req", label=1).replaced
+    quality = monitor.snapshot()["quality"]
+    assert quality["labels"] == 1
+    assert quality["labels_total"] == 2
+    assert quality["observed_positive_rate"] == 1.0
+
+
+def test_unknown_and_forgotten_rows(fraud_card: ModelCard, clock: FakeClock) -> None:
+    monitor, rows = monitor_with_rows(fraud_card, clock, [0.5] * 3, feedback_capacity=4)
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(request_id="nope", label=1)
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(request_id="req", row=3, label=1)
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(row_hash="0" * 32, label=1)
+    newer = np.zeros((2, fraud_card.input.n_features), dtype=np.float32)
+    monitor.observe(newer, class_scores(np.array([0.1, 0.2])), [("new", 2)])
+    # Capacity 4: rows 0 of "req" is forgotten, rows 1 and 2 are still there.
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(request_id="req", row=0, label=1)
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(row_hash=row_hash(rows[0]), label=1)
+    monitor.feedback(request_id="req", row=2, label=1)
+    monitor.feedback(row_hash=row_hash(rows[1]), label=1)
+    monitor.observe(newer, class_scores(np.array([0.1, 0.2])), [("newest", 2)])
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(request_id="req", row=2, label=1)
+
+
+def test_invalid_feedback(fraud_card: ModelCard, clock: FakeClock) -> None:
+    monitor, _ = monitor_with_rows(fraud_card, clock, [0.5])
+    with pytest.raises(InvalidInput):
+        monitor.feedback(request_id="req", label=2)
+    with pytest.raises(InvalidInput):
+        monitor.feedback(request_id="req", label=True)
+    with pytest.raises(InvalidInput):
+        monitor.feedback(label=1)
+    with pytest.raises(InvalidInput):
+        monitor.feedback(request_id="req", row_hash="00", label=1)
+
+
+def test_quality_window_rolls(fraud_card: ModelCard, clock: FakeClock) -> None:
+    monitor, _ = monitor_with_rows(fraud_card, clock, [0.99] * 5, quality_window_labels=3)
+    for i in range(5):
+        monitor.feedback(request_id="req", row=i, label=0 if i < 2 else 1)
+    quality = monitor.snapshot()["quality"]
+    assert quality["labels"] == 3
+    assert quality["precision"] == 1.0  # the two negatives rolled out
+    assert quality["recall"] == 1.0
+
+
+def test_no_labels_gives_none(fraud_card: ModelCard, clock: FakeClock) -> None:
+    quality = ModelMonitor(fraud_card, clock=clock).snapshot()["quality"]
+    assert quality["labels"] == 0
+    assert quality["precision"] is quality["recall"] is quality["f1"] is quality["brier"] is None
