@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     """Bearer token for admin endpoints (reload, cache flush); unset disables them."""
     reload_interval_s: float = 0.0
     """Scan models_dir for new versions this often; 0 turns the periodic scan off."""
+    bench_floor_route: bool = False
+    """Serve POST /bench/floor/{name}, an empty handler for `tabserve bench`; not for production."""
 
     # --- requests ------------------------------------------------------------------------------
     max_body_bytes: int = 4 * 1024 * 1024

@@ -1,0 +1,197 @@
+"""The Litestar app: everything wired in one place.
+
+``create_app(settings)`` builds the app; its lifespan loads the registry (one batcher per model
+version, warmed up before ready), runs the periodic repository scan, starts and stops the
+extensions, and on shutdown drains and stops every batcher.
+
+Extensions (the cache in ``server/cache/``, monitoring in ``server/monitoring/``) plug in by
+subclassing :class:`Extension` and being passed to ``create_app(..., extensions=[...])``; for
+``tabserve serve`` they are listed in :func:`default_extensions`. An extension can add routes,
+register metrics on ``core.metrics.registry``, hold loop-bound resources between ``start`` and
+``stop``, and give each model version a score cache and/or a batch observer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.types import ControllerRouterHandler
+
+from server import routes_admin, routes_health, routes_v1, routes_v2
+from server.batcher import BatchObserver, ScoreCache
+from server.core import Core
+from server.http_errors import EXCEPTION_HANDLERS
+from server.logsetup import configure_logging
+from server.metrics import ServerMetrics
+from server.modelcard import ModelCard
+from server.registry import Registry
+from server.settings import Settings
+
+log = logging.getLogger("tabserve.app")
+
+
+class Extension:
+    """A server add-on. Override what you need; every method has a do-nothing default.
+
+    Order of calls: ``route_handlers()`` when the app is built; in the lifespan ``start(core)``
+    before any model loads (so ``cache_for`` / ``observer_for`` can use what ``start`` opened),
+    then ``cache_for(card)`` / ``observer_for(card)`` once per model version as it loads (also on
+    reload); ``stop()`` after every batcher has drained, in reverse order, even after a failure.
+    """
+
+    def route_handlers(self) -> Sequence[ControllerRouterHandler]:
+        """Extra routes (guard admin ones with ``server.routes_admin.admin_guard``)."""
+        return ()
+
+    async def start(self, core: Core) -> None:
+        """Open loop-bound resources (Redis pools, tasks); register metrics on core.metrics."""
+
+    async def stop(self) -> None:
+        """Close what ``start`` opened."""
+
+    def cache_for(self, card: ModelCard) -> ScoreCache | None:
+        """The score cache of one model version, or None for no cache."""
+        return None
+
+    def observer_for(self, card: ModelCard) -> BatchObserver | None:
+        """The batch observer of one model version, or None."""
+        return None
+
+
+class _FanOut:
+    """Several observers behind one (each one's failure is its own)."""
+
+    def __init__(self, observers: list[BatchObserver]) -> None:
+        self.observers = observers
+
+    def observe(self, rows: Any, scores: Any, requests: Any) -> None:
+        errors: list[Exception] = []
+        for observer in self.observers:
+            try:
+                observer.observe(rows, scores, requests)
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def default_extensions(settings: Settings) -> list[Extension]:
+    """The extensions ``tabserve serve`` runs with (the cache and monitoring register here)."""
+    return []
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    extensions: Sequence[Extension] = (),
+    metrics: ServerMetrics | None = None,
+) -> Litestar:
+    """The app for ``settings`` (read from the environment when omitted)."""
+    settings = settings if settings is not None else Settings()
+    metrics = metrics if metrics is not None else ServerMetrics()
+    exts = list(extensions)
+
+    def cache_for(card: ModelCard) -> ScoreCache | None:
+        for ext in exts:
+            cache = ext.cache_for(card)
+            if cache is not None:
+                return cache
+        return None
+
+    def observer_for(card: ModelCard) -> BatchObserver | None:
+        found = [o for o in (ext.observer_for(card) for ext in exts) if o is not None]
+        if not found:
+            return None
+        return found[0] if len(found) == 1 else _FanOut(found)
+
+    registry = Registry(settings, metrics, cache_for=cache_for, observer_for=observer_for)
+    core = Core(settings, metrics, registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        started: list[Extension] = []
+        scan: asyncio.Task[None] | None = None
+        try:
+            for ext in exts:
+                await ext.start(core)
+                started.append(ext)
+            report = await registry.reload(in_thread=False)
+            log.info(
+                "event=ready models_dir=%s serving=%s refused=%d",
+                settings.models_dir,
+                report.serving,
+                len(report.refused),
+            )
+            if settings.reload_interval_s > 0:
+                scan = asyncio.get_running_loop().create_task(
+                    _periodic_scan(registry, settings.reload_interval_s), name="model-scan"
+                )
+            yield
+        finally:
+            if scan is not None:
+                scan.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scan
+            await registry.close()
+            for ext in reversed(started):
+                try:
+                    await ext.stop()
+                except Exception:
+                    log.exception("event=extension_stop_failed extension=%s", type(ext).__name__)
+
+    route_handlers: list[ControllerRouterHandler] = []
+    ours: list[HTTPRouteHandler] = [
+        *routes_v1.handlers(core),
+        *routes_v2.handlers(core),
+        *routes_health.handlers(core),
+        *routes_admin.handlers(core),
+    ]
+    if settings.bench_floor_route:
+        ours += routes_health.floor_handlers()
+    route_handlers.extend(ours)
+    for ext in exts:
+        route_handlers.extend(ext.route_handlers())
+
+    app = Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="tabserve",
+            version="0.1.0",
+            description="Low-latency inference for tabular models (ONNX Runtime).",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        debug=False,
+        logging_config=None,  # tabserve configures its own loggers (server.logsetup)
+    )
+    app.state.core = core
+    return app
+
+
+async def _periodic_scan(registry: Registry, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            report = await registry.reload()
+            if report.loaded or report.unloaded:
+                log.info("event=scan_reload loaded=%s unloaded=%s", report.loaded, report.unloaded)
+        except Exception:
+            log.exception("event=scan_failed")
+
+
+def create_app_from_env() -> Litestar:
+    """Uvicorn factory for worker processes: settings come from TABSERVE_* variables."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings, extensions=default_extensions(settings))

@@ -1,0 +1,450 @@
+"""Micro-batching: one batcher, owning one asyncio task, per loaded model version.
+
+How a batch forms: a request's rows join a queue and wake the batch task. When the runner is
+idle the task runs them at once (no timer). Requests that arrive while a batch runs wait, and the
+next batch takes all of them, up to ``max_batch_rows`` (large requests are split across batches).
+``max_delay_ms`` > 0 waits that long for a fuller batch. Per batch::
+
+    cache.lookup(all rows)  ->  runner.infer(misses only)  ->  cache.store(misses)
+    ->  resolve each request's future with exactly its rows  ->  observer.observe(batch)
+
+Backpressure: the queue holds at most ``max_queue_rows`` rows; past it ``submit`` raises
+:class:`Overloaded` (an empty queue always admits one request, so a big request is not starved).
+Each request carries a deadline (``time.monotonic()``); one that passed before its rows were taken
+fails with :class:`DeadlineExceeded` and never runs.
+
+Lifecycle: :meth:`Batcher.start` creates the task, :meth:`Batcher.stop` refuses new work, lets the
+queue drain until a timeout, cancels the task, and fails what is left with :class:`ShuttingDown`.
+
+With ``batching=False`` every request runs alone, in its caller's coroutine, with the same
+deadline, backpressure, cache and observer steps: the baseline the benchmark compares against.
+
+The two hooks below are implemented elsewhere (``server/cache/``, ``server/monitoring/``); a hook
+that raises is counted in ``tabserve_hook_errors`` and logged, and never fails a prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from server.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from server.metrics import ServerMetrics
+from server.runner import Runner
+
+log = logging.getLogger("tabserve.batcher")
+
+CacheMode = Literal["default", "no-cache", "no-store"]
+"""Per request: ``default`` reads and fills the cache; ``no-cache`` skips the lookup but stores
+the fresh rows; ``no-store`` neither reads nor stores (HTTP ``Cache-Control`` semantics)."""
+
+
+class ScoreCache(Protocol):
+    """Row-level score cache of one model version (implemented in ``server/cache/``)."""
+
+    async def lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """rows float32 [n, f] → (hit mask bool [n], scores float32 [n, n_classes] valid where
+        hit)."""
+        ...
+
+    def store(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        """Remember freshly computed rows; must not block (schedules any remote write)."""
+        ...
+
+
+class BatchObserver(Protocol):
+    """Sees every answered batch of one model version (implemented in ``server/monitoring/``)."""
+
+    def observe(
+        self, rows: np.ndarray, scores: np.ndarray, requests: Sequence[tuple[str, int]]
+    ) -> None:
+        """After a batch is answered: all its rows, their scores, and (request_id, row_count) per
+        request in row order."""
+        ...
+
+
+@dataclass
+class BatcherStats:
+    """Counters of one batcher, for tests and the model's admin view (metrics have the same)."""
+
+    batches: int = 0
+    rows: int = 0
+    """Rows handed to batches (hits and misses)."""
+    rows_inferred: int = 0
+    """Rows that went through ONNX Runtime (cache misses)."""
+    largest_batch_rows: int = 0
+    coalesced_batches: int = 0
+    """Batches that carried rows of more than one request."""
+    rejected: int = 0
+    expired: int = 0
+    hook_errors: int = 0
+
+
+class _Pending:
+    """One queued request: its rows, how many are taken, and where its answer goes."""
+
+    __slots__ = (
+        "cache_mode",
+        "deadline",
+        "enqueued",
+        "future",
+        "n",
+        "out",
+        "request_id",
+        "rows",
+        "taken",
+        "written",
+    )
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        future: asyncio.Future[np.ndarray],
+        deadline: float,
+        request_id: str,
+        cache_mode: CacheMode,
+    ) -> None:
+        self.rows = rows
+        self.n = len(rows)
+        self.future = future
+        self.deadline = deadline
+        self.request_id = request_id
+        self.cache_mode = cache_mode
+        self.enqueued = time.monotonic()
+        self.taken = 0
+        self.written = 0
+        self.out: np.ndarray | None = None
+
+
+# (request, first row of the request in this batch, row count)
+_Segment = tuple[_Pending, int, int]
+
+
+class Batcher:
+    """Queue, batch task and hooks of one model version."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        metrics: ServerMetrics,
+        max_batch_rows: int = 64,
+        max_queue_rows: int = 4096,
+        max_delay_ms: float = 0.0,
+        batching: bool = True,
+        cache: ScoreCache | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.runner = runner
+        self.model = runner.card.name
+        self.version = runner.card.version
+        self.cache = cache
+        self.observer = observer
+        self.max_batch_rows = max(1, max_batch_rows)
+        self.max_queue_rows = max(1, max_queue_rows)
+        self.max_delay_s = max(0.0, max_delay_ms / 1000.0)
+        self.batching = batching
+        self.stats = BatcherStats()
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._inflight_rows = 0  # batching=False: rows being run by their callers
+        self._current: list[_Segment] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._drained: asyncio.Event | None = None  # set by the last batch once stop() waits
+        labels = (self.model, str(self.version))
+        self._m_queue_wait = metrics.queue_wait.labels(*labels)
+        self._m_inference = metrics.inference.labels(*labels)
+        self._m_batch_rows = metrics.batch_rows.labels(*labels)
+        self._m_queue_depth = metrics.queue_depth.labels(*labels)
+        self._m_rejected = metrics.rejected.labels(*labels)
+        self._m_expired = metrics.expired.labels(*labels)
+        self._m_hook_cache = metrics.hook_errors.labels(*labels, "cache")
+        self._m_hook_observer = metrics.hook_errors.labels(*labels, "observer")
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None and self.batching:
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name=f"batcher-{self.model}/{self.version}"
+            )
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows + self._inflight_rows
+
+    async def stop(self, timeout_s: float) -> None:
+        """Refuse new work, drain the queue for up to ``timeout_s``, then fail what is left."""
+        self._closing = True
+        if not self._is_idle():
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        left = [seg[0] for seg in self._current] + list(self._queue)
+        self._current = []
+        self._queue.clear()
+        self._queued_rows = 0
+        self._m_queue_depth.set(0)
+        failed = 0
+        for item in left:
+            if not item.future.done():
+                item.future.set_exception(
+                    ShuttingDown(f"{self.model}/{self.version} stopped before this request ran")
+                )
+                failed += 1
+        if failed:
+            log.warning(
+                "event=batcher_drain_timeout model=%s version=%d failed_requests=%d",
+                self.model,
+                self.version,
+                failed,
+            )
+        self.runner.close()
+
+    # --- submit --------------------------------------------------------------------------------
+
+    def _is_idle(self) -> bool:
+        return not (self._queue or self._current or self._inflight_rows)
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and self._is_idle():
+            self._drained.set()
+
+    async def predict(
+        self,
+        rows: np.ndarray,
+        *,
+        deadline: float,
+        request_id: str,
+        cache_mode: CacheMode = "default",
+    ) -> np.ndarray:
+        """Scores float32 [n, n_classes] for ``rows`` float32 [n, n_features], in row order."""
+        if self._closing:
+            raise ShuttingDown(f"{self.model}/{self.version} is shutting down")
+        if deadline <= time.monotonic():
+            self.stats.expired += 1
+            self._m_expired.inc()
+            raise DeadlineExceeded("the request's deadline passed before it could run")
+        n = len(rows)
+        pending = self._queued_rows + self._inflight_rows
+        if pending and pending + n > self.max_queue_rows:
+            self.stats.rejected += 1
+            self._m_rejected.inc()
+            raise Overloaded(
+                f"{self.model}/{self.version} has {pending} rows queued (limit "
+                f"{self.max_queue_rows}); retry later",
+                retry_after=1.0,
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        item = _Pending(rows, future, deadline, request_id, cache_mode)
+        if not self.batching:
+            return await self._run_alone(item)
+        self._queue.append(item)
+        self._queued_rows += n
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return await future
+
+    async def _run_alone(self, item: _Pending) -> np.ndarray:
+        self._inflight_rows += item.n
+        try:
+            for start in range(0, item.n, self.max_batch_rows):
+                k = min(self.max_batch_rows, item.n - start)
+                item.taken = start + k
+                await self._process([(item, start, k)])
+        finally:
+            self._inflight_rows -= item.n
+            self._check_drained()
+        return item.future.result()
+
+    # --- the batch task ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._waiter = loop.create_future()
+                await self._waiter
+                self._waiter = None
+                continue
+            if self.max_delay_s > 0 and self._queued_rows < self.max_batch_rows:
+                wait = min(self.max_delay_s, self._queue[0].deadline - time.monotonic())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            batch = self._take()
+            if batch:
+                self._current = batch
+                try:
+                    await self._process(batch)
+                finally:
+                    self._current = []
+            self._check_drained()
+            if self._queue:
+                await asyncio.sleep(0)  # let new requests and finished responses have a turn
+
+    def _take(self) -> list[_Segment]:
+        """Up to ``max_batch_rows`` rows from the head of the queue; expired requests fail here."""
+        batch: list[_Segment] = []
+        room = self.max_batch_rows
+        now = time.monotonic()
+        queue = self._queue
+        while queue and room > 0:
+            item = queue[0]
+            if item.taken == 0 and (item.deadline <= now or item.future.done()):
+                queue.popleft()
+                self._queued_rows -= item.n
+                if not item.future.done():  # (done: the caller went away)
+                    self.stats.expired += 1
+                    self._m_expired.inc()
+                    item.future.set_exception(
+                        DeadlineExceeded("the request's deadline passed while it was queued")
+                    )
+                continue
+            k = min(room, item.n - item.taken)
+            batch.append((item, item.taken, k))
+            item.taken += k
+            room -= k
+            self._queued_rows -= k
+            if item.taken == item.n:
+                queue.popleft()
+        self._m_queue_depth.set(self._queued_rows)
+        return batch
+
+    async def _process(self, batch: list[_Segment]) -> None:
+        """Cache lookup, inference of the misses, cache fill, answers, observation."""
+        first, start0, k0 = batch[0]
+        if len(batch) == 1 and k0 == first.n:
+            rows = first.rows
+        elif len(batch) == 1:
+            rows = first.rows[start0 : start0 + k0]
+        else:
+            rows = np.concatenate([item.rows[s : s + k] for item, s, k in batch])
+        n = len(rows)
+        self._m_queue_wait.observe(time.monotonic() - first.enqueued)
+        try:
+            scores = await self._scores(rows, batch)
+        except Exception as exc:
+            log.exception(
+                "event=inference_failed model=%s version=%d rows=%d", self.model, self.version, n
+            )
+            for item, _, _ in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += n
+        if n > stats.largest_batch_rows:
+            stats.largest_batch_rows = n
+        if len(batch) > 1:
+            stats.coalesced_batches += 1
+        self._m_batch_rows.observe(n)
+        offset = 0
+        for item, start, k in batch:
+            if item.future.done():
+                offset += k
+                continue
+            if start == 0 and k == item.n:
+                item.future.set_result(scores[offset : offset + k])
+            else:
+                if item.out is None:
+                    item.out = np.empty((item.n, scores.shape[1]), dtype=np.float32)
+                item.out[start : start + k] = scores[offset : offset + k]
+                item.written += k
+                if item.written == item.n:
+                    item.future.set_result(item.out)
+            offset += k
+        if self.observer is not None:
+            try:
+                self.observer.observe(rows, scores, [(item.request_id, k) for item, _, k in batch])
+            except Exception:
+                stats.hook_errors += 1
+                self._m_hook_observer.inc()
+                log.exception("event=observer_failed model=%s version=%d", self.model, self.version)
+
+    async def _scores(self, rows: np.ndarray, batch: list[_Segment]) -> np.ndarray:
+        cache = self.cache
+        if cache is None:
+            return await self._infer(rows)
+        modes = {item.cache_mode for item, _, _ in batch}
+        if modes == {"default"}:
+            readable = None  # every row may be read from the cache
+        else:
+            readable = np.concatenate(
+                [np.full(k, item.cache_mode == "default") for item, _, k in batch]
+            )
+        hit = np.zeros(len(rows), dtype=bool)
+        cached: np.ndarray | None = None
+        if readable is None or readable.any():
+            try:
+                lookup_rows = rows if readable is None else rows[readable]
+                lookup_hit, lookup_scores = await cache.lookup(lookup_rows)
+                if readable is None:
+                    hit, cached = lookup_hit, lookup_scores
+                else:
+                    hit[readable] = lookup_hit
+                    cached = np.zeros((len(rows), lookup_scores.shape[1]), dtype=np.float32)
+                    cached[readable] = lookup_scores
+            except Exception:
+                self.stats.hook_errors += 1
+                self._m_hook_cache.inc()
+                log.exception(
+                    "event=cache_lookup_failed model=%s version=%d", self.model, self.version
+                )
+                hit = np.zeros(len(rows), dtype=bool)
+                cached = None
+        if cached is None or not hit.any():
+            scores = await self._infer(rows)
+            fresh = np.ones(len(rows), dtype=bool)
+        elif hit.all():
+            return cached
+        else:
+            fresh = ~hit
+            scores = cached.copy()
+            scores[fresh] = await self._infer(np.ascontiguousarray(rows[fresh]))
+        storable = fresh
+        if "no-store" in modes:
+            storable = fresh & np.concatenate(
+                [np.full(k, item.cache_mode != "no-store") for item, _, k in batch]
+            )
+        if storable.any():
+            try:
+                if storable.all():
+                    cache.store(rows, scores)
+                else:
+                    cache.store(rows[storable], scores[storable])
+            except Exception:
+                self.stats.hook_errors += 1
+                self._m_hook_cache.inc()
+                log.exception(
+                    "event=cache_store_failed model=%s version=%d", self.model, self.version
+                )
+        return scores
+
+    async def _infer(self, rows: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        scores = await self.runner.infer(rows)
+        self._m_inference.observe(time.perf_counter() - start)
+        self.stats.rows_inferred += len(rows)
+        return scores

@@ -1,0 +1,91 @@
+"""What every route needs: settings, metrics, registry, and the one predict path (v1 and v2).
+
+One :class:`Core` per app lives in ``app.state.core``; extension routes get it from there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+from litestar import Request, Response
+from prometheus_client import Counter, Histogram
+
+from server.http_errors import status_of
+from server.metrics import ServerMetrics
+from server.modelcard import ModelCard
+from server.payload import request_meta
+from server.registry import Registry
+from server.settings import Settings
+
+T = TypeVar("T")
+
+Decode = Callable[[bytes, ModelCard, int], tuple[np.ndarray, T]]
+Encode = Callable[[ModelCard, str, T, np.ndarray], bytes]
+
+JSON = "application/json"
+
+
+class Core:
+    """The serving core of one app."""
+
+    def __init__(self, settings: Settings, metrics: ServerMetrics, registry: Registry) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.registry = registry
+        self._latency: dict[tuple[str, int], Histogram] = {}
+        self._requests: dict[tuple[str, int], Counter] = {}
+
+    def record(self, model: str, status: int, started: float) -> None:
+        """One latency observation per request, children cached (no label lookup per call)."""
+        key = (model, status)
+        child = self._latency.get(key)
+        if child is None:
+            child = self._latency[key] = self.metrics.request_latency.labels(model, str(status))
+        child.observe(time.perf_counter() - started)
+
+    def count(self, model: str, version: int) -> None:
+        key = (model, version)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.metrics.requests.labels(model, str(version))
+        child.inc()
+
+    async def predict(
+        self,
+        request: Request[Any, Any, Any],
+        name: str,
+        version: int | None,
+        decode: Decode[T],
+        encode: Encode[T],
+    ) -> Response[bytes]:
+        """Read, resolve, decode, batch, encode: the request path shared by /v1 and /v2."""
+        started = time.perf_counter()
+        scope = request.scope
+        label = "unknown"  # never a client-chosen string as a metrics label
+        try:
+            meta = request_meta(scope["headers"])
+            state = scope.get("state")
+            if isinstance(state, dict):
+                state["request_id"] = meta.request_id
+            body = await request.body()
+            # From here to the enqueue there is no await: a reload cannot swap the version away.
+            model = self.registry.get(name, version)
+            label = model.card.name
+            self.count(label, model.card.version)
+            rows, extra = decode(body, model.card, self.settings.max_request_rows)
+            deadline_ms = (
+                self.settings.default_deadline_ms if meta.deadline_ms is None else meta.deadline_ms
+            )
+            deadline = time.monotonic() - (time.perf_counter() - started) + deadline_ms / 1000.0
+            scores = await model.batcher.predict(
+                rows, deadline=deadline, request_id=meta.request_id, cache_mode=meta.cache_mode
+            )
+            content = encode(model.card, meta.request_id, extra, scores)
+        except Exception as exc:
+            self.record(label, status_of(exc), started)
+            raise
+        self.record(label, 200, started)
+        return Response(content, media_type=JSON, headers={"x-request-id": meta.request_id})

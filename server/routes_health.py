@@ -1,0 +1,48 @@
+"""Health probes, Prometheus metrics, and (only when enabled) the benchmark's empty handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+
+from server.core import Core
+from server.errors import ModelNotReady
+from server.metrics import CONTENT_TYPE
+
+
+class Health(msgspec.Struct):
+    status: str
+    models: int
+
+
+def handlers(core: Core) -> list[HTTPRouteHandler]:
+    @get("/health/live", tags=["health"], summary="Liveness")
+    async def live() -> Health:
+        return Health("live", len(core.registry.snapshot.all()))
+
+    @get("/health/ready", tags=["health"], summary="Readiness")
+    async def ready() -> Health:
+        """200 when every loaded model is warmed up and serving; 503 before, or while draining."""
+        if not core.registry.ready:
+            raise ModelNotReady("not ready: models are loading, none loaded, or shutting down")
+        return Health("ready", len(core.registry.snapshot.all()))
+
+    @get("/metrics", tags=["health"], summary="Prometheus metrics", media_type=CONTENT_TYPE)
+    async def metrics() -> Response[bytes]:
+        return Response(core.metrics.render(), media_type=CONTENT_TYPE)
+
+    return [live, ready, metrics]
+
+
+def floor_handlers() -> list[HTTPRouteHandler]:
+    """The benchmark's framework floor: read the body, answer fixed bytes (settings flag only)."""
+
+    @post("/bench/floor/{name:str}", include_in_schema=False, status_code=200)
+    async def floor(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+        await request.body()
+        return Response(b'{"ok":true}', media_type="application/json")
+
+    return [floor]

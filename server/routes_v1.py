@@ -1,0 +1,169 @@
+"""``/v1``: predict (latest or a given version), list models, describe a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+
+from server.core import Core
+from server.modelcard import Cost, Metrics, ModelCard
+from server.openapi_docs import PREDICT_BODY, with_json_body
+from server.payload import PredictResponse, decode_predict, encode_predict
+from server.registry import LoadedModel
+
+
+def _decode(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, None]:
+    return decode_predict(body, card, max_rows), None
+
+
+def _encode(card: ModelCard, request_id: str, _: None, scores: np.ndarray) -> bytes:
+    return encode_predict(card, request_id, scores)
+
+
+class ModelSummary(msgspec.Struct):
+    name: str
+    latest: int
+    versions: list[int]
+
+
+class FeatureSchema(msgspec.Struct):
+    input_name: str
+    feature_names: list[str]
+    n_features: int
+    dtype: str
+    allow_missing: bool
+
+
+class ServingCost(msgspec.Struct):
+    measured_us_batch1: float
+    """Batch-1 cost measured at warm-up on this server."""
+    mode: str
+    """'inline' (on the event loop) or 'thread' (the model's own worker thread)."""
+    export: Cost
+    """What the exporter measured."""
+
+
+class VersionDetail(msgspec.Struct):
+    version: int
+    created_at: str
+    framework: str
+    estimator: str
+    onnx_sha256: str
+    classes: list[int]
+    positive_class: int
+    threshold: float
+    metrics: Metrics
+    cost: ServingCost
+    schema: FeatureSchema
+    queued_rows: int
+    batches: int
+    largest_batch_rows: int
+
+
+class ModelDetail(msgspec.Struct):
+    name: str
+    latest: int
+    versions: list[int]
+    description: str
+    schema: FeatureSchema
+    threshold: float
+    metrics: Metrics
+    cost: ServingCost
+    detail: list[VersionDetail]
+    """Every loaded version, oldest first."""
+
+
+def _version_detail(m: LoadedModel) -> VersionDetail:
+    card = m.card
+    return VersionDetail(
+        version=card.version,
+        created_at=card.created_at,
+        framework=card.framework,
+        estimator=card.estimator,
+        onnx_sha256=card.onnx.sha256,
+        classes=card.classes,
+        positive_class=card.positive_class,
+        threshold=card.threshold,
+        metrics=card.metrics,
+        cost=ServingCost(
+            measured_us_batch1=round(m.runner.cost_us, 2),
+            mode="inline" if m.runner.inline else "thread",
+            export=card.cost,
+        ),
+        schema=FeatureSchema(
+            input_name=card.input.name,
+            feature_names=card.input.feature_names,
+            n_features=card.input.n_features,
+            dtype=card.input.dtype,
+            allow_missing=card.input.allow_missing,
+        ),
+        queued_rows=m.batcher.queued_rows,
+        batches=m.batcher.stats.batches,
+        largest_batch_rows=m.batcher.stats.largest_batch_rows,
+    )
+
+
+def handlers(core: Core) -> list[HTTPRouteHandler]:
+    predict_op = with_json_body(PREDICT_BODY, "Rows to score.")
+    ok = {200: ResponseSpec(PredictResponse, description="One prediction per row, in order.")}
+
+    @post(
+        "/v1/models/{name:str}/predict",
+        operation_class=predict_op,
+        responses=ok,
+        tags=["v1"],
+        summary="Predict with the latest version",
+        status_code=200,
+    )
+    async def predict_latest(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+        """Score rows with the model's highest version. Headers: X-Request-ID (echoed),
+        X-Deadline-Ms (overrides the default deadline; 504 when it passes before the rows run)."""
+        return await core.predict(request, name, None, _decode, _encode)
+
+    @post(
+        "/v1/models/{name:str}/versions/{version:int}/predict",
+        operation_class=predict_op,
+        responses=ok,
+        tags=["v1"],
+        summary="Predict with a given version",
+        status_code=200,
+    )
+    async def predict_version(
+        request: Request[Any, Any, Any], name: str, version: int
+    ) -> Response[bytes]:
+        """Score rows with one version of the model."""
+        return await core.predict(request, name, version, _decode, _encode)
+
+    @get("/v1/models", tags=["v1"], summary="List models")
+    async def list_models() -> list[ModelSummary]:
+        snapshot = core.registry.snapshot
+        return [
+            ModelSummary(name=name, latest=max(by_version), versions=sorted(by_version))
+            for name, by_version in snapshot.versions.items()
+        ]
+
+    @get("/v1/models/{name:str}", tags=["v1"], summary="Describe a model")
+    async def describe_model(name: str) -> ModelDetail:
+        """Versions, latest, input schema, hold-out metrics, threshold and measured cost."""
+        latest = core.registry.get(name)
+        by_version = core.registry.snapshot.versions.get(name, {latest.version: latest})
+        details = [_version_detail(m) for _, m in sorted(by_version.items())]
+        top = details[-1]
+        return ModelDetail(
+            name=name,
+            latest=latest.version,
+            versions=sorted(by_version),
+            description=latest.card.description,
+            schema=top.schema,
+            threshold=top.threshold,
+            metrics=top.metrics,
+            cost=top.cost,
+            detail=details,
+        )
+
+    return [predict_latest, predict_version, list_models, describe_model]

@@ -1,0 +1,141 @@
+"""``/v2``: the Open Inference Protocol (KServe V2) REST endpoints.
+
+Health (server live/ready), model metadata, model ready, and infer, with and without
+``/versions/{version}``. Readiness is in the status code (200 ready, 503 not), with
+``{"live": ...}`` / ``{"ready": ...}`` bodies as KServe's own server sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+
+from server.core import Core
+from server.modelcard import ModelCard
+from server.openapi_docs import INFER_BODY, with_json_body
+from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
+from server.registry import LoadedModel
+
+
+class TensorMetadata(msgspec.Struct):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(msgspec.Struct):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ModelReady(msgspec.Struct):
+    name: str
+    ready: bool
+
+
+class ServerLive(msgspec.Struct):
+    live: bool
+
+
+class ServerReady(msgspec.Struct):
+    ready: bool
+
+
+def _metadata(m: LoadedModel, versions: list[int]) -> ModelMetadata:
+    card = m.card
+    return ModelMetadata(
+        name=card.name,
+        versions=[str(v) for v in versions],
+        platform="onnxruntime_onnx",
+        inputs=[TensorMetadata(card.input.name, "FP32", [-1, card.input.n_features])],
+        outputs=[
+            TensorMetadata("probabilities", "FP32", [-1, len(card.classes)]),
+            TensorMetadata("label", "INT64", [-1]),
+        ],
+    )
+
+
+def _decode(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, InferRequest]:
+    return decode_infer(body, card, max_rows)
+
+
+def handlers(core: Core) -> list[HTTPRouteHandler]:
+    infer_op = with_json_body(INFER_BODY, "One FP32 tensor [rows, n_features].")
+    ok = {
+        200: ResponseSpec(InferResponse, description="probabilities FP32 [n, k], label INT64 [n].")
+    }
+
+    @get("/v2/health/live", tags=["v2"], summary="Server live")
+    async def server_live() -> ServerLive:
+        return ServerLive(live=True)
+
+    @get("/v2/health/ready", tags=["v2"], summary="Server ready")
+    async def server_ready() -> Response[ServerReady]:
+        ready = core.registry.ready
+        return Response(ServerReady(ready=ready), status_code=200 if ready else 503)
+
+    def _all_versions(name: str) -> list[int]:
+        return sorted(core.registry.snapshot.versions.get(name, {}))
+
+    @get("/v2/models/{name:str}", tags=["v2"], summary="Model metadata")
+    async def model_metadata(name: str) -> ModelMetadata:
+        return _metadata(core.registry.get(name), _all_versions(name))
+
+    @get("/v2/models/{name:str}/versions/{version:int}", tags=["v2"], summary="Model metadata")
+    async def model_version_metadata(name: str, version: int) -> ModelMetadata:
+        return _metadata(core.registry.get(name, version), [version])
+
+    @get("/v2/models/{name:str}/ready", tags=["v2"], summary="Model ready")
+    async def model_ready(name: str) -> Response[ModelReady]:
+        m = core.registry.get(name)
+        ready = m.batcher.accepting
+        return Response(ModelReady(name=name, ready=ready), status_code=200 if ready else 503)
+
+    @get("/v2/models/{name:str}/versions/{version:int}/ready", tags=["v2"], summary="Model ready")
+    async def model_version_ready(name: str, version: int) -> Response[ModelReady]:
+        m = core.registry.get(name, version)
+        ready = m.batcher.accepting
+        return Response(ModelReady(name=name, ready=ready), status_code=200 if ready else 503)
+
+    @post(
+        "/v2/models/{name:str}/infer",
+        operation_class=infer_op,
+        responses=ok,
+        tags=["v2"],
+        summary="Infer (latest version)",
+        status_code=200,
+    )
+    async def infer_latest(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+        return await core.predict(request, name, None, _decode, encode_infer)
+
+    @post(
+        "/v2/models/{name:str}/versions/{version:int}/infer",
+        operation_class=infer_op,
+        responses=ok,
+        tags=["v2"],
+        summary="Infer (given version)",
+        status_code=200,
+    )
+    async def infer_version(
+        request: Request[Any, Any, Any], name: str, version: int
+    ) -> Response[bytes]:
+        return await core.predict(request, name, version, _decode, encode_infer)
+
+    return [
+        server_live,
+        server_ready,
+        model_metadata,
+        model_version_metadata,
+        model_ready,
+        model_version_ready,
+        infer_latest,
+        infer_version,
+    ]

@@ -1,0 +1,117 @@
+"""One ONNX Runtime session per model version, run inline on the event loop or in its own thread.
+
+The choice is made per model from its batch-1 cost, measured at warm-up on this machine: a cheap
+model (a tree ensemble row costs a few µs) runs inline, because a hop to a thread costs more than
+the inference; an expensive one runs in a dedicated single worker thread so the event loop keeps
+serving while ONNX Runtime works (``run()`` releases the GIL). One thread per model keeps runs of
+the same session serialised, which is what a one-intra-op-thread session serves best with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from server.errors import InvalidModelCard
+from server.modelcard import ModelCard
+
+WARMUP_CALLS = 200
+"""Batch-1 calls timed at warm-up; the median decides inline versus thread."""
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning worker threads burn the core the event loop needs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+class Runner:
+    """Runs float32 rows [n, n_features] through the model; returns probabilities [n, n_classes]."""
+
+    def __init__(self, onnx_path: Path, card: ModelCard, *, intra_op_threads: int = 1) -> None:
+        self.card = card
+        self.label = f"{card.name}/{card.version}"
+        try:
+            self._session = ort.InferenceSession(
+                str(onnx_path),
+                session_options(intra_op_threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # ORT raises its own exception types for bad graphs
+            raise InvalidModelCard(f"{onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        if card.input.name not in inputs:
+            raise InvalidModelCard(
+                f"{self.label}: ONNX input {card.input.name!r} not in graph inputs {sorted(inputs)}"
+            )
+        outputs = {o.name for o in self._session.get_outputs()}
+        if card.outputs.probabilities not in outputs:
+            raise InvalidModelCard(
+                f"{self.label}: ONNX output {card.outputs.probabilities!r} not in {sorted(outputs)}"
+            )
+        self._input_name = card.input.name
+        self._output_names = [card.outputs.probabilities]
+        self.n_features = card.input.n_features
+        self.n_classes = len(card.classes)
+        self.cost_us: float = float(card.cost.us_batch1)
+        """Median batch-1 cost in µs: the card's until :meth:`warm_up` measures it here."""
+        self.inline = True
+        """Run on the event loop (True) or in this runner's own thread (False)."""
+        self._executor: ThreadPoolExecutor | None = None
+
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        """Blocking inference on float32 rows; the caller picks the thread."""
+        out = self._session.run(self._output_names, {self._input_name: rows})[0]
+        if (
+            not isinstance(out, np.ndarray)
+            or out.ndim != 2
+            or out.shape
+            != (
+                len(rows),
+                self.n_classes,
+            )
+        ):
+            raise InvalidModelCard(
+                f"{self.label}: output {self._output_names[0]!r} is not a float tensor "
+                f"[{len(rows)}, {self.n_classes}] (a ZipMap output is not supported)"
+            )
+        return out.astype(np.float32, copy=False)
+
+    def warm_up(self, inline_max_cost_us: float, max_batch_rows: int) -> None:
+        """Run the session until its allocations settle, time batch 1, choose inline or thread."""
+        one = np.zeros((1, self.n_features), dtype=np.float32)
+        self.run(np.zeros((max(1, max_batch_rows), self.n_features), dtype=np.float32))
+        for _ in range(20):
+            self.run(one)
+        samples = []
+        for _ in range(WARMUP_CALLS):
+            start = time.perf_counter()
+            self.run(one)
+            samples.append(time.perf_counter() - start)
+        self.cost_us = statistics.median(samples) * 1e6
+        self.inline = self.cost_us < inline_max_cost_us
+        if not self.inline and self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{self.label}")
+
+    async def infer(self, rows: np.ndarray) -> np.ndarray:
+        """Inference from the event loop: inline for cheap models, else in the runner's thread."""
+        if self._executor is None:
+            return self.run(rows)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, rows)
+
+    def close(self) -> None:
+        """Stop the worker thread (after any run in progress)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
