@@ -98,3 +98,21 @@ def test_rejects_bad_construction() -> None:
         BinnedWindow(EDGES, capacity_rows=0, max_age_s=1.0)
     with pytest.raises(ValueError):
         BinnedWindow([], capacity_rows=1, max_age_s=1.0)
+
+
+def test_float32_binning_equals_float64_digitize_next_to_edges() -> None:
+    # Edges that float32 cannot represent, integer edges, and an edge past float32's range.
+    edges = [[0.1, 0.2, 1.0 / 3.0, 1.0, 2.0, 1e39]]
+    window = BinnedWindow(edges, capacity_rows=10_000, max_age_s=1e9)
+    around = np.array([0.1, 0.2, 1.0 / 3.0, 1.0, 2.0, 3.4e38], dtype=np.float32)
+    near = np.concatenate(
+        [
+            around,
+            np.nextafter(around, np.float32(np.inf)),
+            np.nextafter(around, np.float32(-np.inf)),
+            np.array([np.inf, -np.inf, 0.0], dtype=np.float32),
+        ]
+    ).reshape(-1, 1)
+    slots = window.slots(near)[:, 0]
+    expected = np.digitize(near[:, 0].astype(np.float64), np.array(edges[0]))
+    np.testing.assert_array_equal(slots, expected)

@@ -1,0 +1,70 @@
+"""Cost of ModelMonitor.observe per row at batch 1, 16 and 64, and of a snapshot.
+
+Run: ``.venv/bin/python -m tests.monitoring.bench_observe``. Not a test (timings on a shared
+machine are noisy); prints medians over repeated rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from export.data import make_fraud
+from server.monitoring import ModelMonitor, MonitorParams, row_hash
+from tests.monitoring.cards import card_from_data, class_scores, fake_fraud_scores
+
+
+def main() -> None:
+    X, y, names = make_fraud(20_000, seed=0)
+    scores = fake_fraud_scores(X, names)
+    card = card_from_data(X, y, scores, names, threshold=float(np.quantile(scores, 0.97)))
+    live, _, _ = make_fraud(64 * 2_000, seed=1, shift=0.5)
+    live_scores = class_scores(fake_fraud_scores(live, names))
+    print(f"{len(names)} features; default window 5,000 rows, feedback memory 100,000 rows")
+    for batch in (1, 16, 64):
+        monitor = ModelMonitor(card, MonitorParams())
+        calls = 20_000 if batch == 1 else 2_000
+        batches = [
+            (
+                live[(i * batch) % len(live) : (i * batch) % len(live) + batch],
+                live_scores[(i * batch) % len(live) : (i * batch) % len(live) + batch],
+                [(f"req-{i}-{k}", 1) for k in range(batch)],
+            )
+            for i in range(calls)
+        ]
+        rounds = []
+        for r in range(5):
+            start = time.perf_counter_ns()
+            for rows, sc, requests in batches[r * calls // 5 : (r + 1) * calls // 5]:
+                monitor.observe(rows, sc, requests)
+            elapsed = time.perf_counter_ns() - start
+            rounds.append(elapsed / (calls // 5) / 1_000)
+        per_call = statistics.median(rounds)
+        print(
+            f"batch {batch:>2}: {per_call:7.1f} us per observe call, "
+            f"{per_call / batch:6.2f} us per row (median of 5 rounds; min {min(rounds):.1f})"
+        )
+    times = []
+    for _ in range(50):
+        start = time.perf_counter_ns()
+        monitor.snapshot()
+        times.append((time.perf_counter_ns() - start) / 1_000)
+    print(f"snapshot: {statistics.median(times):.0f} us (median of 50)")
+    last_rows = batches[-1][0]
+    start = time.perf_counter_ns()
+    monitor.feedback(row_hash=row_hash(last_rows[0]), label=1)
+    first = (time.perf_counter_ns() - start) / 1e6
+    start = time.perf_counter_ns()
+    monitor.feedback(row_hash=row_hash(last_rows[1]), label=0)
+    second = (time.perf_counter_ns() - start) / 1e3
+    print(f"first feedback by hash (hashes the 100,000 remembered rows): {first:.0f} ms")
+    print(f"next feedback by hash: {second:.0f} us")
+    start = time.perf_counter_ns()
+    monitor.feedback(request_id="req-1999-5", row=0, label=1)
+    print(f"feedback by request id: {(time.perf_counter_ns() - start) / 1e3:.0f} us")
+
+
+if __name__ == "__main__":
+    main()
