@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 from server.core import Core
 from server.errors import ModelNotReady
@@ -41,7 +42,7 @@ def floor_handlers() -> list[HTTPRouteHandler]:
     """The benchmark's framework floor: read the body, answer fixed bytes (settings flag only)."""
 
     @post("/bench/floor/{name:str}", include_in_schema=False, status_code=200)
-    async def floor(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    async def floor(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
         await request.body()
         return Response(b'{"ok":true}', media_type="application/json")
 

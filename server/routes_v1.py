@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 from litestar.openapi.datastructures import ResponseSpec
 
 from server.core import Core
@@ -49,7 +50,7 @@ class ServingCost(msgspec.Struct):
 
 
 class VersionDetail(msgspec.Struct):
-    version: int
+    version: FromPath[int]
     created_at: str
     framework: str
     estimator: str
@@ -120,7 +121,9 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         summary="Predict with the latest version",
         status_code=200,
     )
-    async def predict_latest(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    async def predict_latest(
+        request: Request[Any, Any, Any], name: FromPath[str]
+    ) -> Response[bytes]:
         """Score rows with the model's highest version. Headers: X-Request-ID (echoed),
         X-Deadline-Ms (overrides the default deadline; 504 when it passes before the rows run)."""
         return await core.predict(request, name, None, _decode, _encode)
@@ -134,7 +137,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         status_code=200,
     )
     async def predict_version(
-        request: Request[Any, Any, Any], name: str, version: int
+        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
     ) -> Response[bytes]:
         """Score rows with one version of the model."""
         return await core.predict(request, name, version, _decode, _encode)
@@ -148,7 +151,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         ]
 
     @get("/v1/models/{name:str}", tags=["v1"], summary="Describe a model")
-    async def describe_model(name: str) -> ModelDetail:
+    async def describe_model(name: FromPath[str]) -> ModelDetail:
         """Versions, latest, input schema, hold-out metrics, threshold and measured cost."""
         latest = core.registry.get(name)
         by_version = core.registry.snapshot.versions.get(name, {latest.version: latest})

@@ -13,6 +13,7 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 from litestar.openapi.datastructures import ResponseSpec
 
 from server.core import Core
@@ -86,21 +87,23 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         return sorted(core.registry.snapshot.versions.get(name, {}))
 
     @get("/v2/models/{name:str}", tags=["v2"], summary="Model metadata")
-    async def model_metadata(name: str) -> ModelMetadata:
+    async def model_metadata(name: FromPath[str]) -> ModelMetadata:
         return _metadata(core.registry.get(name), _all_versions(name))
 
     @get("/v2/models/{name:str}/versions/{version:int}", tags=["v2"], summary="Model metadata")
-    async def model_version_metadata(name: str, version: int) -> ModelMetadata:
+    async def model_version_metadata(name: FromPath[str], version: FromPath[int]) -> ModelMetadata:
         return _metadata(core.registry.get(name, version), [version])
 
     @get("/v2/models/{name:str}/ready", tags=["v2"], summary="Model ready")
-    async def model_ready(name: str) -> Response[ModelReady]:
+    async def model_ready(name: FromPath[str]) -> Response[ModelReady]:
         m = core.registry.get(name)
         ready = m.batcher.accepting
         return Response(ModelReady(name=name, ready=ready), status_code=200 if ready else 503)
 
     @get("/v2/models/{name:str}/versions/{version:int}/ready", tags=["v2"], summary="Model ready")
-    async def model_version_ready(name: str, version: int) -> Response[ModelReady]:
+    async def model_version_ready(
+        name: FromPath[str], version: FromPath[int]
+    ) -> Response[ModelReady]:
         m = core.registry.get(name, version)
         ready = m.batcher.accepting
         return Response(ModelReady(name=name, ready=ready), status_code=200 if ready else 503)
@@ -113,7 +116,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         summary="Infer (latest version)",
         status_code=200,
     )
-    async def infer_latest(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    async def infer_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
         return await core.predict(request, name, None, _decode, encode_infer)
 
     @post(
@@ -125,7 +128,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         status_code=200,
     )
     async def infer_version(
-        request: Request[Any, Any, Any], name: str, version: int
+        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
     ) -> Response[bytes]:
         return await core.predict(request, name, version, _decode, encode_infer)
 
