@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -77,6 +77,7 @@ class ModelScoreCache:
         self._cache = cache
         self._n_classes = len(card.classes)
         self._value_bytes = self._n_classes * 4
+        self._zero_row = bytes(self._value_bytes)
         self._prefix_gen: tuple[int, bytes] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: dict[bytes, bytes] = {}
@@ -113,9 +114,14 @@ class ModelScoreCache:
             return np.zeros(0, dtype=bool), np.zeros((0, self._n_classes), dtype=np.float32)
         generation = await self._cache.generations.refresh(self.model)
         keys = row_keys(self._prefix(generation), rows)
-        slot: dict[bytes, int] = {}
-        inverse = np.fromiter((slot.setdefault(k, len(slot)) for k in keys), np.intp, count=n)
-        unique = list(slot)
+        slots = dict.fromkeys(keys)
+        inverse: np.ndarray | None = None
+        if len(slots) < n:  # duplicate rows: look each distinct row up once
+            unique = list(slots)
+            index = {key: i for i, key in enumerate(unique)}
+            inverse = np.fromiter((index[k] for k in keys), dtype=np.intp, count=n)
+        else:
+            unique = keys
         fetch = await self._cache.fetch(
             unique, use_remote=self.use_remote, promote_ttl_s=self.ttl_s
         )
@@ -124,21 +130,36 @@ class ModelScoreCache:
             for i, value in enumerate(values):
                 if value is None:
                     values[i] = self._inflight.get(unique[i])
-        found = [i for i, v in enumerate(values) if v is not None and len(v) == self._value_bytes]
-        unique_hit = np.zeros(len(unique), dtype=bool)
-        unique_scores = np.zeros((len(unique), self._n_classes), dtype=np.float32)
-        if found:
-            unique_hit[found] = True
-            raw = b"".join([values[i] or b"" for i in found])
-            unique_scores[found] = np.frombuffer(raw, dtype=np.float32).reshape(
-                len(found), self._n_classes
-            )
-        hit = unique_hit[inverse]
+        unique_hit, unique_scores = self._decode(values)
+        if inverse is None:
+            hit, scores = unique_hit, unique_scores
+        else:
+            hit, scores = unique_hit[inverse], unique_scores[inverse]
         self.lookups += n
-        self.hits += int(hit.sum())
-        self._count_lookup(len(unique), fetch.memory_hits, fetch.remote_asked, fetch.remote_hits,
-                           fetch.remote_outcome)
-        return hit, unique_scores[inverse]
+        self.hits += int(np.count_nonzero(hit))
+        self._count_lookup(
+            len(unique), fetch.memory_hits, fetch.remote_asked, fetch.remote_hits,
+            fetch.remote_outcome,
+        )
+        return hit, scores
+
+    def _decode(self, values: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Hit mask and scores [k, n_classes] (writable, zero where missed) from cached bytes."""
+        size, k = self._value_bytes, len(values)
+        found = [v is not None and len(v) == size for v in values]
+        n_found = found.count(True)
+        if n_found == 0:
+            return np.zeros(k, dtype=bool), np.zeros((k, self._n_classes), dtype=np.float32)
+        if n_found == k:
+            hit = np.ones(k, dtype=bool)
+            raw = b"".join(values)  # type: ignore[arg-type]  # all bytes when all were found
+        else:
+            hit = np.array(found, dtype=bool)
+            zero = self._zero_row
+            pairs = zip(values, found, strict=True)
+            raw = b"".join([v if ok and v is not None else zero for v, ok in pairs])
+        scores = np.frombuffer(bytearray(raw), dtype=np.float32).reshape(k, self._n_classes)
+        return hit, scores
 
     def store(self, rows: np.ndarray, scores: np.ndarray) -> None:
         """Remember freshly computed rows; never blocks (the Redis write is a background task)."""
@@ -202,11 +223,15 @@ class ModelScoreCache:
         if self._metrics is None:
             return
         if self._cache.memory is not None:
-            self._m_hits[MEMORY].inc(memory_hits)
-            self._m_misses[MEMORY].inc(asked - memory_hits)
+            if memory_hits:
+                self._m_hits[MEMORY].inc(memory_hits)
+            if asked > memory_hits:
+                self._m_misses[MEMORY].inc(asked - memory_hits)
         if remote_outcome is not None:
-            self._m_hits[REDIS].inc(remote_hits)
-            self._m_misses[REDIS].inc(remote_asked - remote_hits)
+            if remote_hits:
+                self._m_hits[REDIS].inc(remote_hits)
+            if remote_asked > remote_hits:
+                self._m_misses[REDIS].inc(remote_asked - remote_hits)
             if remote_outcome is not Outcome.OK:
                 self._count_failure(remote_outcome, "get")
 
@@ -219,3 +244,10 @@ class ModelScoreCache:
         }.get(outcome)
         if counter is not None:
             counter.labels(self.model, REDIS, op).inc()
+
+
+if TYPE_CHECKING:
+    from server.batcher import ScoreCache
+
+    def _implements_the_batchers_protocol(cache: ModelScoreCache) -> ScoreCache:
+        return cache  # mypy checks ModelScoreCache against server.batcher.ScoreCache

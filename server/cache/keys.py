@@ -62,11 +62,11 @@ def row_digests(rows: np.ndarray) -> list[bytes]:
     width = canon.shape[1] * canon.itemsize
     if canon.shape[0] == 0:
         return []
-    flat = canon.reshape(-1).view(np.uint8).data
+    data = canon.tobytes()
     blake2b = hashlib.blake2b
     return [
-        blake2b(flat[start : start + width], digest_size=DIGEST_BYTES).digest()
-        for start in range(0, len(flat), width)
+        blake2b(data[start : start + width], digest_size=DIGEST_BYTES).digest()
+        for start in range(0, len(data), width)
     ]
 
 

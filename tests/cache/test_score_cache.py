@@ -95,6 +95,28 @@ async def test_duplicate_rows_share_one_entry_and_one_read(
     assert sample(registry, "tabserve_cache_hits_total", model="fraud", tier="memory") == 2
 
 
+async def test_partial_hits_with_duplicates(local: ModelScoreCache) -> None:
+    rows, scores = rows_and_scores(3)
+    local.store(rows[[1]], scores[[1]])
+    hit, got = await local.lookup(rows[[0, 1, 2, 1, 0]])
+    assert hit.tolist() == [False, True, False, True, False]
+    assert np.array_equal(got[hit], scores[[1, 1]])
+
+
+async def test_a_memory_hit_lookup_never_suspends(local: ModelScoreCache) -> None:
+    """The whole lookup runs to completion on its first step: no trip through the event loop."""
+    rows, scores = rows_and_scores(4)
+    local.store(rows, scores)
+    step = local.lookup(rows)
+    with pytest.raises(StopIteration) as done:
+        step.send(None)
+    hit, got = done.value.value
+    assert hit.all()
+    got[0, 0] = 1.0  # the caller owns the array: writable, not a view of cached bytes
+    _, again = await local.lookup(rows)
+    assert np.array_equal(again, scores)
+
+
 async def test_negative_zero_and_nan_rows_hit_their_canonical_twin(local: ModelScoreCache) -> None:
     rows = np.array([[0.0, np.nan, 1.0, 2.0]], dtype=np.float32)
     local.store(rows, np.array([[0.25, 0.75]], dtype=np.float32))
