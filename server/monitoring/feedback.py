@@ -6,7 +6,8 @@ keys find a row again:
 
 - ``(request_id, row)``: an ordered map request_id → (first seq, row count), filled per request
   in :meth:`ServedRows.record` (one dict insert per request) and pruned from the front as rows
-  fall out of the ring.
+  fall out of the ring. A request that the batcher split across consecutive batches arrives as
+  several (request_id, count) parts whose rows follow each other; they are joined into one.
 - ``row_hash``: ``blake2b(row as little-endian float32 bytes, digest_size=16).hexdigest()``, see
   :func:`row_hash`. Hashing costs about 1 µs a row in Python, which would be most of the drift
   monitor's per-row budget, for a key that callers may never use. So rows are hashed lazily: the
@@ -89,8 +90,13 @@ class ServedRows:
         seq = start
         index = self._by_request
         for request_id, count in requests:
-            index.pop(request_id, None)
-            index[request_id] = (seq, count)
+            previous = index.pop(request_id, None)
+            if previous is not None and previous[0] + previous[1] == seq:
+                # The batcher splits a large request across consecutive batches: its rows
+                # continue exactly where the previous part ended, so the parts join up.
+                index[request_id] = (previous[0], previous[1] + count)
+            else:
+                index[request_id] = (seq, count)  # a new request (or a reused id: newest wins)
             seq += count
         self._prune()
 

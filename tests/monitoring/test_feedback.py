@@ -118,3 +118,25 @@ def test_no_labels_gives_none(fraud_card: ModelCard, clock: FakeClock) -> None:
     quality = ModelMonitor(fraud_card, clock=clock).snapshot()["quality"]
     assert quality["labels"] == 0
     assert quality["precision"] is quality["recall"] is quality["f1"] is quality["brier"] is None
+
+
+def test_request_split_across_batches_is_joined(fraud_card: ModelCard, clock: FakeClock) -> None:
+    monitor = ModelMonitor(fraud_card, clock=clock)
+    rows = np.zeros((100, fraud_card.input.n_features), dtype=np.float32)
+    positive = np.linspace(0.0, 0.99, 100)
+    scores = class_scores(positive)
+    # The batcher's split of a 100-row request "big" with max_batch_rows=64, "small" after it.
+    monitor.observe(rows[:64], scores[:64], [("big", 64)])
+    monitor.observe(
+        np.concatenate([rows[64:], rows[:2]]),
+        np.concatenate([scores[64:], class_scores(np.array([0.5, 0.6]))]),
+        [("big", 36), ("small", 2)],
+    )
+    assert monitor.feedback(request_id="big", row=70, label=1).score == pytest.approx(positive[70])
+    assert monitor.feedback(request_id="big", row=3, label=1).score == pytest.approx(positive[3])
+    assert monitor.feedback(request_id="small", row=1, label=1).score == pytest.approx(0.6)
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(request_id="big", row=100, label=1)
+    # A reused id that does not continue the previous part starts over: newest wins.
+    monitor.observe(rows[:1], class_scores(np.array([0.25])), [("big", 1)])
+    assert monitor.feedback(request_id="big", row=0, label=1).score == pytest.approx(0.25)
