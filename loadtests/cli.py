@@ -1,0 +1,124 @@
+"""``tabserve loadtest``: run the accuracy-versus-speed sweep, or re-render a run's report.
+
+    tabserve loadtest sweep --quick [--budget "p99<=5ms@500rps"] [--models a,b]
+    tabserve loadtest sweep --full
+    tabserve loadtest report loadtests/runs/<run> [--budget "p99<=2ms@1000rps"]
+
+Single scenarios run with plain Locust; see ``loadtests/locustfile.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+from loadtests.budget import parse_budget
+
+
+def _budget(text: str):  # type: ignore[no-untyped-def]
+    try:
+        return parse_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"user counts must be positive, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tabserve loadtest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sweep = sub.add_parser(
+        "sweep", help="run Locust over the configuration matrix and write a report"
+    )
+    mode = sweep.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick",
+        dest="mode",
+        action="store_const",
+        const="quick",
+        help="a few minutes: up to 6 fraud models x 2 concurrencies, 8 s per cell (default)",
+    )
+    mode.add_argument(
+        "--full",
+        dest="mode",
+        action="store_const",
+        const="full",
+        help="all models, 4 concurrencies, more batching and cache variants, 30 s per cell",
+    )
+    sweep.set_defaults(mode="quick")
+    sweep.add_argument("--models-dir", type=Path, default=Path("models"))
+    sweep.add_argument("--models", default="", help="comma-separated models (default: per mode)")
+    sweep.add_argument(
+        "--budget",
+        type=_budget,
+        default=None,
+        help='latency budget to answer, e.g. "p99<=5ms@500rps" (adds paced cells)',
+    )
+    sweep.add_argument("--seconds", type=float, default=None, help="seconds of load per cell")
+    sweep.add_argument(
+        "--users", type=_int_list, default=None, help="concurrency levels, e.g. 1,16"
+    )
+    sweep.add_argument(
+        "--out", type=Path, default=Path("loadtests/runs"), help="folder for run folders"
+    )
+    sweep.add_argument(
+        "--server-cpus", default="0", help="taskset CPU list for the server ('' = no pin)"
+    )
+    sweep.add_argument(
+        "--client-cpus", default="1", help="taskset CPU list for Locust ('' = no pin)"
+    )
+    sweep.add_argument("--workers", type=int, default=1, help="server worker processes")
+    sweep.add_argument("--dry-run", action="store_true", help="print the cells and exit")
+
+    report = sub.add_parser("report", help="re-render REPORT.md and the plots from results.json")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--budget", type=_budget, default=None, help="answer this budget instead")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "report":
+        from loadtests.report import render
+
+        if not (args.run_dir / "results.json").is_file():
+            print(f"tabserve loadtest: no results.json in {args.run_dir}")
+            return 2
+        print(render(args.run_dir, args.budget))
+        return 0
+
+    from loadtests.sweep import SweepOptions, run
+
+    if args.seconds is not None and not 1 <= args.seconds <= 3600:
+        print("tabserve loadtest: --seconds must be between 1 and 3600")
+        return 2
+    options = SweepOptions(
+        models_dir=args.models_dir,
+        out_root=args.out,
+        mode=args.mode,
+        models=[m for m in args.models.split(",") if m] or None,
+        budget=args.budget,
+        seconds=args.seconds,
+        users=args.users,
+        server_cpus=args.server_cpus or None,
+        client_cpus=args.client_cpus or None,
+        workers=args.workers,
+    )
+    run(options, dry_run=args.dry_run, progress=functools.partial(print, flush=True))
+    return 0

@@ -1,0 +1,470 @@
+"""Locust scenarios for tabserve: real labelled hold-out rows in, accuracy and latency out.
+
+Run one scenario (user class) or several, with plain Locust::
+
+    locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --headless -u 16 -r 16 -t 30s \
+        SteadyOneRow --model xgb_small --models-dir models --scores-out accuracy.json
+
+Scenarios (user classes): ``SteadyOneRow`` (the fraud-check path), ``BatchRows`` (32-256 rows,
+offline scoring), ``ZipfRepeated`` (hot rows, exercises the cache), ``AllUnique`` (cache cold),
+``MixedFleet`` (several models at once), ``ShiftedTraffic`` (drifted rows from the data
+generator, for monitoring). The ramp/spike shape lives in ``loadtests/shapes.py``; add it with
+``-f loadtests/locustfile.py,loadtests/shapes.py``.
+
+Every answered row is scored as it arrives (a few list appends); precision, recall, F1 at the
+card's threshold, PR-AUC, error and 503 rates and exact latency percentiles are computed once, at
+the end, and written to ``--scores-out`` (JSON). In distributed mode the workers ship their raw
+arrays to the master with each stats report (Locust's own ``report_to_master`` channel, flushed
+once more when a worker stops), and the master writes the one file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from locust import FastHttpUser, between, constant_throughput, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests.holdout import ReplaySet, available_models, load_replay
+from loadtests.scoring import ScoreLog, summarize
+from loadtests.traffic import BatchSizes, Request, SequentialPicker, UniquePicker, ZipfPicker
+
+log = logging.getLogger("tabserve.loadtest")
+
+__all__ = [
+    "AllUnique",
+    "BatchRows",
+    "MixedFleet",
+    "ShiftedTraffic",
+    "SteadyOneRow",
+    "ZipfRepeated",
+]
+
+
+# --- command line (Locust custom arguments; each also readable from an env var) ----------------
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("tabserve", "tabserve load-test scenarios")
+    group.add_argument(
+        "--model",
+        default="logreg",
+        env_var="TABSERVE_LT_MODEL",
+        help="model the single-model scenarios call",
+    )
+    group.add_argument(
+        "--models",
+        default="",
+        env_var="TABSERVE_LT_MODELS",
+        help="comma-separated models for MixedFleet (default: all with a hold-out)",
+    )
+    group.add_argument(
+        "--models-dir",
+        default="models",
+        env_var="TABSERVE_LT_MODELS_DIR",
+        help="model repository to read model.json and holdout.npz from",
+    )
+    group.add_argument(
+        "--batch-size",
+        default="32-256",
+        env_var="TABSERVE_LT_BATCH_SIZE",
+        help="rows per BatchRows request: N or LOW-HIGH",
+    )
+    group.add_argument(
+        "--zipf-s",
+        type=float,
+        default=1.1,
+        env_var="TABSERVE_LT_ZIPF_S",
+        help="Zipf exponent of ZipfRepeated (larger: fewer, hotter rows)",
+    )
+    group.add_argument(
+        "--shift",
+        type=float,
+        default=1.0,
+        env_var="TABSERVE_LT_SHIFT",
+        help="ShiftedTraffic: the data generator's shift (0 = training data)",
+    )
+    group.add_argument(
+        "--user-rate",
+        type=float,
+        default=0.0,
+        env_var="TABSERVE_LT_USER_RATE",
+        help="requests/s per user; 0 sends as fast as answers come (closed loop)",
+    )
+    group.add_argument(
+        "--cache-control",
+        default="",
+        env_var="TABSERVE_LT_CACHE_CONTROL",
+        help="Cache-Control header to send (e.g. no-cache), empty for none",
+    )
+    group.add_argument(
+        "--scores-out",
+        default="tabserve-accuracy.json",
+        env_var="TABSERVE_LT_SCORES_OUT",
+        help="JSON file the accuracy-under-load summary is written to",
+    )
+    group.add_argument(
+        "--spike-users",
+        type=int,
+        default=64,
+        env_var="TABSERVE_LT_SPIKE_USERS",
+        help="shapes.RampSpike: users at the top of the ramp (the spike is 3x)",
+    )
+    group.add_argument(
+        "--spike-seconds",
+        type=float,
+        default=60.0,
+        env_var="TABSERVE_LT_SPIKE_SECONDS",
+        help="shapes.RampSpike: total duration of the shape",
+    )
+
+
+# --- per-process state ---------------------------------------------------------------------------
+class _State:
+    """Replay sets, pickers and score logs of this process, keyed by stream name.
+
+    A stream is a model's hold-out (``"xgb_small"``) or shifted rows (``"xgb_small@shift=1"``).
+    """
+
+    def __init__(self) -> None:
+        self.replays: dict[str, ReplaySet] = {}
+        self.pickers: dict[tuple[str, str], Any] = {}
+        self.logs: dict[str, ScoreLog] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.sent: dict[str, dict[str, int]] = {}
+        self.started: float | None = None
+        self.stopped: float | None = None
+        self.cpu_started = 0.0
+        self.cpu_used: float | None = None
+        self.monitoring: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        for score_log in self.logs.values():
+            score_log.clear()
+        self.sent.clear()
+        self.monitoring.clear()
+        self.started = time.monotonic()
+        self.stopped = None
+        self.cpu_started = time.process_time()
+        self.cpu_used = None
+
+    def replay(self, options: Any, model: str, shift: float | None = None) -> tuple[str, ReplaySet]:
+        stream = model if shift is None else f"{model}@shift={shift:g}"
+        if stream not in self.replays:
+            replay = load_replay(Path(options.models_dir), model, shift=shift)
+            self.replays[stream] = replay
+            self.logs.setdefault(stream, ScoreLog())
+            self.meta[stream] = {
+                "model": replay.model,
+                "version": replay.version,
+                "dataset": replay.dataset,
+                "threshold": replay.threshold,
+                "replay_rows": replay.n_rows,
+                "offline": replay.offline if shift is None else None,
+                "shift": shift,
+            }
+        return stream, self.replays[stream]
+
+    def picker(self, stream: str, kind: str, factory: Any) -> Any:
+        key = (stream, kind)
+        if key not in self.pickers:
+            self.pickers[key] = factory()
+        return self.pickers[key]
+
+
+STATE = _State()
+_HEADERS_BASE = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+
+
+class _Prediction(msgspec.Struct):
+    scores: list[float]
+
+
+class _PredictResponse(msgspec.Struct):
+    classes: list[int | str]
+    predictions: list[_Prediction]
+
+
+_decoder = msgspec.json.Decoder(_PredictResponse)
+
+
+def _positive_index(classes: list[int | str], positive: int) -> int:
+    try:
+        return classes.index(positive)
+    except ValueError:
+        return [str(c) for c in classes].index(str(positive))
+
+
+def _process_offset(environment: Environment) -> int:
+    """Distinct start offsets for workers of a distributed run (0 when running alone)."""
+    return int(getattr(environment.runner, "worker_index", 0) or 0) * 7919
+
+
+# --- users ---------------------------------------------------------------------------------------
+class _PredictUser(FastHttpUser):
+    """Sends predict requests and scores every answer; subclasses choose the rows."""
+
+    abstract = True
+    network_timeout = 10.0
+    connection_timeout = 5.0
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self._headers = dict(_HEADERS_BASE)
+        if options.cache_control:
+            self._headers["Cache-Control"] = options.cache_control
+        self._pace = constant_throughput(options.user_rate) if options.user_rate > 0 else None
+
+    def wait_time(self) -> float:
+        return self._pace(self) if self._pace is not None else 0.0
+
+    def predict(self, stream: str, replay: ReplaySet, request: Request, scenario: str) -> None:
+        """POST one request; record latency and status, and the returned scores when 200."""
+        score_log = STATE.logs[stream]
+        with self.client.post(
+            f"/v1/models/{replay.model}/predict",
+            data=request.body,
+            headers=self._headers,
+            name=f"{scenario} {stream}",
+            catch_response=True,
+        ) as response:
+            status = response.status_code
+            if status == 200:
+                try:
+                    decoded = _decoder.decode(response.content or b"")
+                    pos = _positive_index(decoded.classes, replay.positive_class)
+                    scores = [p.scores[pos] for p in decoded.predictions]
+                except (
+                    msgspec.DecodeError,
+                    msgspec.ValidationError,
+                    ValueError,
+                    IndexError,
+                ) as exc:
+                    response.failure(f"unusable 200 body: {exc}")
+                    status = -1
+                else:
+                    if len(scores) != request.rows:
+                        response.failure(f"{len(scores)} predictions for {request.rows} rows")
+                        status = -1
+                    else:
+                        score_log.record_rows(request.keys, request.labels, scores)
+                        response.success()
+            elif status in (503, 504):
+                response.failure(f"{status} (overloaded or past deadline)")
+            score_log.record_request(response.request_meta["response_time"], status, request.rows)
+
+
+class SteadyOneRow(_PredictUser):
+    """One row per request, hold-out rows in order (the fraud-check path)."""
+
+    @task
+    def one_row(self) -> None:
+        stream, replay = STATE.replay(
+            self.environment.parsed_options, self.environment.parsed_options.model
+        )
+        picker = STATE.picker(
+            stream, "seq", lambda: SequentialPicker(replay, _process_offset(self.environment))
+        )
+        self.predict(stream, replay, picker.take(1), "one-row")
+
+
+class BatchRows(_PredictUser):
+    """32-256 rows per request (``--batch-size``), hold-out rows in order (offline scoring)."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._sizes = BatchSizes(self.environment.parsed_options.batch_size, seed=id(self) & 0xFFFF)
+
+    @task
+    def batch(self) -> None:
+        options = self.environment.parsed_options
+        stream, replay = STATE.replay(options, options.model)
+        picker = STATE.picker(
+            stream, "seq", lambda: SequentialPicker(replay, _process_offset(self.environment))
+        )
+        self.predict(stream, replay, picker.take(self._sizes.next()), "batch")
+
+
+class ZipfRepeated(_PredictUser):
+    """One row per request drawn from a Zipf distribution over the hold-out (``--zipf-s``)."""
+
+    @task
+    def hot_row(self) -> None:
+        options = self.environment.parsed_options
+        stream, replay = STATE.replay(options, options.model)
+        picker = STATE.picker(
+            stream,
+            f"zipf{options.zipf_s}",
+            lambda: ZipfPicker(replay, options.zipf_s, seed=_process_offset(self.environment)),
+        )
+        self.predict(stream, replay, picker.take(1), "zipf")
+
+
+class AllUnique(_PredictUser):
+    """One never-seen row per request (hold-out first, then perturbed copies): a cold cache."""
+
+    @task
+    def unique_row(self) -> None:
+        options = self.environment.parsed_options
+        stream, replay = STATE.replay(options, options.model)
+        picker = STATE.picker(
+            stream, "unique", lambda: UniquePicker(replay, _process_offset(self.environment))
+        )
+        self.predict(stream, replay, picker.take(1), "unique")
+
+
+class MixedFleet(_PredictUser):
+    """One-row requests spread evenly over several models (``--models``)."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        options = self.environment.parsed_options
+        names = [m for m in options.models.split(",") if m] or available_models(
+            Path(options.models_dir)
+        )
+        if not names:
+            raise RuntimeError(f"MixedFleet: no models with a hold-out under {options.models_dir}")
+        self._streams = [STATE.replay(options, name) for name in names]
+        self._turn = _process_offset(self.environment) + id(self) % len(names)
+
+    @task
+    def fleet_row(self) -> None:
+        self._turn += 1
+        stream, replay = self._streams[self._turn % len(self._streams)]
+        picker = STATE.picker(
+            stream, "seq", lambda: SequentialPicker(replay, _process_offset(self.environment))
+        )
+        self.predict(stream, replay, picker.take(1), "fleet")
+
+
+class ShiftedTraffic(_PredictUser):
+    """One-row requests of freshly generated, drifted rows (``--shift``); fraud models only.
+
+    Pauses a little between requests: the point is a steady drifted stream for the monitor.
+    """
+
+    wait_time = between(0.0, 0.002)
+
+    @task
+    def shifted_row(self) -> None:
+        options = self.environment.parsed_options
+        stream, replay = STATE.replay(options, options.model, shift=options.shift)
+        picker = STATE.picker(
+            stream, "seq", lambda: SequentialPicker(replay, _process_offset(self.environment))
+        )
+        self.predict(stream, replay, picker.take(1), "shifted")
+
+
+# --- results: gathered on the master (or the single local process) ------------------------------
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_: Any) -> None:
+    STATE.reset()
+
+
+@events.report_to_master.add_listener
+def _on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
+    payload = {}
+    for stream, score_log in STATE.logs.items():
+        chunk = score_log.export_since(STATE.sent.setdefault(stream, {}))
+        payload[stream] = {"chunk": chunk, "meta": STATE.meta[stream]}
+    data["tabserve_scores"] = payload
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
+    for stream, item in data.get("tabserve_scores", {}).items():
+        STATE.logs.setdefault(stream, ScoreLog()).extend_from(item["chunk"])
+        STATE.meta[stream] = item["meta"]
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    STATE.stopped = time.monotonic()
+    STATE.cpu_used = time.process_time() - STATE.cpu_started
+    _fetch_monitoring(environment)
+    _write_results(environment)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Environment, **_: Any) -> None:
+    # The master's test_stop fires before its workers' last reports arrive; write again, final.
+    if isinstance(environment.runner, WorkerRunner) or not STATE.logs:
+        return
+    _write_results(environment)
+    for stream, summary in results_document(environment)["streams"].items():
+        log.info("tabserve %s: %s", stream, one_line(summary))
+
+
+def _fetch_monitoring(environment: Environment) -> None:
+    host = environment.host or ""
+    for stream, meta in STATE.meta.items():
+        if meta.get("shift") is None or not host.startswith("http"):
+            continue
+        url = f"{host.rstrip('/')}/v1/models/{meta['model']}/monitoring"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                STATE.monitoring[stream] = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            STATE.monitoring[stream] = {"error": f"{url}: {exc}"}
+
+
+def results_document(environment: Environment) -> dict[str, Any]:
+    started = STATE.started or time.monotonic()
+    stopped = STATE.stopped or time.monotonic()
+    duration = max(stopped - started, 1e-9)
+    streams: dict[str, Any] = {}
+    total = ScoreLog()
+    for stream, score_log in sorted(STATE.logs.items()):
+        meta = STATE.meta.get(stream, {})
+        summary = summarize(score_log, float(meta.get("threshold", 0.5)), duration_s=duration)
+        summary.update(meta)
+        if stream in STATE.monitoring:
+            summary["monitoring"] = STATE.monitoring[stream]
+        streams[stream] = summary
+        total.merge(score_log)
+    options = environment.parsed_options
+    return {
+        "host": environment.host,
+        "user_classes": sorted(cls.__name__ for cls in environment.user_classes),
+        "distributed": isinstance(environment.runner, MasterRunner),
+        "duration_s": duration,
+        "client_cpu_s": STATE.cpu_used,
+        "client_cpu_pct": None if STATE.cpu_used is None else 100.0 * STATE.cpu_used / duration,
+        "options": {
+            "model": options.model,
+            "batch_size": options.batch_size,
+            "zipf_s": options.zipf_s,
+            "shift": options.shift,
+            "user_rate": options.user_rate,
+            "cache_control": options.cache_control,
+        },
+        "streams": streams,
+        "total": summarize(total, None, duration_s=duration),
+    }
+
+
+def _write_results(environment: Environment) -> None:
+    path = Path(environment.parsed_options.scores_out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results_document(environment), indent=2, allow_nan=True))
+    tmp.replace(path)
+
+
+def one_line(summary: dict[str, Any]) -> str:
+    acc = summary.get("accuracy") or {}
+    lat = summary.get("latency_ms") or {}
+    return (
+        f"{summary['requests']} requests, errors {summary['error_rate']:.2%} "
+        f"(503 {summary['rate_503']:.2%}), p50 {lat.get('p50', float('nan')):.2f} ms "
+        f"p99 {lat.get('p99', float('nan')):.2f} ms, rows {summary.get('distinct_rows', 0)}, "
+        f"PR-AUC {acc.get('pr_auc', float('nan')):.4f} F1 {acc.get('f1', float('nan')):.4f}"
+    )

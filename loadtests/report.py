@@ -1,0 +1,509 @@
+"""Render a sweep's folder: ``REPORT.md`` (tables) and PNG plots, from ``results.json`` alone.
+
+``tabserve loadtest report RUN_DIR`` re-renders an existing run (optionally answering another
+``--budget``); the sweep calls :func:`render` at its end.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from loadtests.budget import Budget, answer, parse_budget
+from loadtests.results import (
+    model_accuracy,
+    ok_cells,
+    pareto_models,
+    read_results,
+    tradeoff_points,
+)
+
+REPORT_FILE = "REPORT.md"
+NA = "-"
+PLOTS = ("tradeoff.png", "throughput.png", "latency.png")
+
+
+# --- formatting ----------------------------------------------------------------------------------
+def _f(value: Any, digits: int = 2, scale: float = 1.0) -> str:
+    if value is None:
+        return NA
+    try:
+        x = float(value) * scale
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return NA
+    return f"{x:,.{digits}f}"
+
+
+def _pct(value: Any, digits: int = 1) -> str:
+    return NA if value is None else f"{float(value) * 100:.{digits}f}%"
+
+
+def _lat(cell: dict[str, Any], key: str) -> str:
+    return _f((cell.get("latency_ms") or {}).get(key), 2)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return ["_(no cells)_", ""]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return [*out, ""]
+
+
+def _cpu(cell: dict[str, Any], who: str) -> str:
+    return _f((cell.get("cpu") or {}).get(f"{who}_pct"), 0) + "%" if cell.get("cpu") else NA
+
+
+def _server(cell: dict[str, Any], key: str, digits: int = 2) -> str:
+    return _f((cell.get("server") or {}).get(key), digits)
+
+
+# --- sections ------------------------------------------------------------------------------------
+def _budget_section(
+    cells: list[dict[str, Any]], budget: Budget | None, models: list[str]
+) -> list[str]:
+    if budget is None:
+        return []
+    verdicts = answer(cells, budget, models)
+    fitting = [v.model for v in verdicts if v.fits]
+    lines = [f"## Which models fit `{budget}`?", ""]
+    lines.append(
+        "**Fits: "
+        + (", ".join(f"`{m}`" for m in fitting) if fitting else "none of the models measured")
+        + "**"
+    )
+    lines.append("")
+    lines += _table(
+        ["model", "fits", "how", "evidence"],
+        [[f"`{v.model}`", "yes" if v.fits else "no", v.how, v.evidence] for v in verdicts],
+    )
+    lines.append(
+        "_measured_: Locust users paced to the budget's rate in total (needs >= 95% of the "
+        "rate, the latency limit, < 1% errors); _inferred_: a closed-loop one-row cell "
+        "sustained at least the rate within the limit."
+    )
+    lines.append("")
+    return lines
+
+
+def _pareto_section(cells: list[dict[str, Any]]) -> list[str]:
+    fronts = pareto_models(cells)
+    if not fronts:
+        return []
+    lines = ["## Pareto-optimal models (PR-AUC under load vs p99 latency)", ""]
+    points = tradeoff_points(cells)
+    for (dataset, users), front in fronts.items():
+        pts = points[(dataset, users)]
+        described = ", ".join(
+            f"`{m}` (p99 {pts[m][0]:.2f} ms, PR-AUC {pts[m][1]:.3f})" for m in front
+        )
+        lines.append(f"- **{dataset}, {users} users**: {described}")
+    lines += [
+        "",
+        "A model is on the frontier when no other model is both at least as fast (p99) and at "
+        "least as accurate (PR-AUC on its hold-out, measured through the server). Datasets are "
+        "compared separately.",
+        "",
+    ]
+    return lines
+
+
+def _models_section(cells: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for c in sorted(ok_cells(cells, "models"), key=lambda c: (c["model"], c["users"])):
+        rows.append(
+            [
+                f"`{c['model']}`",
+                str(c["users"]),
+                _f(c.get("throughput_rps"), 0),
+                _lat(c, "p50"),
+                _lat(c, "p95"),
+                _lat(c, "p99"),
+                _pct(c.get("error_rate"), 2),
+                _pct(c.get("rate_503"), 2),
+                _server(c, "mean_batch_rows"),
+                _server(c, "queue_wait_mean_ms", 3),
+                _cpu(c, "server"),
+                _cpu(c, "locust"),
+            ]
+        )
+    lines = ["## Models: one-row requests (batching on, cache off)", ""]
+    lines += _table(
+        [
+            "model",
+            "users",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "503",
+            "mean batch rows",
+            "queue wait ms",
+            "server CPU",
+            "Locust CPU",
+        ],
+        rows,
+    )
+    return lines
+
+
+def _accuracy_section(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
+    rows = []
+    for model in models:
+        acc = model_accuracy(cells, model)
+        if acc is None:
+            continue
+        offline = next(
+            (c.get("offline") for c in cells if c.get("model") == model and c.get("offline")), {}
+        )
+        offline = offline or {}
+
+        def pair(key: str, acc: dict[str, Any] = acc, offline: dict[str, Any] = offline) -> str:
+            return f"{_f(acc.get(key), 4)} / {_f(offline.get(key), 4)}"
+
+        rows.append(
+            [
+                f"`{model}`",
+                f"{acc.get('rows', 0):,} ({_pct(acc.get('coverage'), 0)})",
+                _f(acc.get("threshold"), 3),
+                pair("precision"),
+                pair("recall"),
+                pair("f1"),
+                pair("pr_auc"),
+                pair("roc_auc"),
+                _f(acc.get("max_repeat_diff"), 6),
+            ]
+        )
+    lines = ["## Accuracy under load vs offline (same hold-out rows)", ""]
+    lines += _table(
+        [
+            "model",
+            "rows answered (coverage)",
+            "threshold",
+            "precision load / offline",
+            "recall load / offline",
+            "F1 load / offline",
+            "PR-AUC load / offline",
+            "ROC-AUC load / offline",
+            "max repeat diff",
+        ],
+        rows,
+    )
+    lines.append(
+        "Under load: the scores the server returned during the sweep, scored at the card's "
+        "threshold (the cell that answered most rows). Offline: `model.json` metrics on the same "
+        "hold-out split. Max repeat diff: the largest change between two answers for the same row "
+        "across all cells (0 means batching and caching never mixed rows up)."
+    )
+    lines.append("")
+    return lines
+
+
+def _config_section(
+    cells: list[dict[str, Any]], group: str, title: str, extra: list[str]
+) -> list[str]:
+    chosen = ok_cells(cells, group)
+    if not chosen:
+        return []
+    rows = []
+    for c in chosen:
+        row = [
+            f"`{c['model']}`",
+            c.get("scenario", ""),
+            c.get("server_label", ""),
+            str(c.get("users")),
+            _f(c.get("throughput_rps"), 0),
+            _lat(c, "p50"),
+            _lat(c, "p95"),
+            _lat(c, "p99"),
+            _pct(c.get("error_rate"), 2),
+            _pct(c.get("rate_503"), 2),
+        ]
+        for key in extra:
+            if key == "hit_ratio":
+                row.append(_pct((c.get("server") or {}).get("hit_ratio")))
+            elif key == "hits_by_tier":
+                hits = (c.get("server") or {}).get("cache_hits") or {}
+                row.append(", ".join(f"{t} {int(v):,}" for t, v in sorted(hits.items())) or NA)
+            elif key == "cpu":
+                row.append(_cpu(c, "server"))
+            else:
+                row.append(_server(c, key, 3 if "ms" in key else 2))
+        rows.append(row)
+    names = {
+        "mean_batch_rows": "mean batch rows",
+        "queue_wait_mean_ms": "queue wait ms",
+        "hit_ratio": "hit ratio",
+        "hits_by_tier": "hits by tier",
+        "cpu": "server CPU",
+        "inference_mean_ms": "inference ms/batch",
+    }
+    header = [
+        "model",
+        "scenario",
+        "server",
+        "users",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "503",
+    ] + [names.get(k, k) for k in extra]
+    return [f"## {title}", "", *_table(header, rows)]
+
+
+def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
+    chosen = ok_cells(cells, "shifted")
+    if not chosen:
+        return []
+    lines = ["## Shifted traffic (data generator's `shift`)", ""]
+    rows = []
+    for c in chosen:
+        acc = c.get("accuracy") or {}
+        offline = next(
+            (x.get("offline") for x in cells if x.get("model") == c["model"] and x.get("offline")),
+            {},
+        )
+        mon = c.get("monitoring")
+        if isinstance(mon, dict) and "error" not in mon:
+            mon_text = _monitoring_summary(mon)
+        elif isinstance(mon, dict):
+            mon_text = "unavailable"
+        else:
+            mon_text = NA
+        rows.append(
+            [
+                f"`{c['model']}`",
+                str(c.get("dataset", "")),
+                f"{acc.get('rows', 0):,}",
+                f"{_f(acc.get('pr_auc'), 4)} / {_f((offline or {}).get('pr_auc'), 4)}",
+                f"{_f(acc.get('f1'), 4)} / {_f((offline or {}).get('f1'), 4)}",
+                _pct(acc.get("positives", 0) / acc["rows"] if acc.get("rows") else None),
+                mon_text,
+            ]
+        )
+    lines += _table(
+        [
+            "model",
+            "rows",
+            "answered",
+            "PR-AUC shifted / offline",
+            "F1 shifted / offline",
+            "positive rate",
+            "server monitoring",
+        ],
+        rows,
+    )
+    return lines
+
+
+def _monitoring_summary(mon: dict[str, Any]) -> str:
+    """A short, schema-tolerant description of the monitoring endpoint's answer."""
+    for key in ("status", "verdict", "state"):
+        if isinstance(mon.get(key), str):
+            return str(mon[key])
+    drifting = mon.get("drifting_features") or mon.get("drifting")
+    if isinstance(drifting, list):
+        return "drifting: " + (", ".join(map(str, drifting)) or "none")
+    return "see results.json"
+
+
+def _all_cells_section(cells: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for c in cells:
+        if c.get("failed"):
+            rows.append(
+                [c.get("cell_id", "?"), "FAILED: " + str(c["failed"])[:120], "", "", "", ""]
+            )
+            continue
+        rows.append(
+            [
+                c.get("cell_id", "?"),
+                _f(c.get("throughput_rps"), 0),
+                _lat(c, "p99"),
+                _f((c.get("locust") or {}).get("p99"), 0),
+                _pct(c.get("error_rate"), 2),
+                _f(c.get("rows_per_s"), 0),
+            ]
+        )
+    return [
+        "## All cells",
+        "",
+        *_table(
+            ["cell", "req/s", "p99 ms (exact)", "p99 ms (Locust, rounded)", "errors", "rows/s"],
+            rows,
+        ),
+    ]
+
+
+# --- plots ---------------------------------------------------------------------------------------
+def _plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells: list[dict[str, Any]] = doc.get("cells", [])
+    written: list[str] = []
+
+    # 1. accuracy vs p99 with the frontier, one panel per dataset
+    points = tradeoff_points(cells)
+    datasets = sorted({d for d, _ in points})
+    fig, axes = plt.subplots(
+        1, max(1, len(datasets)), figsize=(6.5 * max(1, len(datasets)), 4.8), squeeze=False
+    )
+    markers = "osD^v<>p*"
+    for ax, dataset in zip(axes[0], datasets or ["(no data)"], strict=False):
+        users_levels = sorted(u for d, u in points if d == dataset)
+        for i, users in enumerate(users_levels):
+            pts = points[(dataset, users)]
+            front = [m for m in (pareto_models(cells).get((dataset, users)) or [])]
+            color = f"C{i}"
+            for model, (lat, acc) in pts.items():
+                on_front = model in front
+                ax.scatter(
+                    lat,
+                    acc,
+                    marker=markers[i % len(markers)],
+                    s=70 if on_front else 35,
+                    color=color,
+                    edgecolors="black" if on_front else "none",
+                    zorder=3,
+                )
+                ax.annotate(
+                    model, (lat, acc), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
+            if front:
+                xs = [pts[m][0] for m in front]
+                ys = [pts[m][1] for m in front]
+                ax.step(
+                    xs, ys, where="post", color=color, alpha=0.7, label=f"frontier, {users} users"
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("p99 latency, one-row requests (ms, log)")
+        ax.set_ylabel("PR-AUC under load")
+        ax.set_title(f"accuracy vs latency: {dataset}")
+        ax.grid(True, which="both", alpha=0.3)
+        if users_levels:
+            ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_dir / "tradeoff.png", dpi=110)
+    plt.close(fig)
+    written.append("tradeoff.png")
+
+    # 2. throughput vs concurrency per model
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    models_cells = ok_cells(cells, "models")
+    for model in sorted({c["model"] for c in models_cells}):
+        own = sorted((c for c in models_cells if c["model"] == model), key=lambda c: c["users"])
+        ax.plot(
+            [c["users"] for c in own],
+            [c.get("throughput_rps") or 0 for c in own],
+            marker="o",
+            label=model,
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent users (closed loop)")
+    ax.set_ylabel("requests/s (one row each)")
+    ax.set_title("throughput vs concurrency")
+    ax.grid(True, alpha=0.3)
+    if models_cells:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "throughput.png", dpi=110)
+    plt.close(fig)
+    written.append("throughput.png")
+
+    # 3. latency percentiles per configuration
+    chosen = [c for c in ok_cells(cells) if c.get("latency_ms")]
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.28 * len(chosen) + 1.2)))
+    labels = [c.get("cell_id", "?") for c in chosen]
+    y = list(range(len(chosen)))
+    for offset, (key, color) in zip(
+        (-0.25, 0.0, 0.25), (("p50", "C0"), ("p95", "C1"), ("p99", "C3")), strict=True
+    ):
+        values = [max(1e-3, float(c["latency_ms"].get(key) or 0.0)) for c in chosen]
+        ax.barh([v + offset for v in y], values, height=0.25, color=color, label=key)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log), client side")
+    ax.set_title("latency percentiles per configuration")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    if chosen:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_dir / "latency.png", dpi=110)
+    plt.close(fig)
+    written.append("latency.png")
+    return written
+
+
+# --- entry points --------------------------------------------------------------------------------
+def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
+    meta = doc.get("meta", {})
+    cells: list[dict[str, Any]] = doc.get("cells", [])
+    models = sorted({c["model"] for c in cells if c.get("model")})
+    failed = [c for c in cells if c.get("failed")]
+    mode, started = meta.get("mode", "?"), meta.get("started_at", "?")
+    elapsed, per_cell = _f(meta.get("elapsed_s"), 0), _f(meta.get("cell_seconds"), 0)
+    lines = [
+        f"# tabserve load-test report ({mode} sweep, {started})",
+        "",
+        f"- cells: {len(cells)} ({len(failed)} failed); wall time {elapsed} s; "
+        f"{per_cell} s of load per cell",
+        f"- server pinned to CPU {meta.get('server_cpus', NA)}, Locust to CPU "
+        f"{meta.get('client_cpus', NA)}; host: {meta.get('host', NA)}; "
+        f"commit {meta.get('commit', NA)}",
+        "- latency: exact client-side times recorded by the locustfile (Locust's own percentiles "
+        "round to whole ms below 100 ms; they are kept in the raw CSVs and the 'All cells' table)",
+        "- accuracy: every answered hold-out row scored as it arrived; precision/recall/F1 at the "
+        "card's threshold; PR-AUC = average precision",
+    ]
+    if meta.get("note"):
+        lines.append(f"- note: {meta['note']}")
+    lines.append("")
+    lines += _budget_section(cells, budget, models)
+    lines += _pareto_section(cells)
+    lines += ["![accuracy vs p99 latency](tradeoff.png)", ""]
+    lines += _models_section(cells)
+    lines += ["![throughput vs concurrency](throughput.png)", ""]
+    lines += _accuracy_section(cells, models)
+    lines += _config_section(
+        cells, "batching", "Batching (cache off)", ["mean_batch_rows", "queue_wait_mean_ms", "cpu"]
+    )
+    lines += _config_section(
+        cells,
+        "cache",
+        "Cache (Zipf-repeated rows, fresh cache per cell)",
+        ["hit_ratio", "hits_by_tier", "cpu"],
+    )
+    lines += _config_section(
+        cells,
+        "spike",
+        "Backpressure: ramp and spike past capacity",
+        ["mean_batch_rows", "rejected", "cpu"],
+    )
+    lines += _config_section(
+        cells, "budget", "Paced cells (budget rate)", ["mean_batch_rows", "cpu"]
+    )
+    lines += _shift_section(cells)
+    lines += ["![latency percentiles per configuration](latency.png)", ""]
+    lines += _all_cells_section(cells)
+    return "\n".join(lines) + "\n"
+
+
+def render(run_dir: Path, budget: Budget | None = None) -> Path:
+    """Write REPORT.md and the plots into ``run_dir`` from its results.json."""
+    doc = read_results(run_dir)
+    if budget is None and doc.get("meta", {}).get("budget"):
+        budget = parse_budget(doc["meta"]["budget"])
+    _plots(doc, run_dir)
+    path = run_dir / REPORT_FILE
+    path.write_text(render_markdown(doc, budget))
+    return path

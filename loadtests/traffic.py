@@ -1,0 +1,136 @@
+"""Which rows each scenario sends: sequential replay, Zipf-repeated, all-unique, batches.
+
+A picker turns "the next request" into a :class:`Request`: the rows' keys (for scoring and the
+repeat check), their true labels and the ready-to-send body. Pickers hold no Locust state, so the
+tests drive them in-process; one picker per model is shared by all users of a process, which
+keeps sequential replay from sending the same row from every user at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from loadtests.holdout import ReplaySet
+
+
+@dataclass(frozen=True)
+class Request:
+    keys: list[int]
+    labels: list[int]
+    body: bytes
+
+    @property
+    def rows(self) -> int:
+        return len(self.keys)
+
+
+def parse_batch_size(spec: str) -> tuple[int, int]:
+    """'64' -> (64, 64); '32-256' -> (32, 256)."""
+    lo, sep, hi = spec.partition("-")
+    try:
+        low = int(lo)
+        high = int(hi) if sep else low
+    except ValueError:
+        raise ValueError(f"batch size must be N or LOW-HIGH, got {spec!r}") from None
+    if not 1 <= low <= high:
+        raise ValueError(f"batch size must satisfy 1 <= LOW <= HIGH, got {spec!r}")
+    return low, high
+
+
+class SequentialPicker:
+    """Rows in a fixed order, wrapping around: every row once before any row twice.
+
+    ``start`` offsets the cursor (workers of a distributed run start at different places).
+    """
+
+    def __init__(self, replay: ReplaySet, start: int = 0) -> None:
+        self.replay = replay
+        self._cursor = itertools.count(start)
+        self._labels = replay.y.tolist()
+
+    def take(self, rows: int = 1) -> Request:
+        n = self.replay.n_rows
+        keys = [next(self._cursor) % n for _ in range(rows)]
+        return Request(keys, [self._labels[k] for k in keys], self.replay.body(keys))
+
+
+class ZipfPicker:
+    """Rows drawn with probability proportional to ``1 / rank**s`` (a few hot rows, a long tail).
+
+    Ranks are a seeded permutation of the hold-out, so the hot rows are not just the first rows.
+    Draws are made in blocks up front; a request costs a list index.
+    """
+
+    BLOCK = 1 << 16
+
+    def __init__(self, replay: ReplaySet, s: float = 1.1, seed: int = 0) -> None:
+        if s <= 0:
+            raise ValueError(f"zipf exponent must be positive, got {s}")
+        self.replay = replay
+        rng = np.random.default_rng(seed)
+        n = replay.n_rows
+        weights = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** s
+        rank_to_row = rng.permutation(n)
+        draws = rng.choice(n, size=self.BLOCK, p=weights / weights.sum())
+        self._draws: list[int] = rank_to_row[draws].tolist()
+        self._i = itertools.count()
+        self._labels = replay.y.tolist()
+
+    def take(self, rows: int = 1) -> Request:
+        keys = [self._draws[next(self._i) % self.BLOCK] for _ in range(rows)]
+        return Request(keys, [self._labels[k] for k in keys], self.replay.body(keys))
+
+
+class UniquePicker:
+    """Every request carries rows never sent before in this run (a cold cache).
+
+    The first pass sends the hold-out rows as they are; pass ``p >= 1`` scales one continuous
+    feature by ``1 + p * 2**-20`` (a change in the 6th significant digit that the model barely
+    notices but that gives the row new float32 bytes, hence a new cache key). Keys are
+    ``p * n + row`` so each perturbed copy is scored as its own row.
+    """
+
+    def __init__(self, replay: ReplaySet, start: int = 0) -> None:
+        self.replay = replay
+        self._cursor = itertools.count(start)
+        self._labels = replay.y.tolist()
+        X = replay.X
+        # The feature with the most distinct values is continuous, so a tiny change is realistic.
+        self._feature = int(np.argmax([np.unique(X[:, j]).size for j in range(X.shape[1])]))
+        self._encoder = msgspec.json.Encoder()
+
+    def take(self, rows: int = 1) -> Request:
+        n = self.replay.n_rows
+        keys: list[int] = []
+        parts: list[bytes] = []
+        for _ in range(rows):
+            k = next(self._cursor)
+            row, p = k % n, k // n
+            keys.append(k)
+            if p == 0:
+                parts.append(self.replay.row_json[row])
+            else:
+                values = self.replay.X[row].copy()
+                v = values[self._feature]
+                values[self._feature] = (
+                    v * np.float32(1 + p * 2.0**-20) if v != 0 else np.float32(p * 1e-6)
+                )
+                parts.append(self._encoder.encode(values.tolist()))
+        labels = [self._labels[k % n] for k in keys]
+        return Request(keys, labels, b'{"instances":[' + b",".join(parts) + b"]}")
+
+
+class BatchSizes:
+    """Batch sizes drawn uniformly from ``[low, high]``."""
+
+    def __init__(self, spec: str, seed: int = 0) -> None:
+        self.low, self.high = parse_batch_size(spec)
+        self._rng = random.Random(seed)
+
+    def next(self) -> int:
+        return self.low if self.low == self.high else self._rng.randint(self.low, self.high)

@@ -1,0 +1,67 @@
+"""Budget parsing and the answer: which models fit a latency budget at a rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from loadtests.budget import Budget, answer, parse_budget
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("p99<=5ms@500rps", Budget(99, 5.0, 500)),
+        (" p95 <= 2.5 ms @ 1000 rps ", Budget(95, 2.5, 1000)),
+        ("p99.9<=800us@200rps", Budget(99.9, 0.8, 200)),
+        ("P50<1s@10req/s", Budget(50, 1000.0, 10)),
+    ],
+)
+def test_parse(text: str, expected: Budget) -> None:
+    assert parse_budget(text) == expected
+
+
+def test_parse_round_trips_and_names_its_percentile() -> None:
+    budget = parse_budget("p99<=5ms@500rps")
+    assert str(budget) == "p99<=5ms@500rps" and budget.key == "p99"
+    assert parse_budget(str(budget)) == budget
+
+
+@pytest.mark.parametrize(
+    "text", ["p99<=5@500rps", "p97<=5ms@500rps", "5ms@500", "p99<=0ms@1rps", ""]
+)
+def test_parse_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_budget(text)
+
+
+def test_answer_prefers_measured_paced_cells(results_doc: dict[str, Any]) -> None:
+    cells = results_doc["cells"]
+    verdicts = {
+        v.model: v
+        for v in answer(
+            cells, parse_budget("p99<=5ms@500rps"), ["fast_ok", "slow_good", "dominated", "nothing"]
+        )
+    }
+    # paced at 500 rps: fast_ok reached 498 (>= 95%) at p99 1.5 ms; slow_good 470 at 4 ms.
+    assert verdicts["fast_ok"].fits and verdicts["fast_ok"].how == "measured"
+    assert not verdicts["slow_good"].fits and verdicts["slow_good"].how == "measured"
+    # no paced cell: inferred from closed loop; dominated never exceeded 1000 rps within 5 ms.
+    assert not verdicts["dominated"].fits and verdicts["dominated"].how == "inferred"
+    assert verdicts["nothing"].how == "no data"
+
+
+def test_answer_infers_from_closed_loop(results_doc: dict[str, Any]) -> None:
+    cells = [c for c in results_doc["cells"] if c.get("group") != "budget"]
+    verdicts = {
+        v.model: v
+        for v in answer(
+            cells, parse_budget("p99<=3ms@350rps"), ["fast_ok", "slow_good", "dominated"]
+        )
+    }
+    assert verdicts["fast_ok"].fits and verdicts["slow_good"].fits  # 2000 and 500 rps within 3 ms
+    assert verdicts["dominated"].fits  # 400 rps at p99 3.0 ms: exactly on the limit
+    assert all(v.how == "inferred" for v in verdicts.values())
+    strict = {v.model: v.fits for v in answer(cells, parse_budget("p99<=1ms@1000rps"), ["fast_ok"])}
+    assert strict == {"fast_ok": True}
