@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     """Seconds between re-reads of a model's flush generation from Redis (flush staleness)."""
     redis_max_connections: int = 32
     """Size of the Redis connection pool per worker."""
+    cache_redis_auto_skip: bool = True
+    """Skip Redis for a model when computing a batch's misses costs less than a round trip."""
 
     # --- monitoring ----------------------------------------------------------------------------
     monitoring: bool = True

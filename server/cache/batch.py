@@ -25,6 +25,11 @@ So the batcher calls ``lookup(rows[reads])`` with ``reads`` = rows of ``default`
 ``store(rows[computed & writes], scores[...])`` with ``writes`` = rows of requests not
 ``no-store``. :func:`reads_cache` and :func:`writes_cache` spell the rule.
 
+Per model, Redis can be skipped when it cannot pay (``auto_skip_remote``, from the setting
+``cache_redis_auto_skip``): a batch asks Redis only if computing its memory misses would cost more
+than one round trip (:func:`redis_min_rows`); a model for which no batch of ``max_batch_rows``
+qualifies neither reads nor writes Redis. ``python -m server.cache.measure`` gives the numbers.
+
 Identical rows in one batch share one key and one cache read; the batcher may still compute
 duplicates that miss, but the synchronous memory write makes the next batch hit them. When there
 is no memory tier, rows whose Redis write is still in flight are answered from that write.
@@ -34,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import sys
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -65,6 +72,8 @@ class ModelScoreCache:
         ttl_s: float,
         *,
         use_remote: bool = True,
+        auto_skip_remote: bool = False,
+        max_batch_rows: int = 64,
         max_pending_writes: int = 32,
     ) -> None:
         if ttl_s <= 0:
@@ -73,6 +82,8 @@ class ModelScoreCache:
         self.model = card.name
         self.ttl_s = ttl_s
         self.use_remote = use_remote and cache.remote is not None
+        self.auto_skip_remote = auto_skip_remote
+        self.max_batch_rows = max_batch_rows
         self.max_pending_writes = max_pending_writes
         self._cache = cache
         self._n_classes = len(card.classes)
@@ -101,6 +112,33 @@ class ModelScoreCache:
     def pending_writes(self) -> int:
         return len(self._tasks)
 
+    def remote_min_rows(self) -> int | None:
+        """Fewest memory misses in a batch for which asking Redis is worth it; None: never.
+
+        Without ``auto_skip_remote`` that is 1. With it, Redis is asked only when computing the
+        misses would cost more than one round trip (model.json's measured cost against the
+        moving average of MGET round trips), i.e. only when a Redis hit can pay at all.
+        """
+        remote = self._cache.remote
+        if not self.use_remote or remote is None:
+            return None
+        if not self.auto_skip_remote:
+            return 1
+        cost = self.card.cost
+        rows = redis_min_rows(cost.us_batch1, cost.us_per_row_batch64, remote.rtt_us)
+        return rows if rows <= self.max_batch_rows else None
+
+    def describe(self) -> dict[str, object]:
+        """For the model's admin view: policy and hit ratio (cheap)."""
+        return {
+            "ttl_s": self.ttl_s,
+            "hit_ratio": self.hit_ratio,
+            "rows_looked_up": self.lookups,
+            "rows_hit": self.hits,
+            "redis": "off" if self._cache.remote is None or not self.use_remote else "on",
+            "redis_min_rows": self.remote_min_rows(),
+        }
+
     def _prefix(self, generation: int) -> bytes:
         cached = self._prefix_gen
         if cached is None or cached[0] != generation:
@@ -122,8 +160,12 @@ class ModelScoreCache:
             inverse = np.fromiter((index[k] for k in keys), dtype=np.intp, count=n)
         else:
             unique = keys
+        min_rows = self.remote_min_rows()
         fetch = await self._cache.fetch(
-            unique, use_remote=self.use_remote, promote_ttl_s=self.ttl_s
+            unique,
+            use_remote=min_rows is not None,
+            remote_min_keys=min_rows or 1,
+            promote_ttl_s=self.ttl_s,
         )
         values = fetch.values
         if self._inflight:
@@ -177,8 +219,8 @@ class ModelScoreCache:
             self._cache.store_memory(items, self.ttl_s)
             if self._metrics is not None:
                 self._metrics.written_bytes.labels(self.model, MEMORY).inc(written)
-        if not self.use_remote or self._closed:
-            return
+        if self._closed or self.remote_min_rows() is None:
+            return  # no Redis, or no batch could ever be answered from it profitably
         if len(self._tasks) >= self.max_pending_writes:
             if self._metrics is not None:
                 self._metrics.skipped.labels(self.model, REDIS, "set").inc()
@@ -244,6 +286,19 @@ class ModelScoreCache:
         }.get(outcome)
         if counter is not None:
             counter.labels(self.model, REDIS, op).inc()
+
+
+def redis_min_rows(us_batch1: float, us_per_row: float, rtt_us: float) -> int:
+    """Smallest k with inference(k) > one Redis round trip, inference(k) ≈ b1 + (k - 1)·r.
+
+    An upper bound on what a Redis lookup of k rows can save (every one a hit), so skipping
+    below it never skips a lookup that could have paid.
+    """
+    if us_batch1 > rtt_us:
+        return 1
+    if us_per_row <= 0:
+        return sys.maxsize
+    return math.floor((rtt_us - us_batch1) / us_per_row) + 2
 
 
 if TYPE_CHECKING:

@@ -69,4 +69,11 @@ def build_model_cache(
     ttl = model_ttl_s(settings, card.name)
     if cache is None or ttl <= 0:
         return None
-    return ModelScoreCache(card, cache, ttl, use_remote=use_remote)
+    return ModelScoreCache(
+        card,
+        cache,
+        ttl,
+        use_remote=use_remote,
+        auto_skip_remote=settings.cache_redis_auto_skip,
+        max_batch_rows=settings.max_batch_rows,
+    )

@@ -42,8 +42,12 @@ class RedisCache:
         breaker_backoff_s: float = 2.0,
         max_connections: int = 32,
         metrics: CacheMetrics | None = None,
+        initial_rtt_us: float = 100.0,
     ) -> None:
         self.timeout_s = timeout_s
+        self.rtt_us = initial_rtt_us
+        """Moving average of successful MGET round trips (µs), for the per-model skip rule.
+        Starts at ``initial_rtt_us`` (a loopback MGET measured ~100 µs on a shared 2-core box)."""
         self._metrics = metrics
         on_change: Callable[[BreakerState], None] | None = None
         if metrics is not None:
@@ -147,8 +151,11 @@ class RedisCache:
             outcome, result_or_none = Outcome.OK, result
         if outcome is Outcome.OK:
             self.breaker.success()
+            elapsed = time.perf_counter() - started
+            if op == "get":
+                self.rtt_us += 0.05 * (elapsed * 1e6 - self.rtt_us)
             if self._metrics is not None:
-                self._metrics.roundtrip.labels(REDIS, op).observe(time.perf_counter() - started)
+                self._metrics.roundtrip.labels(REDIS, op).observe(elapsed)
         else:
             self.breaker.failure()
         return outcome, result_or_none

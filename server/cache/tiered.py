@@ -80,18 +80,22 @@ class TieredCache:
         keys: Sequence[bytes],
         *,
         use_remote: bool = True,
+        remote_min_keys: int = 1,
         promote_ttl_s: float | None = None,
     ) -> Fetch:
         """Memory (synchronously), then one Redis MGET for the memory misses; promotes Redis hits.
 
-        Never suspends when memory answers every key or Redis is absent/unwanted.
+        Redis is asked only when at least ``remote_min_keys`` keys missed memory. Never suspends
+        when memory answers every key or Redis is absent/unwanted.
         """
         if self.memory is not None:
             values = self.memory.get_many_now(keys)
             result = Fetch(values, memory_hits=len(keys) - values.count(None))
         else:
             result = Fetch([None] * len(keys))
-        if self.remote is None or not use_remote or result.memory_hits == len(keys):
+        if self.remote is None or not use_remote:
+            return result
+        if len(keys) - result.memory_hits < max(1, remote_min_keys):
             return result
         missing = [i for i, value in enumerate(result.values) if value is None]
         remote_values, outcome = await self.remote.fetch([keys[i] for i in missing])

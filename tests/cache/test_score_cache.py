@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.cache.batch import ModelScoreCache, reads_cache, writes_cache
+from server.cache.batch import ModelScoreCache, reads_cache, redis_min_rows, writes_cache
 from server.cache.generations import FlushFailed
 from server.cache.keys import namespace
 from server.cache.memory import MemoryCache
@@ -325,4 +325,43 @@ async def test_writes_to_a_hung_redis_are_bounded_and_dropped_when_too_many(
                       op="set") == 2
     finally:
         redis_process.resume()
+        await tiered.close()
+
+
+# --- per-model Redis skip ----------------------------------------------------------------------
+
+
+def test_redis_min_rows_is_the_break_even_batch() -> None:
+    assert redis_min_rows(us_batch1=150, us_per_row=6, rtt_us=100) == 1  # one row pays
+    # 40 + (k - 1) * 6 > 100  ⇔  k > 11
+    assert redis_min_rows(us_batch1=40, us_per_row=6, rtt_us=100) == 12
+    assert redis_min_rows(us_batch1=10, us_per_row=0.1, rtt_us=100) == 902
+    assert redis_min_rows(us_batch1=10, us_per_row=0, rtt_us=100) > 10**9
+
+
+async def test_a_model_cheaper_than_a_round_trip_never_touches_redis(
+    redis_process: RedisProcess, registry: CollectorRegistry
+) -> None:
+    metrics = CacheMetrics(registry)
+    tiered = worker(redis_process.url, metrics)
+    assert tiered.remote is not None
+    cheap = make_card(name="cheap", us_per_row_batch64=0.1)  # us_batch1 10: never pays at 64
+    dear = make_card(name="dear", us_per_row_batch64=50.0)
+    in_cheap = ModelScoreCache(cheap, tiered, ttl_s=60, auto_skip_remote=True)
+    in_dear = ModelScoreCache(dear, tiered, ttl_s=60, auto_skip_remote=True)
+    try:
+        assert in_cheap.remote_min_rows() is None
+        assert in_dear.remote_min_rows() == redis_min_rows(10, 50, tiered.remote.rtt_us)
+        rows, scores = rows_and_scores(8)
+        for cache in (in_cheap, in_dear):
+            await cache.lookup(rows)
+            cache.store(rows, scores)
+        assert in_cheap.pending_writes == 0
+        await in_dear.close()
+        assert sample(registry, "tabserve_cache_misses_total", model="cheap", tier="redis") == 0
+        assert sample(registry, "tabserve_cache_misses_total", model="dear", tier="redis") == 8
+        assert sample(registry, "tabserve_cache_written_bytes_total", model="cheap",
+                      tier="redis") == 0
+        assert in_cheap.describe()["redis_min_rows"] is None
+    finally:
         await tiered.close()
