@@ -1,0 +1,101 @@
+"""Monitoring as an app extension: one ModelMonitor per served version, its routes, its metrics.
+
+``MonitoringExtension(settings)`` plugs into ``server.app.create_app(..., extensions=[...])``:
+
+- ``observer_for(card)``: a new :class:`ModelMonitor` for each model version the registry loads
+  (the batcher holds it and calls ``observe`` per batch);
+- ``start(core)``: registers the Prometheus collector on the app's registry
+  (``core.metrics.registry``); ``stop()`` unregisters it;
+- ``route_handlers()``: ``GET /v1/models/{name}/monitoring`` and ``POST .../feedback`` (see
+  :mod:`server.monitoring.routes`).
+
+Monitors are held by weak reference: the batcher of a version owns its monitor, so when a
+version is unloaded (and its batcher dropped) the monitor and its feedback memory go with it.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Sequence
+
+from litestar.types import ControllerRouterHandler
+
+from server.app import Extension
+from server.batcher import BatchObserver
+from server.core import Core
+from server.errors import ModelNotReady
+from server.modelcard import ModelCard
+from server.monitoring.monitor import ModelMonitor, MonitorParams
+from server.monitoring.prometheus import MonitoringCollector, register_monitoring_metrics
+from server.registry import LoadedModel
+from server.settings import Settings
+
+
+class MonitoringExtension(Extension):
+    """Drift and live-quality monitoring for every served model version."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.params = MonitorParams.from_settings(settings)
+        self._clock = clock
+        self._monitors: weakref.WeakValueDictionary[tuple[str, int], ModelMonitor] = (
+            weakref.WeakValueDictionary()
+        )
+        self._core: Core | None = None
+        self._collector: MonitoringCollector | None = None
+
+    def route_handlers(self) -> Sequence[ControllerRouterHandler]:
+        from server.monitoring.routes import handlers
+
+        return handlers(self)
+
+    async def start(self, core: Core) -> None:
+        self._core = core
+        self._collector = register_monitoring_metrics(core.metrics.registry, self.serving)
+
+    async def stop(self) -> None:
+        if self._core is not None and self._collector is not None:
+            self._core.metrics.registry.unregister(self._collector)
+        self._collector = None
+        self._core = None
+
+    def observer_for(self, card: ModelCard) -> BatchObserver | None:
+        monitor = ModelMonitor(card, self.params, clock=self._clock)
+        self._monitors[(card.name, card.version)] = monitor
+        return monitor
+
+    # --- lookups for routes and metrics ------------------------------------------------------
+
+    def serving(self) -> list[ModelMonitor]:
+        """Monitors of the versions the registry serves now, by name then version."""
+        if self._core is None:
+            return []
+        found = (
+            self._monitors.get((m.name, m.version)) for m in self._core.registry.snapshot.all()
+        )
+        return [m for m in found if m is not None]
+
+    def monitor(self, name: str, version: int | None = None) -> ModelMonitor:
+        """The monitor of a served version (the latest when ``version`` is None).
+
+        Raises ModelNotFound / VersionNotFound like the predict routes, and ModelNotReady when
+        the version serves without a monitor (it was loaded before monitoring started).
+        """
+        model = self._registry_get(name, version)
+        monitor = self._monitors.get((model.name, model.version))
+        if monitor is None or monitor.card != model.card:
+            raise ModelNotReady(f"model {model.name}/{model.version} has no monitor")
+        return monitor
+
+    def monitors_newest_first(self, name: str) -> list[ModelMonitor]:
+        """Monitors of every served version of ``name``, newest first (for feedback lookups)."""
+        self._registry_get(name, None)  # ModelNotFound for an unknown name
+        assert self._core is not None
+        versions = self._core.registry.snapshot.versions.get(name, {})
+        found = (self._monitors.get((name, v)) for v in sorted(versions, reverse=True))
+        return [m for m in found if m is not None]
+
+    def _registry_get(self, name: str, version: int | None) -> LoadedModel:
+        if self._core is None:
+            raise ModelNotReady("monitoring has not started")
+        return self._core.registry.get(name, version)

@@ -1,0 +1,113 @@
+"""Monitoring over HTTP: an app on the session's model repository with MonitoringExtension."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from server.app import create_app
+from server.monitoring import row_hash
+from server.monitoring.extension import MonitoringExtension
+from server.settings import Settings
+
+
+@pytest.fixture
+async def client(model_repo: Path) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    settings = Settings(models_dir=model_repo)
+    app = create_app(settings, extensions=[MonitoringExtension(settings)])
+    async with AsyncTestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def holdout(model_repo: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(model_repo / "logreg" / "1" / "holdout.npz") as data:
+        return data["X"].astype(np.float32), data["y"]
+
+
+async def test_monitoring_follows_served_traffic(
+    client: AsyncTestClient[Litestar], holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
+    X, _ = holdout
+    r = await client.get("/v1/models/logreg/monitoring")
+    assert r.status_code == 200
+    assert r.json()["window"]["rows"] == 0
+    r = await client.post("/v1/models/logreg/predict", json={"instances": X[:300].tolist()})
+    assert r.status_code == 200
+    snap = (await client.get("/v1/models/logreg/versions/1/monitoring")).json()
+    assert (snap["model"], snap["version"]) == ("logreg", 1)
+    assert snap["window"]["rows"] == 300  # one request, split by the batcher into 64-row batches
+    assert snap["status"] == "insufficient_data"  # below drift_min_rows (500)
+    assert max(f["psi"] for f in snap["features"]) < 0.1
+    other = (await client.get("/v1/models/xgb_small/monitoring")).json()
+    assert other["window"]["rows"] == 0
+
+
+async def test_feedback_by_request_id_and_row_hash(
+    client: AsyncTestClient[Litestar], holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
+    X, y = holdout
+    r = await client.post(
+        "/v1/models/logreg/predict",
+        json={"instances": X[:100].tolist()},
+        headers={"x-request-id": "batch-7"},
+    )
+    served = np.array([p["scores"][1] for p in r.json()["predictions"]])
+    r = await client.post(
+        "/v1/models/logreg/feedback", json={"request_id": "batch-7", "row": 80, "label": int(y[80])}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model"], body["version"], body["matched_by"]) == ("logreg", 1, "request_id")
+    assert body["score"] == pytest.approx(served[80], abs=1e-6)
+    r = await client.post(
+        "/v1/models/logreg/versions/1/feedback",
+        json={"row_hash": row_hash(X[5]), "label": int(y[5])},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["score"] == pytest.approx(served[5], abs=1e-6)
+    quality = (await client.get("/v1/models/logreg/monitoring")).json()["quality"]
+    assert quality["labels"] == 2
+
+
+async def test_feedback_errors_are_problems(
+    client: AsyncTestClient[Litestar], holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
+    X, _ = holdout
+    await client.post(
+        "/v1/models/logreg/predict",
+        json={"instances": X[:1].tolist()},
+        headers={"x-request-id": "a"},
+    )
+    cases = [
+        ({"request_id": "never-seen", "label": 1}, 404, "unknown-feedback-id"),
+        ({"request_id": "a", "row": 1, "label": 1}, 404, "unknown-feedback-id"),
+        ({"row_hash": "00" * 16, "label": 1}, 404, "unknown-feedback-id"),
+        ({"request_id": "a", "label": 7}, 400, "invalid-input"),
+        ({"request_id": "a"}, 400, "invalid-input"),
+        ({"label": 1}, 400, "invalid-input"),
+        ({"request_id": "a", "label": 1, "extra": 1}, 400, "invalid-input"),
+    ]
+    for body, status, slug in cases:
+        r = await client.post("/v1/models/logreg/feedback", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["type"] == f"urn:tabserve:problem:{slug}"
+    r = await client.post("/v1/models/nope/feedback", json={"request_id": "a", "label": 1})
+    assert r.status_code == 404
+    assert (await client.get("/v1/models/logreg/versions/9/monitoring")).status_code == 404
+
+
+async def test_prometheus_exposes_monitoring(
+    client: AsyncTestClient[Litestar], holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
+    X, _ = holdout
+    await client.post("/v1/models/xgb_small/predict", json={"instances": X[:10].tolist()})
+    text = (await client.get("/metrics")).text
+    assert 'tabserve_drift_window_rows{model="xgb_small",version="1"} 10.0' in text
+    assert 'tabserve_drift_feature_psi{feature="amount",model="logreg",version="1"}' in text
+    assert 'tabserve_drift_status{model="logreg",version="1"} -1.0' in text
