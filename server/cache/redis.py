@@ -1,10 +1,10 @@
 """The shared tier: Redis (or Valkey) through redis-py asyncio with hiredis and a connection pool.
 
 Fail open: every call is bounded by ``timeout_s`` (``asyncio.timeout`` around the call, plus the
-socket timeouts), retries are off (a retry would double the worst case), and any error or timeout
-is returned as misses and reported to the circuit breaker. While the breaker is open, calls are
-skipped without touching the network. The client object lives for the whole process: the pool
-reconnects on its own after Redis restarts, so nothing needs rebuilding.
+socket timeouts), only a broken pooled connection is retried (once, at once), and any error or
+timeout is returned as misses and reported to the circuit breaker. While the breaker is open,
+calls are skipped without touching the network. The client object lives for the whole process:
+the pool reconnects on its own after Redis restarts, so nothing needs rebuilding.
 
 A cancelled call (the timeout) closes its connection, so a late reply is never read by the next
 command. Auth and TLS come from the URL: ``redis://user:password@host:6379/0``, ``rediss://...``.
@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -59,7 +60,10 @@ class RedisCache:
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            # One immediate retry, on connection errors only: after a Redis restart a pooled
+            # connection fails once ("closed by server") and the retry reconnects. Timeouts are
+            # not retried; asyncio.timeout bounds the whole call either way.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             max_connections=max_connections,
             health_check_interval=0,
         )

@@ -68,6 +68,7 @@ class TieredCache:
         await self.store_remote(items, ttl_s)
 
     async def close(self) -> None:
+        await self.generations.close()
         if self.memory is not None:
             self.memory.clear()
         if self.remote is not None:

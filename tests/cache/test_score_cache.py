@@ -250,7 +250,12 @@ async def test_a_flush_in_one_worker_reaches_the_others(redis_process: RedisProc
 
         new = await a.flush("fraud")
         assert not (await in_a.lookup(rows))[0].any()
-        await asyncio.sleep(0.1)  # past b's refresh interval: the staleness bound
+        await asyncio.sleep(0.1)  # past b's refresh interval
+        assert (await in_b.lookup(rows))[0].all()  # still the old generation; re-read started
+        for _ in range(100):  # the background re-read lands within one round trip
+            await asyncio.sleep(0.01)
+            if b.generations.current("fraud") == new:
+                break
         assert not (await in_b.lookup(rows))[0].any()
         assert b.generations.current("fraud") == new
         assert b.memory is not None and len(b.memory) == 0  # dropped when the change was seen
