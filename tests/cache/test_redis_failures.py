@@ -136,3 +136,17 @@ async def test_auth_through_the_url(redis_binary: str, tmp_path: Path) -> None:
         for cache in (good, bad, anonymous):
             await cache.close()
         server.stop()
+
+
+async def test_a_tls_url_against_a_plain_server_fails_open_quickly(
+    redis_process: RedisProcess,
+) -> None:
+    """rediss:// speaks TLS; a handshake with a plain server is an error, not a hang."""
+    cache = RedisCache(f"rediss://127.0.0.1:{redis_process.port}/0", timeout_s=0.5)
+    try:
+        started = time.monotonic()
+        values, outcome = await cache.fetch(KEYS)
+        assert values == [None, None] and outcome in {Outcome.ERROR, Outcome.TIMEOUT}
+        assert time.monotonic() - started < 5.0
+    finally:
+        await cache.close()
