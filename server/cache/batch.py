@@ -8,8 +8,8 @@
 
 ``lookup`` hashes every row, drops duplicate rows, asks memory and then (one MGET) Redis for the
 memory misses, and returns a hit mask and the scores of the hits. It does not suspend when memory
-answers every row (or there is no Redis), except for the generation re-read at most once per
-``cache_generation_refresh_s``. ``store`` writes memory synchronously, so the very next batch
+answers every row (or Redis is not asked), except on a model's first lookup, which reads its
+shared flush generation. ``store`` writes memory synchronously, so the very next batch
 hits, and schedules one pipelined Redis write that never delays the response; this object owns
 those tasks (bounded by ``max_pending_writes``; beyond it writes are dropped and counted) and
 ``close()`` waits for them briefly, then cancels what is left.
@@ -130,13 +130,18 @@ class ModelScoreCache:
 
     def describe(self) -> dict[str, object]:
         """For the model's admin view: policy and hit ratio (cheap)."""
+        min_rows = self.remote_min_rows()
+        if not self.use_remote:
+            redis = "off"
+        else:
+            redis = "on" if min_rows is not None else "skipped: inference is cheaper than a trip"
         return {
             "ttl_s": self.ttl_s,
             "hit_ratio": self.hit_ratio,
             "rows_looked_up": self.lookups,
             "rows_hit": self.hits,
-            "redis": "off" if self._cache.remote is None or not self.use_remote else "on",
-            "redis_min_rows": self.remote_min_rows(),
+            "redis": redis,
+            "redis_min_rows": min_rows,
         }
 
     def _prefix(self, generation: int) -> bytes:
@@ -180,7 +185,10 @@ class ModelScoreCache:
         self.lookups += n
         self.hits += int(np.count_nonzero(hit))
         self._count_lookup(
-            len(unique), fetch.memory_hits, fetch.remote_asked, fetch.remote_hits,
+            len(unique),
+            fetch.memory_hits,
+            fetch.remote_asked,
+            fetch.remote_hits,
             fetch.remote_outcome,
         )
         return hit, scores
@@ -259,7 +267,11 @@ class ModelScoreCache:
             self._count_failure(outcome, "set")
 
     def _count_lookup(
-        self, asked: int, memory_hits: int, remote_asked: int, remote_hits: int,
+        self,
+        asked: int,
+        memory_hits: int,
+        remote_asked: int,
+        remote_hits: int,
         remote_outcome: Outcome | None,
     ) -> None:
         if self._metrics is None:

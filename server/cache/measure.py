@@ -75,19 +75,43 @@ def _card(n_features: int) -> ModelCard:
     names = [f"f{i}" for i in range(n_features)]
     hist = Histogram(bin_edges=[0.0], counts=[1, 1])
     return ModelCard(
-        schema_version=1, name="measure", version=1, created_at="", framework="sklearn",
-        estimator="", recipe="measure", input=InputSpec(name="x", feature_names=names),
-        outputs=OutputSpec(probabilities="p"), classes=[0, 1], positive_class=1,
+        schema_version=1,
+        name="measure",
+        version=1,
+        created_at="",
+        framework="sklearn",
+        estimator="",
+        recipe="measure",
+        input=InputSpec(name="x", feature_names=names),
+        outputs=OutputSpec(probabilities="p"),
+        classes=[0, 1],
+        positive_class=1,
         onnx=OnnxInfo(file="model.onnx", sha256="0" * 64, opset=17, size_bytes=0),
-        dataset=DatasetInfo(name="", rows_train=0, rows_validation=0, rows_test=0,
-                            positive_rate_train=0.0),
-        metrics=Metrics(threshold=0.5, precision=0, recall=0, f1=0, roc_auc=0, pr_auc=0,
-                        log_loss=0, brier=0, accuracy=0, baseline_accuracy=0,
-                        confusion_matrix=[], positive_rate_test=0),
+        dataset=DatasetInfo(
+            name="", rows_train=0, rows_validation=0, rows_test=0, positive_rate_train=0.0
+        ),
+        metrics=Metrics(
+            threshold=0.5,
+            precision=0,
+            recall=0,
+            f1=0,
+            roc_auc=0,
+            pr_auc=0,
+            log_loss=0,
+            brier=0,
+            accuracy=0,
+            baseline_accuracy=0,
+            confusion_matrix=[],
+            positive_rate_test=0,
+        ),
         parity=Parity(max_abs_diff=0, rows=0, tolerance=1),
         cost=Cost(us_batch1=0, us_per_row_batch64=0, us_per_row_batch512=0),
-        reference=Reference(features=[FeatureReference(name=n, histogram=hist) for n in names],
-                            scores=hist, base_rate=0, predicted_positive_rate=0),
+        reference=Reference(
+            features=[FeatureReference(name=n, histogram=hist) for n in names],
+            scores=hist,
+            base_rate=0,
+            predicted_positive_rate=0,
+        ),
     )
 
 
@@ -108,11 +132,13 @@ async def measure(redis_url: str | None, n_features: int, repeat: int) -> list[s
             scores = rng.uniform(size=(n, 2)).astype(np.float32)
             local.store(rows, scores)
             med, p99 = _time_sync(partial(row_keys, b"ns:", rows), repeat)
-            lines.append(f"batch {n:>2}  hash keys         {med:8.1f} / {p99:8.1f}"
-                         f"   per row {med / n:6.2f}")
+            lines.append(
+                f"batch {n:>2}  hash keys         {med:8.1f} / {p99:8.1f}   per row {med / n:6.2f}"
+            )
             med, p99 = await _time_async(partial(local.lookup, rows), repeat)
-            lines.append(f"batch {n:>2}  memory lookup     {med:8.1f} / {p99:8.1f}"
-                         f"   per row {med / n:6.2f}")
+            lines.append(
+                f"batch {n:>2}  memory lookup     {med:8.1f} / {p99:8.1f}   per row {med / n:6.2f}"
+            )
             if remote is not None and redis_only is not None:
                 via_redis = ModelScoreCache(card, redis_only, ttl_s=600)
                 via_redis.store(rows, scores)
@@ -120,11 +146,15 @@ async def measure(redis_url: str | None, n_features: int, repeat: int) -> list[s
                 keys = row_keys(b"measure:", rows)
                 await remote.store([(k, b"12345678") for k in keys], 600)
                 med, p99 = await _time_async(partial(remote.fetch, keys), repeat)
-                lines.append(f"batch {n:>2}  redis MGET        {med:8.1f} / {p99:8.1f}"
-                             f"   per row {med / n:6.2f}")
+                lines.append(
+                    f"batch {n:>2}  redis MGET        {med:8.1f} / {p99:8.1f}"
+                    f"   per row {med / n:6.2f}"
+                )
                 med, p99 = await _time_async(partial(via_redis.lookup, rows), repeat)
-                lines.append(f"batch {n:>2}  redis-only lookup {med:8.1f} / {p99:8.1f}"
-                             f"   per row {med / n:6.2f}")
+                lines.append(
+                    f"batch {n:>2}  redis-only lookup {med:8.1f} / {p99:8.1f}"
+                    f"   per row {med / n:6.2f}"
+                )
     finally:
         await local.close()
         await memory.close()
@@ -134,8 +164,11 @@ async def measure(redis_url: str | None, n_features: int, repeat: int) -> list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.cache.measure", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m server.cache.measure",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--redis-url", default=None, help="measure Redis too (a real server)")
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=2000)

@@ -28,41 +28,70 @@ REDIS = "redis"
 
 # 50 µs (a loopback round trip) up to the slowest useful timeout.
 _RTT_BUCKETS = (
-    0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+    0.00005,
+    0.0001,
+    0.0002,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
 
 
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.hits = Counter(
-            "tabserve_cache_hits", "Rows answered by a cache tier.", ["model", "tier"],
+            "tabserve_cache_hits",
+            "Rows answered by a cache tier.",
+            ["model", "tier"],
             registry=registry,
         )
         self.misses = Counter(
-            "tabserve_cache_misses", "Rows a cache tier did not have (failed calls included).",
-            ["model", "tier"], registry=registry,
+            "tabserve_cache_misses",
+            "Rows a cache tier did not have (failed calls included).",
+            ["model", "tier"],
+            registry=registry,
         )
         self.errors = Counter(
-            "tabserve_cache_errors", "Remote cache calls that failed; their rows are misses.",
-            ["model", "tier", "op"], registry=registry,
+            "tabserve_cache_errors",
+            "Remote cache calls that failed; their rows are misses.",
+            ["model", "tier", "op"],
+            registry=registry,
         )
         self.timeouts = Counter(
-            "tabserve_cache_timeouts", "Remote cache calls that timed out; their rows are misses.",
-            ["model", "tier", "op"], registry=registry,
+            "tabserve_cache_timeouts",
+            "Remote cache calls that timed out; their rows are misses.",
+            ["model", "tier", "op"],
+            registry=registry,
         )
         self.skipped = Counter(
-            "tabserve_cache_skipped", "Remote cache calls not made (breaker open, queue full).",
-            ["model", "tier", "op"], registry=registry,
+            "tabserve_cache_skipped",
+            "Remote cache calls not made (breaker open, queue full).",
+            ["model", "tier", "op"],
+            registry=registry,
         )
         self.written_bytes = Counter(
-            "tabserve_cache_written_bytes", "Bytes of keys and values written to a cache tier.",
-            ["model", "tier"], registry=registry,
+            "tabserve_cache_written_bytes",
+            "Bytes of keys and values written to a cache tier.",
+            ["model", "tier"],
+            registry=registry,
         )
         self.roundtrip = Histogram(
-            "tabserve_cache_roundtrip_seconds", "Duration of one remote cache call (whole batch).",
-            ["tier", "op"], buckets=_RTT_BUCKETS, registry=registry,
+            "tabserve_cache_roundtrip_seconds",
+            "Duration of one remote cache call (whole batch).",
+            ["tier", "op"],
+            buckets=_RTT_BUCKETS,
+            registry=registry,
         )
         self.circuit_state = Gauge(
-            "tabserve_cache_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ["tier"], registry=registry,
+            "tabserve_cache_circuit_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["tier"],
+            registry=registry,
         )

@@ -41,7 +41,10 @@ async def test_kill_mid_use_opens_the_breaker_and_a_restart_heals_the_same_clien
 ) -> None:
     metrics = CacheMetrics(registry)
     cache = RedisCache(
-        redis_process.url, timeout_s=1.0, breaker_failures=3, breaker_backoff_s=0.2,
+        redis_process.url,
+        timeout_s=1.0,
+        breaker_failures=3,
+        breaker_backoff_s=0.2,
         metrics=metrics,
     )
 

@@ -37,8 +37,14 @@ def memory_only(metrics: CacheMetrics) -> TieredCache:
     return TieredCache(MemoryCache(1_000, 1 << 20), None, promote_ttl_s=60, metrics=metrics)
 
 
-def worker(url: str, metrics: CacheMetrics | None, *, memory: bool = True,
-           refresh_s: float = 1.0, timeout_s: float = RELAXED_TIMEOUT_S) -> TieredCache:
+def worker(
+    url: str,
+    metrics: CacheMetrics | None,
+    *,
+    memory: bool = True,
+    refresh_s: float = 1.0,
+    timeout_s: float = RELAXED_TIMEOUT_S,
+) -> TieredCache:
     """One server process's cache: its own memory tier, the shared Redis."""
     return TieredCache(
         MemoryCache(1_000, 1 << 20) if memory else None,
@@ -190,8 +196,9 @@ async def test_a_row_computed_by_one_worker_is_a_hit_in_another(
         assert in_a.pending_writes == 1
         await in_a.close()  # waits for the background write
         key_bytes = len(namespace(CARD, a.generations.current("fraud"))) + 16
-        assert sample(registry, "tabserve_cache_written_bytes_total", model="fraud",
-                      tier="redis") == 5 * (key_bytes + 8)
+        assert sample(
+            registry, "tabserve_cache_written_bytes_total", model="fraud", tier="redis"
+        ) == 5 * (key_bytes + 8)
 
         hit, got = await in_b.lookup(rows)  # from Redis
         assert hit.all() and np.array_equal(got, scores)
@@ -281,7 +288,8 @@ async def test_redis_down_the_score_cache_keeps_answering_misses(
         assert hit.all()
         failures = sum(
             sample(registry, f"tabserve_cache_{kind}_total", model="fraud", tier="redis", op=op)
-            for kind in ("errors", "skipped") for op in ("get", "set")
+            for kind in ("errors", "skipped")
+            for op in ("get", "set")
         )
         assert failures >= 1
         with pytest.raises(FlushFailed):
@@ -322,12 +330,16 @@ async def test_writes_to_a_hung_redis_are_bounded_and_dropped_when_too_many(
         for i in range(4):
             cache.store(rows[i : i + 1], scores[i : i + 1])
         assert cache.pending_writes == 2
-        assert sample(registry, "tabserve_cache_skipped_total", model="fraud", tier="redis",
-                      op="set") == 2
+        assert (
+            sample(registry, "tabserve_cache_skipped_total", model="fraud", tier="redis", op="set")
+            == 2
+        )
         await cache.close(timeout_s=5.0)
         assert cache.pending_writes == 0
-        assert sample(registry, "tabserve_cache_timeouts_total", model="fraud", tier="redis",
-                      op="set") == 2
+        assert (
+            sample(registry, "tabserve_cache_timeouts_total", model="fraud", tier="redis", op="set")
+            == 2
+        )
     finally:
         redis_process.resume()
         await tiered.close()
@@ -365,8 +377,9 @@ async def test_a_model_cheaper_than_a_round_trip_never_touches_redis(
         await in_dear.close()
         assert sample(registry, "tabserve_cache_misses_total", model="cheap", tier="redis") == 0
         assert sample(registry, "tabserve_cache_misses_total", model="dear", tier="redis") == 8
-        assert sample(registry, "tabserve_cache_written_bytes_total", model="cheap",
-                      tier="redis") == 0
+        assert (
+            sample(registry, "tabserve_cache_written_bytes_total", model="cheap", tier="redis") == 0
+        )
         assert in_cheap.describe()["redis_min_rows"] is None
     finally:
         await tiered.close()
