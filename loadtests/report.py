@@ -303,14 +303,14 @@ def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
 
 
 def _monitoring_summary(mon: dict[str, Any]) -> str:
-    """A short, schema-tolerant description of the monitoring endpoint's answer."""
-    for key in ("status", "verdict", "state"):
-        if isinstance(mon.get(key), str):
-            return str(mon[key])
-    drifting = mon.get("drifting_features") or mon.get("drifting")
-    if isinstance(drifting, list):
-        return "drifting: " + (", ".join(map(str, drifting)) or "none")
-    return "see results.json"
+    """The monitoring endpoint's verdict and the features it flags, tolerant of its shape."""
+    status = str(mon.get("status", "?"))
+    flagged = [
+        f"{f.get('name')} (PSI {_f(f.get('psi'), 2)})"
+        for f in mon.get("top_drifting") or []
+        if isinstance(f, dict) and f.get("status") not in (None, "ok", "stable")
+    ]
+    return status + (": " + ", ".join(flagged) if flagged else "")
 
 
 def _all_cells_section(cells: list[dict[str, Any]]) -> list[str]:
@@ -347,6 +347,7 @@ def _plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     cells: list[dict[str, Any]] = doc.get("cells", [])
     written: list[str] = []
@@ -385,12 +386,15 @@ def _plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
                     xs, ys, where="post", color=color, alpha=0.7, label=f"frontier, {users} users"
                 )
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel("p99 latency, one-row requests (ms, log)")
         ax.set_ylabel("PR-AUC under load")
         ax.set_title(f"accuracy vs latency: {dataset}")
         ax.grid(True, which="both", alpha=0.3)
         if users_levels:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(out_dir / "tradeoff.png", dpi=110)
     plt.close(fig)
@@ -486,7 +490,7 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
     lines += _config_section(
         cells,
         "spike",
-        "Backpressure: ramp and spike past capacity",
+        "Backpressure: ramp and spike past capacity (users = ramp peak; the spike is 3x)",
         ["mean_batch_rows", "rejected", "cpu"],
     )
     lines += _config_section(

@@ -13,30 +13,7 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
-# (end of stage as a fraction of the total duration, users at its end as a multiple of peak,
-#  ramp linearly inside the stage?)
-STAGES: tuple[tuple[float, float, bool], ...] = (
-    (0.15, 0.125, False),  # warm: a light steady load
-    (0.50, 1.0, True),  # ramp up to the peak
-    (0.75, 3.0, False),  # spike: three times the peak, all at once
-    (1.00, 0.25, False),  # recover: does latency come back down?
-)
-
-
-def users_at(t: float, duration: float, peak: int) -> int | None:
-    """Users the shape asks for ``t`` seconds in; None once the shape is over."""
-    if t >= duration:
-        return None
-    previous_end, previous_users = 0.0, STAGES[0][1]
-    for end_fraction, multiple, ramp in STAGES:
-        end = end_fraction * duration
-        if t < end:
-            if ramp:
-                frac = (t - previous_end) / max(end - previous_end, 1e-9)
-                multiple = previous_users + (multiple - previous_users) * frac
-            return max(1, round(multiple * peak))
-        previous_end, previous_users = end, multiple
-    return None
+from loadtests.traffic import users_at
 
 
 class RampSpike(LoadTestShape):

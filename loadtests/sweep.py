@@ -473,9 +473,10 @@ def _progress_line(record: dict[str, Any]) -> str:
         f" (503 {float(record.get('rate_503') or 0):.1%})",
     ]
     if acc:
+        offline = off.get("pr_auc")
+        offline_text = "n/a" if offline is None else f"{offline:.3f}"
         parts.append(
-            f"PR-AUC {acc.get('pr_auc', float('nan')):.3f}"
-            f" (offline {off.get('pr_auc', float('nan')):.3f},"
+            f"PR-AUC {acc.get('pr_auc', float('nan')):.3f} (offline {offline_text},"
             f" {float(record.get('coverage') or 0):.0%} rows)"
         )
     if server.get("mean_batch_rows") is not None:

@@ -1,0 +1,76 @@
+"""The locustfile, headless and bounded, against a real server process on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtests.holdout import read_card
+from tests.support.server_process import ServerProcess
+
+LOCUSTFILE = Path(__file__).parents[2] / "loadtests" / "locustfile.py"
+
+
+@pytest.mark.e2e
+def test_locustfile_scores_a_real_server(model_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "accuracy.json"
+    with ServerProcess(model_repo, log_path=tmp_path / "server.log") as server:
+        # Locust runs as a subprocess: gevent's monkey-patching stays out of the test process.
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(LOCUSTFILE),
+                "--headless",
+                "-u",
+                "4",
+                "-r",
+                "4",
+                "-t",
+                "4s",
+                "--host",
+                server.url,
+                "--only-summary",
+                "--stop-timeout",
+                "1",
+                "--csv",
+                str(tmp_path / "locust"),
+                "SteadyOneRow",
+                "BatchRows",
+                "--model",
+                "logreg",
+                "--models-dir",
+                str(model_repo),
+                "--batch-size",
+                "256",
+                "--scores-out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    stream = doc["streams"]["logreg"]
+    assert stream["requests"] > 20 and stream["error_rate"] == 0.0
+    assert (tmp_path / "locust_stats.csv").is_file()
+    # 256-row batches cover the whole hold-out in well under 4 s: the very rows the card was
+    # evaluated on, so the metrics must match the offline ones up to ONNX parity.
+    assert stream["distinct_rows"] == stream["replay_rows"]
+    assert stream["max_repeat_diff"] < 1e-6
+    offline = read_card(model_repo, "logreg").metrics
+    acc = stream["accuracy"]
+    assert acc["pr_auc"] == pytest.approx(offline.pr_auc, abs=1e-4)
+    assert acc["roc_auc"] == pytest.approx(offline.roc_auc, abs=1e-4)
+    assert acc["precision"] == pytest.approx(offline.precision, abs=1e-4)
+    assert acc["recall"] == pytest.approx(offline.recall, abs=1e-4)
+    assert acc["f1"] == pytest.approx(offline.f1, abs=1e-4)
+    assert doc["total"]["latency_ms"]["p99"] > 0
