@@ -117,9 +117,11 @@ async def test_a_timed_out_reply_is_never_read_by_the_next_command(
         assert await cache.store([(b"a", b"A"), (b"b", b"B")], 60) is Outcome.OK
         redis_process.pause()
         assert (await cache.fetch([b"a"]))[1] is Outcome.TIMEOUT
+        assert await cache.store([(b"c", b"C")], 60) is Outcome.TIMEOUT  # a pipeline, too
         redis_process.resume()
         await asyncio.sleep(0.05)
         assert await cache.fetch([b"b"]) == ([b"B"], Outcome.OK)
+        assert await cache.fetch([b"a", b"b"]) == ([b"A", b"B"], Outcome.OK)
     finally:
         await cache.close()
 
