@@ -469,6 +469,12 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
         "- accuracy: every answered hold-out row scored as it arrived; precision/recall/F1 at the "
         "card's threshold; PR-AUC = average precision",
     ]
+    if meta.get("load_average_at_start") is not None:
+        lines.append(
+            f"- load average (1/5/15 min) at start {meta['load_average_at_start']}, at end "
+            f"{meta.get('load_average_at_end', NA)}: above the CPU count means other processes "
+            "competed for the same cores, and the figures are noisier than on an idle machine"
+        )
     if meta.get("note"):
         lines.append(f"- note: {meta['note']}")
     lines.append("")

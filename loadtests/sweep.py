@@ -350,6 +350,7 @@ class Sweep:
             "commit": _git_commit(),
             "cell_seconds": self.options.seconds or (self.cells[0].seconds if self.cells else None),
             "planned_cells": len(self.cells),
+            "load_average_at_start": _load_average(),
             "estimated_s": estimated_seconds(self.cells),
         }
         model_facts = {m: _model_facts(self.options.models_dir, m) for m in models}
@@ -371,6 +372,7 @@ class Sweep:
         finally:
             self._stop_servers()
         self.meta["elapsed_s"] = time.monotonic() - self.started
+        self.meta["load_average_at_end"] = _load_average()
         write_results(
             self.run_dir / RESULTS_FILE,
             {"meta": self.meta, "models": model_facts, "cells": self.records},
@@ -499,6 +501,14 @@ def _model_facts(models_dir: Path, model: str) -> dict[str, Any]:
         },
         "cost_us": {"batch1": card.cost.us_batch1, "per_row_batch64": card.cost.us_per_row_batch64},
     }
+
+
+def _load_average() -> list[float] | None:
+    """1/5/15-minute load averages: above the CPU count, other work competed with the sweep."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _host_description() -> str:
