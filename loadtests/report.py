@@ -111,6 +111,40 @@ def _pareto_section(cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _cards_section(facts: dict[str, Any]) -> list[str]:
+    if not facts:
+        return []
+    rows = []
+    for name, f in sorted(facts.items()):
+        off = f.get("offline") or {}
+        cost = f.get("cost_us") or {}
+        rows.append(
+            [
+                f"`{name}`",
+                str(f.get("version", "")),
+                str(f.get("dataset", "")),
+                str(f.get("estimator", "")),
+                f"{f.get('rows_test', 0):,}",
+                _f(off.get("pr_auc"), 4),
+                _f(off.get("f1"), 4),
+                _f(cost.get("batch1"), 1),
+                _f(cost.get("per_row_batch64"), 2),
+            ]
+        )
+    header = [
+        "model",
+        "version",
+        "dataset",
+        "estimator",
+        "hold-out rows",
+        "offline PR-AUC",
+        "offline F1",
+        "ONNX us, 1 row",
+        "ONNX us/row, batch 64",
+    ]
+    return ["## Models measured (from model.json)", "", *_table(header, rows)]
+
+
 def _models_section(cells: list[dict[str, Any]]) -> list[str]:
     rows = []
     for c in sorted(ok_cells(cells, "models"), key=lambda c: (c["model"], c["users"])):
@@ -479,6 +513,7 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
         lines.append(f"- note: {meta['note']}")
     lines.append("")
     lines += _budget_section(cells, budget, models)
+    lines += _cards_section(doc.get("models") or {})
     lines += _pareto_section(cells)
     lines += ["![accuracy vs p99 latency](tradeoff.png)", ""]
     lines += _models_section(cells)
