@@ -40,9 +40,12 @@ class Exported:
 
 
 def estimator_name(model: Any) -> str:
-    """The estimator's class path, e.g. ``sklearn.pipeline.Pipeline``."""
+    """The estimator's public class path, e.g. ``sklearn.pipeline.Pipeline``."""
     cls = type(model)
-    return f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
+    parts = [p for p in cls.__module__.split(".") if not p.startswith("_")]
+    if parts[0] == "xgboost":  # xgboost.sklearn.XGBClassifier is exported as xgboost.XGBClassifier
+        parts = parts[:1]
+    return ".".join([*parts, cls.__qualname__])
 
 
 def to_onnx(model: Any, n_features: int, framework: str) -> Exported:
@@ -68,12 +71,21 @@ def _convert_sklearn(model: Any, n_features: int) -> onnx.ModelProto:
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
 
     try:
-        proto: onnx.ModelProto = convert_sklearn(
-            model,
-            initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
-            target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-            options={"zipmap": False},
-        )
+        with warnings.catch_warnings():
+            # skl2onnx 1.20 writes HistGradientBoosting's missing-value flags as booleans into an
+            # int attribute; protobuf 6 stores them correctly (parity is checked) but warns that
+            # protobuf 7 will refuse them. That is why protobuf is pinned to 6.x.
+            warnings.filterwarnings(
+                "ignore",
+                message="Field onnx.AttributeProto.ints: Expected an int, got a boolean",
+                category=DeprecationWarning,
+            )
+            proto: onnx.ModelProto = convert_sklearn(
+                model,
+                initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+                target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+                options={"zipmap": False},
+            )
     except (MissingConverter, MissingShapeCalculator) as exc:
         raise UnsupportedEstimator(
             f"no ONNX converter for {_unsupported_part(model)}: {str(exc).splitlines()[0]}"
@@ -83,14 +95,15 @@ def _convert_sklearn(model: Any, n_features: int) -> onnx.ModelProto:
 
 def _unsupported_part(model: Any) -> str:
     """Name the first step of ``model`` (or the model itself) that skl2onnx cannot convert."""
-    from skl2onnx import supported_converters
+    from skl2onnx import get_model_alias
 
-    supported = set(supported_converters(from_sklearn=True))
-    steps = getattr(model, "steps", None)
-    if steps is not None:
-        for step_name, step in steps:
-            if step != "passthrough" and type(step).__name__ not in supported:
-                return f"{estimator_name(step)} (pipeline step {step_name!r})"
+    for step_name, step in getattr(model, "steps", []):
+        if step in (None, "passthrough"):
+            continue
+        try:
+            get_model_alias(type(step))
+        except RuntimeError:
+            return f"{estimator_name(step)} (pipeline step {step_name!r})"
     return estimator_name(model)
 
 

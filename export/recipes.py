@@ -9,6 +9,7 @@ published (and converted) model is exactly the one that was evaluated.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -104,25 +105,31 @@ def _train_hist_gb(params: Mapping[str, Param], data: TrainData) -> Any:
 
 
 def _train_mlp(params: Mapping[str, Param], data: TrainData) -> Any:
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import QuantileTransformer
+    from sklearn.preprocessing import StandardScaler
     from sklearn.utils.class_weight import compute_sample_weight
 
     hidden = tuple(int(h) for h in str(params["hidden"]).split("x"))
     model = make_pipeline(
-        # Heavy-tailed amounts and counts: map each feature to a normal distribution first.
-        QuantileTransformer(output_distribution="normal", n_quantiles=200, random_state=data.seed),
+        # Measured on the fraud data: plain scaling beats QuantileTransformer (which is also
+        # slow in ONNX) and PowerTransformer on validation PR-AUC.
+        StandardScaler(),
         MLPClassifier(
             hidden_layer_sizes=hidden,
             alpha=_float(params, "alpha"),
+            batch_size=_int(params, "batch_size"),
             max_iter=_int(params, "max_iter"),
-            early_stopping=False,
             random_state=data.seed,
         ),
     )
     weights = compute_sample_weight("balanced", data.y)
-    return model.fit(data.X, data.y, mlpclassifier__sample_weight=weights)
+    with warnings.catch_warnings():
+        # A fixed epoch budget is the recipe (it bounds build time); not converging within it
+        # is expected, and the model is judged on the validation and test splits instead.
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        return model.fit(data.X, data.y, mlpclassifier__sample_weight=weights)
 
 
 def _train_xgboost(params: Mapping[str, Param], data: TrainData) -> Any:
@@ -215,8 +222,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "mlp",
             "sklearn",
-            "QuantileTransformer + MLP (balanced sample weights)",
-            {"hidden": "64x32", "alpha": 1e-3, "max_iter": 60},
+            "StandardScaler + MLP 64x32 (balanced sample weights, 25 epochs)",
+            {"hidden": "64x32", "alpha": 1e-3, "batch_size": 512, "max_iter": 25},
             _train_mlp,
         ),
     ]
