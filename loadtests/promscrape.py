@@ -62,7 +62,9 @@ def by_label(samples: Samples, name: str, label: str, **labels: str) -> dict[str
     return dict(out)
 
 
-def _mean(samples: Samples, histogram: str, scale: float = 1.0, **labels: str) -> float | None:
+def _mean(
+    samples: Samples, histogram: str, labels: dict[str, str], scale: float = 1.0
+) -> float | None:
     s = total(samples, f"{histogram}_sum", **labels)
     c = total(samples, f"{histogram}_count", **labels)
     if s is None or not c:
@@ -77,10 +79,10 @@ def server_figures(delta: Samples, model: str | None = None) -> dict[str, Any]:
     misses = by_label(delta, CACHE_MISSES, "tier", **labels)
     return {
         "batches": total(delta, f"{BATCH_ROWS}_count", **labels),
-        "mean_batch_rows": _mean(delta, BATCH_ROWS, **labels),
-        "queue_wait_mean_ms": _mean(delta, QUEUE_WAIT, 1000.0, **labels),
-        "inference_mean_ms": _mean(delta, INFERENCE, 1000.0, **labels),
-        "server_latency_mean_ms": _mean(delta, REQUEST_LATENCY, 1000.0, **labels),
+        "mean_batch_rows": _mean(delta, BATCH_ROWS, labels),
+        "queue_wait_mean_ms": _mean(delta, QUEUE_WAIT, labels, 1000.0),
+        "inference_mean_ms": _mean(delta, INFERENCE, labels, 1000.0),
+        "server_latency_mean_ms": _mean(delta, REQUEST_LATENCY, labels, 1000.0),
         "rejected": total(delta, REJECTED, **labels),
         "expired": total(delta, EXPIRED, **labels),
         "cache_hits": hits,

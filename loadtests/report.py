@@ -185,16 +185,21 @@ def _models_section(cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _offline_of(cells: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    """The model card's offline metrics, as recorded with any of the model's cells."""
+    for c in cells:
+        if c.get("model") == model and isinstance(c.get("offline"), dict):
+            return dict(c["offline"])
+    return {}
+
+
 def _accuracy_section(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
     rows = []
     for model in models:
         acc = model_accuracy(cells, model)
         if acc is None:
             continue
-        offline = next(
-            (c.get("offline") for c in cells if c.get("model") == model and c.get("offline")), {}
-        )
-        offline = offline or {}
+        offline = _offline_of(cells, model)
 
         def pair(key: str, acc: dict[str, Any] = acc, offline: dict[str, Any] = offline) -> str:
             return f"{_f(acc.get(key), 4)} / {_f(offline.get(key), 4)}"
@@ -299,10 +304,7 @@ def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
     rows = []
     for c in chosen:
         acc = c.get("accuracy") or {}
-        offline = next(
-            (x.get("offline") for x in cells if x.get("model") == c["model"] and x.get("offline")),
-            {},
-        )
+        offline = _offline_of(cells, c["model"])
         mon = c.get("monitoring")
         if isinstance(mon, dict) and "error" not in mon:
             mon_text = _monitoring_summary(mon)

@@ -22,9 +22,9 @@ class RampSpike(LoadTestShape):
     def tick(self) -> tuple[int, float] | None:
         assert self.runner is not None
         options = self.runner.environment.parsed_options
-        users = users_at(
-            self.get_run_time(), float(options.spike_seconds), int(options.spike_users)
-        )
+        assert options is not None
+        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]
+        users = users_at(run_time, float(options.spike_seconds), int(options.spike_users))
         if users is None:
             return None
         return users, float(max(users, 1) * 4)
