@@ -109,12 +109,12 @@ def build_model(
         y_val=y[split.validation],
     )
     with progress.step(f"training {_size(recipe.params)}on {len(train.y)} rows"):
-        model = recipe.train(recipe.params, train)
+        model = recipe.fit(train)
     rounds = boosting_rounds(model)
 
     def fit_fold(X_fold: NDArray[np.float32], y_fold: NDArray[np.int64]) -> Any:
         fold = TrainData(X_fold, y_fold, settings.seed, settings.n_jobs, rounds=rounds)
-        return recipe.train(recipe.params, fold)
+        return recipe.fit(fold)
 
     with progress.step(f"{settings.cv_folds}-fold cross-validated PR-AUC on the training split"):
         cv_scores = cross_validated_pr_auc(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -10,41 +11,44 @@ from numpy.typing import NDArray
 from export.onnx_export import Exported, session
 from server.modelcard import Cost
 
+MAX_ROWS = 2048
+"""Distinct rows cycled through (repeating one row would keep its tree paths hot in cache)."""
 
-def _median_call_us(run: object, budget_s: float, min_calls: int) -> float:
-    assert callable(run)
-    for _ in range(3):  # warm-up
-        run()
+
+def _median_call_us(run: Callable[[int], object], budget_s: float, min_calls: int) -> float:
+    """Median µs of ``run(i)`` for i = 0, 1, …, after a warm-up, for about ``budget_s`` seconds."""
+    for i in range(3):
+        run(i)
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
-    while len(times) < min_calls or time.perf_counter() < deadline:
+    while len(times) < min_calls or (time.perf_counter() < deadline and len(times) < 20_000):
         start = time.perf_counter_ns()
-        run()
+        run(len(times))
         times.append((time.perf_counter_ns() - start) / 1000.0)
-        if len(times) >= 20_000:
-            break
     return float(np.median(times))
 
 
 def measure_cost(exported: Exported, X: NDArray[np.float32], budget_s: float = 0.4) -> Cost:
     """Median µs per call at batch 1 and µs per row at batches 64 and 512, on real rows ``X``.
 
+    Each call takes the next distinct rows of ``X`` (up to :data:`MAX_ROWS`, tiled when fewer).
     Each of the three measurements runs for about ``budget_s`` seconds (at least a few calls).
     """
     sess = session(exported.onnx_bytes)
     names = [exported.proba_output]
-    reps = int(np.ceil(512 / len(X)))
-    rows = np.ascontiguousarray(np.tile(X, (reps, 1))[:512], dtype=np.float32)
+    reps = int(np.ceil(MAX_ROWS / len(X)))
+    rows = np.ascontiguousarray(np.tile(X, (reps, 1))[:MAX_ROWS], dtype=np.float32)
 
-    def call(batch: NDArray[np.float32]) -> object:
-        return lambda: sess.run(names, {exported.input_name: batch})
+    def per_row_us(batch: int, min_calls: int) -> float:
+        batches = [rows[i : i + batch].copy() for i in range(0, MAX_ROWS - batch + 1, batch)]
 
-    one = rows[:1].copy()
-    us1 = _median_call_us(call(one), budget_s, min_calls=200)
-    us64 = _median_call_us(call(rows[:64].copy()), budget_s, min_calls=20) / 64
-    us512 = _median_call_us(call(rows), budget_s, min_calls=5) / 512
+        def run(i: int) -> object:
+            return sess.run(names, {exported.input_name: batches[i % len(batches)]})
+
+        return _median_call_us(run, budget_s, min_calls) / batch
+
     return Cost(
-        us_batch1=round(us1, 3),
-        us_per_row_batch64=round(us64, 4),
-        us_per_row_batch512=round(us512, 4),
+        us_batch1=round(per_row_us(1, 200), 3),
+        us_per_row_batch64=round(per_row_us(64, 20), 4),
+        us_per_row_batch512=round(per_row_us(512, 5), 4),
     )

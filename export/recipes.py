@@ -42,7 +42,14 @@ class Recipe:
     description: str
     params: Mapping[str, Param]
     train: Callable[[Mapping[str, Param], TrainData], Any]
-    """Fit and return the native model."""
+    """Fit and return the native model (call :meth:`fit`, which also bounds the threads)."""
+
+    def fit(self, data: TrainData) -> Any:
+        """Train on ``data`` with at most ``data.n_jobs`` OpenMP/BLAS threads."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=data.n_jobs):
+            return self.train(self.params, data)
 
 
 def _int(params: Mapping[str, Param], key: str) -> int:
@@ -195,14 +202,14 @@ RECIPES: dict[str, Recipe] = {
             "random_forest",
             "sklearn",
             "RandomForest (balanced subsample class weights)",
-            {"n_estimators": 100, "max_depth": 12, "min_samples_leaf": 5},
+            {"n_estimators": 60, "max_depth": 14, "min_samples_leaf": 10},
             _train_random_forest,
         ),
         Recipe(
             "hist_gb",
             "sklearn",
             "HistGradientBoosting (balanced class weights, handles NaN)",
-            {"max_iter": 200, "max_depth": 6, "learning_rate": 0.1},
+            {"max_iter": 120, "max_depth": 6, "learning_rate": 0.1},
             _train_hist_gb,
         ),
         Recipe(
@@ -216,7 +223,9 @@ RECIPES: dict[str, Recipe] = {
             "xgb_large",
             "xgboost",
             "XGBoost, 500+ trees of depth 8 (scale_pos_weight, early stopping on validation)",
-            _xgb_params(600, 8, 0.02),
+            # A low learning rate keeps early stopping past 500 rounds; min_child_weight=10
+            # curbs depth-8 overfitting under scale_pos_weight (better validation PR-AUC).
+            {**_xgb_params(700, 8, 0.03), "min_child_weight": 10.0},
             _train_xgboost,
         ),
         Recipe(

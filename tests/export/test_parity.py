@@ -33,7 +33,7 @@ def _train(name: str, data: Dataset) -> tuple[object, str, np.ndarray]:
         X_val=data.X[split.validation],
         y_val=data.y[split.validation],
     )
-    return recipe.train(recipe.params, train), recipe.framework, data.X[split.test]
+    return recipe.fit(train), recipe.framework, data.X[split.test]
 
 
 @pytest.mark.parametrize("name", [*RECIPES, *CANCER_RECIPES])
