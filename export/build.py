@@ -27,7 +27,7 @@ from export.repository import latest_card
 from export.splits import stratified_split
 from server.modelcard import DatasetInfo, ModelCard
 
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 """Bump when the pipeline's output changes for the same inputs (forces new versions)."""
 LIBRARIES = (
     "scikit-learn",

@@ -216,7 +216,7 @@ RECIPES: dict[str, Recipe] = {
             "xgb_small",
             "xgboost",
             "XGBoost, about 50 trees of depth 4 (scale_pos_weight, early stopping on validation)",
-            {**_xgb_params(50, 4, 0.2), "early_stopping_rounds": 20},
+            {**_xgb_params(50, 4, 0.15), "early_stopping_rounds": 20},
             _train_xgboost,
         ),
         Recipe(

@@ -33,7 +33,8 @@ def quantile_edges(values: NDArray[np.floating], bins: int = FEATURE_BINS) -> li
     finite = values[~np.isnan(values)].astype(np.float64)
     if finite.size == 0:
         return []
-    qs = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    # Observed values as edges (no interpolation), so a discrete feature's edges are its values.
+    qs = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1], method="inverted_cdf")
     return [float(e) for e in np.unique(qs)]
 
 
