@@ -1,8 +1,8 @@
 """Build the bundled models: split, train, cross-validate, then hand over to the pipeline.
 
 Idempotent: a model's fingerprint hashes everything that determines it (recipe and parameters,
-data parameters, seed, split, library versions); when it equals the latest published version's,
-nothing is trained and no version is written.
+data parameters, seed, split, library versions, and the pipeline's own source code); when it
+equals the latest published version's, nothing is trained and no version is written.
 """
 
 from __future__ import annotations
@@ -27,8 +27,18 @@ from export.repository import latest_card
 from export.splits import stratified_split
 from server.modelcard import DatasetInfo, ModelCard
 
-PIPELINE_VERSION = 2
-"""Bump when the pipeline's output changes for the same inputs (forces new versions)."""
+PIPELINE_MODULES: tuple[str, ...] = (
+    "data",
+    "splits",
+    "recipes",
+    "evaluate",
+    "onnx_export",
+    "cost",
+    "reference",
+    "pipeline",
+    "build",
+)
+"""Modules whose source is part of the fingerprint: changing how a model is made makes a new one."""
 LIBRARIES = (
     "scikit-learn",
     "xgboost-cpu",
@@ -66,10 +76,18 @@ def library_versions() -> dict[str, str]:
     return {name: package_version(name) for name in LIBRARIES}
 
 
+def pipeline_source_hash() -> str:
+    """sha256 of the source files of :data:`PIPELINE_MODULES`."""
+    digest = hashlib.sha256()
+    for module in PIPELINE_MODULES:
+        digest.update(Path(__file__).with_name(f"{module}.py").read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(recipe: Recipe, dataset: Dataset, settings: BuildSettings) -> str:
     """Hash of everything that determines the built model."""
     inputs = {
-        "pipeline": PIPELINE_VERSION,
+        "pipeline_source": pipeline_source_hash(),
         "recipe": recipe.name,
         "framework": recipe.framework,
         "params": dict(recipe.params),

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from export.build import library_versions
+from export.build import library_versions, pipeline_source_hash
 from export.onnx_export import estimator_name
 from export.pipeline import Candidate, Rows, publish_candidate
 from export.progress import Progress, quiet
@@ -167,6 +167,7 @@ def _fingerprint(model_path: Path, csv_path: Path, label_column: str, seed: int)
         "label_column": label_column,
         "seed": seed,
         "libraries": library_versions(),
+        "pipeline_source": pipeline_source_hash(),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
