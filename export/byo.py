@@ -224,6 +224,7 @@ def convert(
         ),
         fingerprint=fp,
         params={"model_file": model_path.name, "label_column": label_column},
+        threshold_rule="f1-optimal on the validation half of the hold-out CSV",
     )
     card = publish_candidate(candidate, models_dir, progress, seed=seed)
     return ConvertResult(card, published=True)
