@@ -75,3 +75,16 @@ def test_linear_model_refuses_missing_values(small_fraud: Dataset, settings: Bui
     card = build_model(RECIPES["logreg"], small_fraud, settings).card
     assert not card.input.allow_missing
     assert card.estimator == "sklearn.pipeline.Pipeline"
+
+
+def test_a_build_that_fails_while_publishing_leaves_no_version(
+    small_fraud: Dataset, settings: BuildSettings
+) -> None:
+    def disk_full(tmp_dir: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        build_model(RECIPES["logreg"], small_fraud, settings, before_rename=disk_full)
+    assert model_versions(settings.models_dir, "logreg") == []
+    assert list((settings.models_dir / "logreg").iterdir()) == []
+    assert build_model(RECIPES["logreg"], small_fraud, settings).card.version == 1

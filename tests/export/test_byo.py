@@ -163,3 +163,22 @@ def test_bad_csv_is_refused(tmp_path: Path, parts: tuple[Dataset, np.ndarray, np
     (tmp_path / "h.csv").write_text("a,label\n1,0\n2,1\n")
     with pytest.raises(ExportError, match="takes 24 features, the CSV has 1"):
         convert(tmp_path / "m.ubj", tmp_path / "h.csv", "label", "m", tmp_path / "models")
+
+
+def test_raw_xgboost_booster_files(
+    parts: tuple[Dataset, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    data, train, holdout = parts
+    dtrain = xgb.DMatrix(data.X[train], label=data.y[train])
+    params = {"objective": "binary:logistic", "max_depth": 3, "nthread": 1}
+    xgb.train(params, dtrain, num_boost_round=20).save_model(tmp_path / "booster.ubj")
+    csv_path = _write_csv(
+        tmp_path / "h.csv", data.feature_names, data.X[holdout], data.y[holdout], "y"
+    )
+    card = convert(tmp_path / "booster.ubj", csv_path, "y", "raw", tmp_path / "models").card
+    assert card.framework == "xgboost" and card.parity.max_abs_diff <= 1e-4
+
+    regression = {"objective": "reg:squarederror", "max_depth": 2, "nthread": 1}
+    xgb.train(regression, dtrain, num_boost_round=3).save_model(tmp_path / "reg.json")
+    with pytest.raises(UnsupportedEstimator, match="reg:squarederror"):
+        convert(tmp_path / "reg.json", csv_path, "y", "reg", tmp_path / "models")
