@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -28,7 +29,7 @@ def _source(
     return card, (version_dir / ONNX_FILE).read_bytes(), load_holdout(version_dir)
 
 
-def _card_for(card: ModelCard):  # type: ignore[no-untyped-def]
+def _card_for(card: ModelCard) -> Callable[[int], ModelCard]:
     return lambda version: msgspec.structs.replace(card, version=version)
 
 
