@@ -8,8 +8,8 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 
 from server.core import Core
 from server.modelcard import Cost, Metrics, ModelCard

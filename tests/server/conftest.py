@@ -7,17 +7,27 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from server.app import create_app
 from server.core import Core
 from server.settings import Settings
 
-MakeClient = Callable[..., AbstractAsyncContextManager[AsyncTestClient[Litestar]]]
+
+class AppClient(httpx.AsyncClient):
+    """httpx over ASGI (requests really run concurrently, unlike Litestar's test client, which
+    serialises them), with the app at hand."""
+
+    def __init__(self, app: Litestar) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://tabserve.test")
+        self.app = app
+
+
+MakeClient = Callable[..., AbstractAsyncContextManager[AppClient]]
 
 
 @pytest.fixture
@@ -26,16 +36,18 @@ def make_client(model_repo: Path) -> MakeClient:
     (lifespan run on enter and exit); overrides go to Settings."""
 
     @asynccontextmanager
-    async def _make(**overrides: Any) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async def _make(**overrides: Any) -> AsyncIterator[AppClient]:
         overrides.setdefault("models_dir", model_repo)
         app = create_app(Settings(**overrides))
-        async with AsyncTestClient(app, raise_server_exceptions=False) as client:
+        # The lifespan runs in this test's event loop (Litestar's test client would run the app in
+        # a thread of its own and serialise requests); requests go through httpx over ASGI.
+        async with app.lifespan(), AppClient(app) as client:
             yield client
 
     return _make
 
 
-def core_of(client: AsyncTestClient[Litestar]) -> Core:
+def core_of(client: AppClient) -> Core:
     core: Core = client.app.state.core
     return core
 
@@ -57,7 +69,10 @@ class Reference:
         )
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
-        out = [self.session.run(["probabilities"], {"input": rows[i : i + 1]})[0] for i in range(len(rows))]
+        out = [
+            self.session.run(["probabilities"], {"input": rows[i : i + 1]})[0]
+            for i in range(len(rows))
+        ]
         return np.concatenate(out).astype(np.float32)
 
 

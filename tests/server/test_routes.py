@@ -55,7 +55,9 @@ async def test_labels_follow_the_cards_threshold(
     assert {p["label"] for p in preds} == {0, 1}  # the hold-out has both outcomes
 
 
-async def test_request_id_is_echoed_or_generated(make_client: MakeClient, holdout: np.ndarray) -> None:
+async def test_request_id_is_echoed_or_generated(
+    make_client: MakeClient, holdout: np.ndarray
+) -> None:
     body = {"instances": holdout[:1].tolist()}
     async with make_client() as client:
         given = await client.post(
@@ -96,16 +98,20 @@ async def test_v2_health_metadata_and_ready(make_client: MakeClient) -> None:
         missing = await client.get("/v2/models/nope/ready")
     assert (live.status_code, live.json()) == (200, {"live": True})
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
-    assert meta.json() == meta_v.json() == {
-        "name": "logreg",
-        "versions": ["1"],
-        "platform": "onnxruntime_onnx",
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 24]}],
-        "outputs": [
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
-            {"name": "label", "datatype": "INT64", "shape": [-1]},
-        ],
-    }
+    assert (
+        meta.json()
+        == meta_v.json()
+        == {
+            "name": "logreg",
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 24]}],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]},
+            ],
+        }
+    )
     assert model_ready.json() == version_ready.json() == {"name": "logreg", "ready": True}
     assert missing.status_code == 404
     assert missing.json()["error"] == missing.json()["detail"]  # the member V2 clients read

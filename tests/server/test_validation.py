@@ -28,22 +28,40 @@ BAD_BODIES: dict[str, tuple[str, bytes, int, str]] = {
     "no-instances": ("/v1/models/logreg/predict", case({"rows": [ROW]}), 400, "invalid-input"),
     "empty-instances": ("/v1/models/logreg/predict", case({"instances": []}), 400, "invalid-input"),
     "too-few-features": (
-        "/v1/models/logreg/predict", case({"instances": [ROW[:-1]]}), 400, "invalid-input",
+        "/v1/models/logreg/predict",
+        case({"instances": [ROW[:-1]]}),
+        400,
+        "invalid-input",
     ),
     "too-many-features": (
-        "/v1/models/logreg/predict", case({"instances": [[*ROW, 1.0]]}), 400, "invalid-input",
+        "/v1/models/logreg/predict",
+        case({"instances": [[*ROW, 1.0]]}),
+        400,
+        "invalid-input",
     ),
     "ragged-rows": (
-        "/v1/models/logreg/predict", case({"instances": [ROW, ROW[:3]]}), 400, "invalid-input",
+        "/v1/models/logreg/predict",
+        case({"instances": [ROW, ROW[:3]]}),
+        400,
+        "invalid-input",
     ),
     "non-numeric": (
-        "/v1/models/logreg/predict", case({"instances": [["x", *ROW[1:]]]}), 400, "invalid-input",
+        "/v1/models/logreg/predict",
+        case({"instances": [["x", *ROW[1:]]]}),
+        400,
+        "invalid-input",
     ),
     "boolean": (
-        "/v1/models/logreg/predict", case({"instances": [[True, *ROW[1:]]]}), 400, "invalid-input",
+        "/v1/models/logreg/predict",
+        case({"instances": [[True, *ROW[1:]]]}),
+        400,
+        "invalid-input",
     ),
     "null-for-a-model-without-missing": (
-        "/v1/models/logreg/predict", case({"instances": [[None, *ROW[1:]]]}), 400, "invalid-input",
+        "/v1/models/logreg/predict",
+        case({"instances": [[None, *ROW[1:]]]}),
+        400,
+        "invalid-input",
     ),
     "nan-literal": (
         "/v1/models/logreg/predict",
@@ -52,7 +70,9 @@ BAD_BODIES: dict[str, tuple[str, bytes, int, str]] = {
         "invalid-input",
     ),
     "overflows-float32": (
-        "/v1/models/xgb_small/predict", case({"instances": [[1e39, *ROW[1:]]]}), 400,
+        "/v1/models/xgb_small/predict",
+        case({"instances": [[1e39, *ROW[1:]]]}),
+        400,
         "invalid-input",
     ),
     "overflows-float64": (
@@ -62,17 +82,35 @@ BAD_BODIES: dict[str, tuple[str, bytes, int, str]] = {
         "invalid-input",
     ),
     "too-many-rows": (
-        "/v1/models/logreg/predict", case({"instances": [ROW] * 11}), 413, "payload-too-large",
+        "/v1/models/logreg/predict",
+        case({"instances": [ROW] * 11}),
+        413,
+        "payload-too-large",
     ),
-    "unknown-model": ("/v1/models/nope/predict", case({"instances": [ROW]}), 404, "model-not-found"),
+    "unknown-model": (
+        "/v1/models/nope/predict",
+        case({"instances": [ROW]}),
+        404,
+        "model-not-found",
+    ),
     "unknown-version": (
-        "/v1/models/logreg/versions/9/predict", case({"instances": [ROW]}), 404,
+        "/v1/models/logreg/versions/9/predict",
+        case({"instances": [ROW]}),
+        404,
         "version-not-found",
     ),
     "version-not-an-integer": (
-        "/v1/models/logreg/versions/abc/predict", case({"instances": [ROW]}), 404, "not-found",
+        "/v1/models/logreg/versions/abc/predict",
+        case({"instances": [ROW]}),
+        404,
+        "not-found",
     ),
-    "bad-deadline-header": ("/v1/models/logreg/predict", case({"instances": [ROW]}), 400, "invalid-input"),
+    "bad-deadline-header": (
+        "/v1/models/logreg/predict",
+        case({"instances": [ROW]}),
+        400,
+        "invalid-input",
+    ),
     "v2-two-inputs": (
         "/v2/models/logreg/infer",
         case({"inputs": [{"name": "a", "shape": [1, 24], "datatype": "FP32", "data": ROW}] * 2}),
@@ -93,10 +131,12 @@ BAD_BODIES: dict[str, tuple[str, bytes, int, str]] = {
     ),
     "v2-unknown-output": (
         "/v2/models/logreg/infer",
-        case({
-            "inputs": [{"name": "input", "shape": [1, 24], "datatype": "FP32", "data": ROW}],
-            "outputs": [{"name": "embedding"}],
-        }),
+        case(
+            {
+                "inputs": [{"name": "input", "shape": [1, 24], "datatype": "FP32", "data": ROW}],
+                "outputs": [{"name": "embedding"}],
+            }
+        ),
         400,
         "invalid-input",
     ),
@@ -126,7 +166,10 @@ async def test_bad_input_gets_a_problem(make_client: MakeClient, case_id: str) -
     "mutate, expected",
     [
         (lambda row: {**row, "surprise": 1.0}, "unknown features ['surprise']"),
-        (lambda row: {k: v for k, v in row.items() if k != "amount"}, "missing features ['amount']"),
+        (
+            lambda row: {k: v for k, v in row.items() if k != "amount"},
+            "missing features ['amount']",
+        ),
     ],
     ids=["unknown-name", "missing-name"],
 )
@@ -150,7 +193,9 @@ async def test_mixed_row_forms_are_refused(make_client: MakeClient, model_repo: 
 
 async def test_null_is_a_missing_value_for_models_that_allow_it(make_client: MakeClient) -> None:
     async with make_client() as client:
-        r = await client.post("/v1/models/xgb_small/predict", json={"instances": [[None, *ROW[1:]]]})
+        r = await client.post(
+            "/v1/models/xgb_small/predict", json={"instances": [[None, *ROW[1:]]]}
+        )
     assert r.status_code == 200
     assert np.isfinite(r.json()["predictions"][0]["scores"]).all()
 

@@ -48,8 +48,17 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TABSERVE_")}
         env.update(self.extra_env)
         cmd = [
-            sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(self.port), "--models-dir", str(self.models_dir), *self.extra_args,
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(self.models_dir),
+            *self.extra_args,
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,0 +1,144 @@
+"""Bounded queue (503 + Retry-After, then recovery), deadlines (504, never run), shutdown drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.batcher import Batcher
+from server.errors import DeadlineExceeded, ShuttingDown
+from server.metrics import ServerMetrics
+from server.modelcard import load_card
+from server.runner import Runner
+from tests.server.conftest import MakeClient, core_of
+
+
+async def test_overload_gives_503_with_retry_after_then_recovers(
+    make_client: MakeClient, holdout: np.ndarray
+) -> None:
+    body = {"instances": holdout[:10].tolist()}
+    async with make_client(max_queue_rows=30, max_batch_rows=10) as client:
+        responses = await asyncio.gather(
+            *(client.post("/v1/models/xgb_small/predict", json=body) for _ in range(40))
+        )
+        codes = [r.status_code for r in responses]
+        assert set(codes) == {200, 503}
+        rejected = [r for r in responses if r.status_code == 503]
+        for r in rejected:
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["type"] == "urn:tabserve:problem:overloaded"
+        # Recovery: once the queue drained, everything is served again.
+        again = await asyncio.gather(
+            *(client.post("/v1/models/xgb_small/predict", json=body) for _ in range(3))
+        )
+        assert [r.status_code for r in again] == [200, 200, 200]
+        metrics = (await client.get("/metrics")).text
+    line = f'tabserve_rejected_requests_total{{model="xgb_small",version="1"}} {len(rejected)}.0'
+    assert line in metrics
+
+
+async def test_expired_deadline_gets_504_and_is_not_run(
+    make_client: MakeClient, holdout: np.ndarray
+) -> None:
+    async with make_client() as client:
+        stats = core_of(client).registry.get("logreg").batcher.stats
+        r = await client.post(
+            "/v1/models/logreg/predict",
+            json={"instances": holdout[:3].tolist()},
+            headers={"X-Deadline-Ms": "0"},
+        )
+        assert r.status_code == 504
+        assert r.json()["type"] == "urn:tabserve:problem:deadline-exceeded"
+        assert stats.rows_inferred == 0 and stats.expired == 1
+        metrics = (await client.get("/metrics")).text
+    assert 'tabserve_expired_requests_total{model="logreg",version="1"} 1.0' in metrics
+
+
+def make_batcher(model_repo: Path, **kwargs: Any) -> Batcher:
+    vdir = model_repo / "logreg" / "1"
+    card = load_card(vdir)
+    runner = Runner(vdir / "model.onnx", card)
+    runner.warm_up(inline_max_cost_us=kwargs.pop("inline_max_cost_us", 60.0), max_batch_rows=64)
+    return Batcher(runner, metrics=ServerMetrics(), **kwargs)
+
+
+async def test_deadline_passing_while_queued_is_not_run(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    batcher = make_batcher(model_repo)  # not started yet: requests wait in the queue
+    soon = asyncio.ensure_future(
+        batcher.predict(holdout[:2], deadline=time.monotonic() + 0.01, request_id="soon")
+    )
+    later = asyncio.ensure_future(
+        batcher.predict(holdout[2:4], deadline=time.monotonic() + 60, request_id="later")
+    )
+    await asyncio.sleep(0.05)  # the first request's deadline passes while it is queued
+    batcher.start()
+    with pytest.raises(DeadlineExceeded):
+        await soon
+    assert (await later).shape == (2, 2)
+    assert batcher.stats.rows_inferred == 2
+    assert batcher.stats.expired == 1
+    await batcher.stop(timeout_s=1.0)
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+async def test_stop_drains_the_queue(model_repo: Path, holdout: np.ndarray, mode: str) -> None:
+    batcher = make_batcher(
+        model_repo, max_batch_rows=4, inline_max_cost_us=1e9 if mode == "inline" else 0.0
+    )
+    batcher.start()
+    deadline = time.monotonic() + 60
+    tasks = [
+        asyncio.ensure_future(
+            batcher.predict(holdout[i : i + 3], deadline=deadline, request_id=str(i))
+        )
+        for i in range(0, 90, 3)
+    ]
+    await asyncio.sleep(0)  # all enqueued, the first batch may be running
+    await batcher.stop(timeout_s=30.0)
+    results = await asyncio.gather(*tasks)
+    assert [r.shape for r in results] == [(3, 2)] * 30
+    with pytest.raises(ShuttingDown):
+        await batcher.predict(holdout[:1], deadline=deadline, request_id="late")
+
+
+async def test_stop_fails_what_the_drain_timeout_leaves(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    batcher = make_batcher(model_repo)  # never started: nothing can drain
+    deadline = time.monotonic() + 60
+    tasks = [
+        asyncio.ensure_future(batcher.predict(holdout[:1], deadline=deadline, request_id=str(i)))
+        for i in range(5)
+    ]
+    await asyncio.sleep(0)
+    await batcher.stop(timeout_s=0.05)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, ShuttingDown) for o in outcomes)
+    assert batcher.queued_rows == 0
+
+
+async def test_app_shutdown_drains_in_flight_requests(
+    make_client: MakeClient, holdout: np.ndarray
+) -> None:
+    body = {"instances": holdout[:5].tolist()}
+    async with make_client(inline_max_cost_us=0.0, max_batch_rows=5) as client:
+        batcher = core_of(client).registry.get("xgb_small").batcher
+        tasks = [
+            asyncio.ensure_future(client.post("/v1/models/xgb_small/predict", json=body))
+            for _ in range(30)
+        ]
+        for _ in range(10_000):  # until requests wait behind the ORT thread
+            if batcher.queued_rows:
+                break
+            await asyncio.sleep(0)
+        assert batcher.queued_rows > 0
+    # Leaving the block ran the lifespan shutdown: every batcher drained before it stopped.
+    responses = await asyncio.gather(*tasks)
+    assert all(r.status_code == 200 for r in responses)
