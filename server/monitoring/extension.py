@@ -83,7 +83,7 @@ class MonitoringExtension(Extension):
         """
         model = self._registry_get(name, version)
         monitor = self._monitors.get((model.name, model.version))
-        if monitor is None or monitor.card != model.card:
+        if monitor is None or monitor.card is not model.card:
             raise ModelNotReady(f"model {model.name}/{model.version} has no monitor")
         return monitor
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import gc
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from server.app import create_app
+from server.modelcard import encode_card, load_card
 from server.monitoring import row_hash
 from server.monitoring.extension import MonitoringExtension
 from server.settings import Settings
+
+ADMIN = {"Authorization": "Bearer t"}
 
 
 @pytest.fixture
@@ -111,3 +117,48 @@ async def test_prometheus_exposes_monitoring(
     assert 'tabserve_drift_window_rows{model="xgb_small",version="1"} 10.0' in text
     assert 'tabserve_drift_feature_psi{feature="amount",model="logreg",version="1"}' in text
     assert 'tabserve_drift_status{model="logreg",version="1"} -1.0' in text
+
+
+async def test_feedback_finds_rows_of_an_older_version_after_a_new_one_loads(
+    model_repo: Path, tmp_path: Path, holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(model_repo, repo)
+    settings = Settings(models_dir=repo, admin_token="t")
+    ext = MonitoringExtension(settings)
+    app = create_app(settings, extensions=[ext])
+    X, _ = holdout
+    async with AsyncTestClient(app, raise_server_exceptions=False) as client:
+        await client.post(
+            "/v1/models/logreg/predict",
+            json={"instances": X[:2].tolist()},
+            headers={"x-request-id": "before-v2"},
+        )
+        # Publish logreg/2 (the same ONNX under a new version) and reload.
+        card = msgspec.structs.replace(load_card(repo / "logreg" / "1"), version=2)
+        tmp = repo / "logreg" / ".tmp-2"
+        tmp.mkdir()
+        shutil.copy(repo / "logreg" / "1" / "model.onnx", tmp / "model.onnx")
+        (tmp / "model.json").write_bytes(encode_card(card))
+        tmp.rename(repo / "logreg" / "2")
+        await client.post("/admin/reload", headers=ADMIN)
+        assert (await client.get("/v1/models/logreg/monitoring")).json()["version"] == 2
+        r = await client.post(
+            "/v1/models/logreg/feedback", json={"request_id": "before-v2", "row": 1, "label": 0}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == 1
+        assert [(m.card.name, m.card.version) for m in ext.serving()] == [
+            ("logreg", 1),
+            ("logreg", 2),
+            ("xgb_small", 1),
+        ]
+        # Version 1 leaves: its monitor goes with its batcher.
+        shutil.rmtree(repo / "logreg" / "1")
+        await client.post("/admin/reload", headers=ADMIN)
+        gc.collect()
+        assert [(m.card.name, m.card.version) for m in ext.serving()] == [
+            ("logreg", 2),
+            ("xgb_small", 1),
+        ]
+        assert (await client.get("/v1/models/logreg/versions/1/monitoring")).status_code == 404
