@@ -58,3 +58,19 @@ def test_holdout_calm_and_shifted_traffic_drifts(model_repo: Path, name: str) ->
     assert max(f["psi"] for f in calm_features) < PARAMS.psi_watch
     assert snap["status"] == "drift"
     assert snap["scores"]["positive_rate"] > snap["scores"]["reference_positive_rate"]
+
+
+@pytest.mark.parametrize("name", ["logreg", "xgb_small"])
+def test_holdout_labels_reproduce_the_cards_test_metrics(model_repo: Path, name: str) -> None:
+    """The hold-out is the card's test split: labelling every row gives the card's metrics."""
+    card, session, version_dir = load(model_repo, name)
+    holdout = np.load(version_dir / "holdout.npz")
+    monitor = ModelMonitor(card, PARAMS)
+    serve(monitor, card, session, holdout["X"])
+    for i, label in enumerate(holdout["y"]):
+        monitor.feedback(request_id=f"b{i - i % 64}", row=i % 64, label=int(label))
+    quality = monitor.snapshot()["quality"]
+    assert quality["labels"] == len(holdout["y"])
+    for metric in ("precision", "recall", "f1", "brier"):
+        assert quality[metric] == pytest.approx(getattr(card.metrics, metric), abs=1e-6), metric
+    assert quality["observed_positive_rate"] == pytest.approx(card.metrics.positive_rate_test)
