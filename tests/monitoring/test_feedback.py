@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from server.cache.keys import row_digests
 from server.errors import InvalidInput, UnknownFeedbackId
 from server.modelcard import ModelCard
 from server.monitoring import ModelMonitor, MonitorParams, row_hash
@@ -140,3 +141,21 @@ def test_request_split_across_batches_is_joined(fraud_card: ModelCard, clock: Fa
     # A reused id that does not continue the previous part starts over: newest wins.
     monitor.observe(rows[:1], class_scores(np.array([0.25])), [("big", 1)])
     assert monitor.feedback(request_id="big", row=0, label=1).score == pytest.approx(0.25)
+
+
+def test_row_hash_is_the_cache_digest_of_the_canonical_row(
+    fraud_card: ModelCard, clock: FakeClock
+) -> None:
+    row = np.arange(fraud_card.input.n_features, dtype=np.float32)
+    assert row_hash(row) == row_digests(row[None, :])[0].hex()
+    negative_zero = row.copy()
+    negative_zero[0] = -0.0
+    assert row_hash(negative_zero) == row_hash(row)  # row[0] is 0.0
+    nan_a, nan_b = row.copy(), row.copy()
+    nan_a[3] = np.nan
+    nan_b.view(np.uint32)[3] = 0x7FC00001  # another NaN payload
+    assert np.isnan(nan_b[3])
+    assert row_hash(nan_a) == row_hash(nan_b)
+    monitor = ModelMonitor(fraud_card, clock=clock)
+    monitor.observe(nan_b[None, :], class_scores(np.array([0.4])), [("n", 1)])
+    assert monitor.feedback(row_hash=row_hash(nan_a), label=0).score == pytest.approx(0.4)
