@@ -4,6 +4,9 @@
   answered batch into a rolling window (``window.py``), ``feedback`` matches late labels to
   served rows (``feedback.py``), ``snapshot`` computes everything at read time (``stats.py``).
 - :func:`register_monitoring_metrics` (``prometheus.py``): gauges read from snapshots at scrape.
+- ``MonitoringExtension`` (``extension.py``, import it from there: it needs the app): one monitor
+  per served version as its batch observer, the collector on the app's registry, and the routes
+  in ``routes.py`` (``GET /v1/models/{name}/monitoring``, ``POST /v1/models/{name}/feedback``).
 
 Snapshot shape (``ModelMonitor.snapshot()``; every float is finite or None)::
 
