@@ -228,7 +228,7 @@ class _PredictUser(FastHttpUser):
         """POST one request; record latency and status, and the returned scores when 200."""
         score_log = STATE.logs[stream]
         with self.client.post(
-            f"/v1/models/{replay.model}/predict",
+            f"/v1/models/{replay.model}/versions/{replay.version}/predict",
             data=request.body,
             headers=self._headers,
             name=f"{scenario} {stream}",
