@@ -29,6 +29,7 @@ KEY_ROOT = "tabserve"
 DIGEST_BYTES = 16
 CANONICAL_NAN_BITS = np.uint32(0x7FC00000)
 _NEGATIVE_ZERO_BITS = np.uint32(0x80000000)
+_BLAKE2B_16 = hashlib.blake2b(digest_size=DIGEST_BYTES)
 
 
 def model_prefix(model: str) -> bytes:
@@ -63,11 +64,12 @@ def row_digests(rows: np.ndarray) -> list[bytes]:
     if canon.shape[0] == 0:
         return []
     data = canon.tobytes()
-    blake2b = hashlib.blake2b
-    return [
-        blake2b(data[start : start + width], digest_size=DIGEST_BYTES).digest()
-        for start in range(0, len(data), width)
-    ]
+    digests = []
+    for start in range(0, len(data), width):
+        h = _BLAKE2B_16.copy()  # cheaper than a new blake2b(digest_size=16) per row
+        h.update(data[start : start + width])
+        digests.append(h.digest())
+    return digests
 
 
 def row_keys(prefix: bytes, rows: np.ndarray) -> list[bytes]:

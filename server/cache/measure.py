@@ -3,7 +3,8 @@
 ``python -m server.cache.measure [--redis-url redis://127.0.0.1:6379/0] [--features 30]``
 
 Prints, at batch sizes 1, 16 and 64: the memory tier's ``ModelScoreCache.lookup`` cost (all
-hits, hashing included) per batch and per row; the key hashing alone; and, with a Redis URL, the
+hits, hashing included) and ``store`` cost (memory only: the part on the batch's path) per batch
+and per row; the key hashing alone; and, with a Redis URL, the
 raw ``MGET`` round trip and a Redis-only lookup (memory tier off, all hits). Medians and p99 over
 repeated runs on one core; numbers from a shared machine are noisy, compare them side by side.
 
@@ -138,6 +139,10 @@ async def measure(redis_url: str | None, n_features: int, repeat: int) -> list[s
             med, p99 = await _time_async(partial(local.lookup, rows), repeat)
             lines.append(
                 f"batch {n:>2}  memory lookup     {med:8.1f} / {p99:8.1f}   per row {med / n:6.2f}"
+            )
+            med, p99 = _time_sync(partial(local.store, rows, scores), repeat)
+            lines.append(
+                f"batch {n:>2}  memory store      {med:8.1f} / {p99:8.1f}   per row {med / n:6.2f}"
             )
             if remote is not None and redis_only is not None:
                 via_redis = ModelScoreCache(card, redis_only, ttl_s=600)

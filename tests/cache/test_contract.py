@@ -13,7 +13,7 @@ from server.cache.redis import RedisCache
 from server.cache.tiered import TieredCache
 
 
-@pytest.fixture(params=["memory", "redis", "tiered"])
+@pytest.fixture(params=["memory", "redis", "tiered", "tiered-redis-only"])
 def backend(
     request: pytest.FixtureRequest,
 ) -> CacheBackend:
@@ -22,6 +22,9 @@ def backend(
     if request.param == "redis":
         cache: RedisCache = request.getfixturevalue("redis_cache")
         return cache
+    if request.param == "tiered-redis-only":
+        remote: RedisCache = request.getfixturevalue("redis_cache")
+        return TieredCache(None, remote, promote_ttl_s=60)  # closed with redis_cache
     tiered: TieredCache = request.getfixturevalue("tiered")
     return tiered
 
