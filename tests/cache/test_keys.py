@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -83,8 +85,6 @@ def test_the_generation_is_part_of_the_namespace() -> None:
 
 
 def test_the_digest_is_blake2b_16_of_the_canonical_float32_bytes() -> None:
-    import hashlib
-
     rows = np.array([[1.5, -0.0, np.nan], [2.0, 3.0, 4.0]], dtype=np.float32)
     canonical = canonical_rows(rows)
     expected = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in canonical]
