@@ -155,7 +155,7 @@ def create_app(
         *routes_admin.handlers(core),
     ]
     if settings.bench_floor_route:
-        ours += routes_health.floor_handlers()
+        ours += routes_health.floor_handlers(settings.max_body_bytes)
     route_handlers.extend(ours)
     for ext in exts:
         route_handlers.extend(ext.route_handlers())

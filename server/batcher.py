@@ -1,8 +1,10 @@
 """Micro-batching: one batcher, owning one asyncio task, per loaded model version.
 
-How a batch forms: a request's rows join a queue and wake the batch task. When the runner is
-idle the task runs them at once (no timer). Requests that arrive while a batch runs wait, and the
-next batch takes all of them, up to ``max_batch_rows`` (large requests are split across batches).
+How a batch forms: when the model is idle (nothing queued or running) and runs inline, a request
+runs at once in its own coroutine, with no timer and no hop to another task. Otherwise its rows
+join a queue and wake the batch task: requests that arrive while a batch runs, or together in one
+event-loop iteration, wait, and the next batch takes all of them, up to ``max_batch_rows`` (large
+requests are split across batches).
 ``max_delay_ms`` > 0 waits that long for a fuller batch. Per batch::
 
     cache.lookup(all rows)  ->  runner.infer(misses only)  ->  cache.store(misses)
@@ -160,6 +162,7 @@ class Batcher:
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._ran_this_tick = False
         self._drained: asyncio.Event | None = None  # set by the last batch once stop() waits
         labels = (self.model, str(self.version))
         self._m_queue_wait = metrics.queue_wait.labels(*labels)
@@ -257,7 +260,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         item = _Pending(rows, future, deadline, request_id, cache_mode)
-        if not self.batching:
+        if not self.batching or (n <= self.max_batch_rows and self._may_run_now(loop)):
             return await self._run_alone(item)
         self._queue.append(item)
         self._queued_rows += n
@@ -265,6 +268,26 @@ class Batcher:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return await future
+
+    def _may_run_now(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """The idle fast path: an inline model with nothing queued or running, and no other
+        request run this way in the current event-loop iteration, runs in its caller's coroutine
+        (no hop through the batch task). A second request in the same iteration means several
+        arrived together: it and the rest queue, and the batch task coalesces them."""
+        if (
+            self._ran_this_tick
+            or self._queue
+            or self._current
+            or self._inflight_rows
+            or not self.runner.inline
+        ):
+            return False
+        self._ran_this_tick = True
+        loop.call_soon(self._new_tick)
+        return True
+
+    def _new_tick(self) -> None:
+        self._ran_this_tick = False
 
     async def _run_alone(self, item: _Pending) -> np.ndarray:
         self._inflight_rows += item.n

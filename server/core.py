@@ -10,9 +10,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
-from litestar import Request, Response
+from litestar import Request
+from litestar.response.base import ASGIResponse
+from litestar.types import Receive
 from prometheus_client import Counter, Histogram
 
+from server.errors import InvalidInput, PayloadTooLarge
 from server.http_errors import status_of
 from server.metrics import ServerMetrics
 from server.modelcard import ModelCard
@@ -26,6 +29,39 @@ Decode = Callable[[bytes, ModelCard, int], tuple[np.ndarray, T]]
 Encode = Callable[[ModelCard, str, T, np.ndarray], bytes]
 
 JSON = "application/json"
+
+
+def json_response(content: bytes, request_id: str | None = None) -> ASGIResponse:
+    """A 200 JSON response, built directly as ASGI (skips Litestar's Response conversion)."""
+    headers = None if request_id is None else {"x-request-id": request_id}
+    return ASGIResponse(body=content, headers=headers, media_type=JSON)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The request body straight from ASGI ``receive``, refused past ``limit`` bytes.
+
+    Cheaper than ``Request.body()`` (measured ~2x on one-row bodies); the limit is enforced on
+    the bytes received, whatever Content-Length claims.
+    """
+    message = await receive()
+    body: bytes = message.get("body", b"")  # type: ignore[assignment]
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        return body
+    chunks = [body]
+    total = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidInput("client disconnected before the body was complete")
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 class Core:
@@ -60,7 +96,7 @@ class Core:
         version: int | None,
         decode: Decode[T],
         encode: Encode[T],
-    ) -> Response[bytes]:
+    ) -> ASGIResponse:
         """Read, resolve, decode, batch, encode: the request path shared by /v1 and /v2."""
         started = time.perf_counter()
         scope = request.scope
@@ -70,7 +106,7 @@ class Core:
             state = scope.get("state")
             if isinstance(state, dict):
                 state["request_id"] = meta.request_id
-            body = await request.body()
+            body = await read_body(request.receive, self.settings.max_body_bytes)
             # From here to the enqueue there is no await: a reload cannot swap the version away.
             model = self.registry.get(name, version)
             label = model.card.name
@@ -88,4 +124,4 @@ class Core:
             self.record(label, status_of(exc), started)
             raise
         self.record(label, 200, started)
-        return Response(content, media_type=JSON, headers={"x-request-id": meta.request_id})
+        return json_response(content, meta.request_id)

@@ -8,8 +8,9 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
+from litestar.response.base import ASGIResponse
 
-from server.core import Core
+from server.core import Core, json_response, read_body
 from server.errors import ModelNotReady
 from server.metrics import CONTENT_TYPE
 
@@ -38,12 +39,13 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     return [live, ready, metrics]
 
 
-def floor_handlers() -> list[HTTPRouteHandler]:
+def floor_handlers(limit: int) -> list[HTTPRouteHandler]:
     """The benchmark's framework floor: read the body, answer fixed bytes (settings flag only)."""
 
     @post("/bench/floor/{name:str}", include_in_schema=False, status_code=200)
-    async def floor(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
-        await request.body()
-        return Response(b'{"ok":true}', media_type="application/json")
+    async def floor(request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIResponse:
+        # The same body read and response path as predict, and nothing else.
+        await read_body(request.receive, limit)
+        return json_response(b'{"ok":true}')
 
     return [floor]

@@ -6,10 +6,11 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
+from litestar.response.base import ASGIResponse
 
 from server.core import Core
 from server.modelcard import Cost, Metrics, ModelCard
@@ -121,9 +122,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         summary="Predict with the latest version",
         status_code=200,
     )
-    async def predict_latest(
-        request: Request[Any, Any, Any], name: FromPath[str]
-    ) -> Response[bytes]:
+    async def predict_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIResponse:
         """Score rows with the model's highest version. Headers: X-Request-ID (echoed),
         X-Deadline-Ms (overrides the default deadline; 504 when it passes before the rows run)."""
         return await core.predict(request, name, None, _decode, _encode)
@@ -138,7 +137,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     )
     async def predict_version(
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
-    ) -> Response[bytes]:
+    ) -> ASGIResponse:
         """Score rows with one version of the model."""
         return await core.predict(request, name, version, _decode, _encode)
 

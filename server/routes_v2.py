@@ -15,6 +15,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
+from litestar.response.base import ASGIResponse
 
 from server.core import Core
 from server.modelcard import ModelCard
@@ -116,7 +117,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         summary="Infer (latest version)",
         status_code=200,
     )
-    async def infer_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
+    async def infer_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIResponse:
         return await core.predict(request, name, None, _decode, encode_infer)
 
     @post(
@@ -129,7 +130,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     )
     async def infer_version(
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
-    ) -> Response[bytes]:
+    ) -> ASGIResponse:
         return await core.predict(request, name, version, _decode, encode_infer)
 
     return [

@@ -3,13 +3,15 @@
 The choice is made per model from its batch-1 cost, measured at warm-up on this machine: a cheap
 model (a tree ensemble row costs a few µs) runs inline, because a hop to a thread costs more than
 the inference; an expensive one runs in a dedicated single worker thread so the event loop keeps
-serving while ONNX Runtime works (``run()`` releases the GIL). One thread per model keeps runs of
-the same session serialised, which is what a one-intra-op-thread session serves best with.
+serving while ONNX Runtime works (``run()`` releases the GIL) -- but only when the process may
+use more than one core: pinned to one, the thread cannot run beside the loop. One thread per
+model keeps runs of the same session serialised, which a one-intra-op-thread session serves best.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,13 @@ from server.modelcard import ModelCard
 
 WARMUP_CALLS = 200
 """Batch-1 calls timed at warm-up; the median decides inline versus thread."""
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def session_options(intra_op_threads: int) -> ort.SessionOptions:
@@ -100,7 +109,9 @@ class Runner:
             self.run(one)
             samples.append(time.perf_counter() - start)
         self.cost_us = statistics.median(samples) * 1e6
-        self.inline = self.cost_us < inline_max_cost_us
+        # A worker thread only helps when it can run beside the event loop: on one core it
+        # time-slices with the loop and adds the hop (measured: far lower throughput pinned).
+        self.inline = self.cost_us < inline_max_cost_us or usable_cpus() < 2
         if not self.inline and self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{self.label}")
 

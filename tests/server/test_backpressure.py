@@ -63,7 +63,7 @@ def make_batcher(model_repo: Path, **kwargs: Any) -> Batcher:
     vdir = model_repo / "logreg" / "1"
     card = load_card(vdir)
     runner = Runner(vdir / "model.onnx", card)
-    runner.warm_up(inline_max_cost_us=kwargs.pop("inline_max_cost_us", 60.0), max_batch_rows=64)
+    runner.warm_up(inline_max_cost_us=kwargs.pop("inline_max_cost_us", 1e9), max_batch_rows=64)
     return Batcher(runner, metrics=ServerMetrics(), **kwargs)
 
 
@@ -71,6 +71,11 @@ async def test_deadline_passing_while_queued_is_not_run(
     model_repo: Path, holdout: np.ndarray
 ) -> None:
     batcher = make_batcher(model_repo)  # not started yet: requests wait in the queue
+    # The first request finds the model idle and runs at once; the two after it (same
+    # event-loop iteration) queue.
+    first = asyncio.ensure_future(
+        batcher.predict(holdout[:1], deadline=time.monotonic() + 60, request_id="first")
+    )
     soon = asyncio.ensure_future(
         batcher.predict(holdout[:2], deadline=time.monotonic() + 0.01, request_id="soon")
     )
@@ -79,10 +84,11 @@ async def test_deadline_passing_while_queued_is_not_run(
     )
     await asyncio.sleep(0.05)  # the first request's deadline passes while it is queued
     batcher.start()
+    assert (await first).shape == (1, 2)
     with pytest.raises(DeadlineExceeded):
         await soon
     assert (await later).shape == (2, 2)
-    assert batcher.stats.rows_inferred == 2
+    assert batcher.stats.rows_inferred == 3
     assert batcher.stats.expired == 1
     await batcher.stop(timeout_s=1.0)
 
@@ -120,7 +126,8 @@ async def test_stop_fails_what_the_drain_timeout_leaves(
     await asyncio.sleep(0)
     await batcher.stop(timeout_s=0.05)
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    assert all(isinstance(o, ShuttingDown) for o in outcomes)
+    assert outcomes[0].shape == (1, 2)  # found the model idle: ran at once
+    assert all(isinstance(o, ShuttingDown) for o in outcomes[1:])
     assert batcher.queued_rows == 0
 
 

@@ -1,0 +1,626 @@
+"""``tabserve bench``: the serving benchmark of issue #3, on loopback, in one run.
+
+For the small and the large XGBoost model it measures
+
+* (a) the framework floor: an empty Litestar handler (``POST /bench/floor/{name}``, turned on by
+  ``TABSERVE_BENCH_FLOOR_ROUTE``) on the same server settings, same body;
+* (b) ``POST /v1/models/{name}/predict`` with one row per request, batching on and off;
+* (c) ONNX Runtime alone, in-process, batch 1 (and per row at batch 64);
+
+at concurrency 1 and 64, and prints throughput, p50/p99, the CPU each process used and the ratios
+the issue sets targets for. The server is pinned to one core and the load generator to another
+(``os.sched_setaffinity``). The load generator is ``wrk`` when it is on PATH, else a built-in
+asyncio (uvloop) keep-alive HTTP/1.1 client with pre-encoded requests; the report says which.
+The response cache is turned off for the servers (it would measure the cache); every server and
+load process is started here and stopped by PID in ``finally``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.modelcard import HOLDOUT_FILE, load_card
+
+DEFAULT_MODELS = ("xgb_small", "xgb_large")
+
+
+@dataclass
+class Cell:
+    kind: str  # floor | predict | ort
+    model: str
+    batching: bool
+    concurrency: int
+    requests: int = 0
+    seconds: float = 0.0
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    errors: int = 0
+    server_cpu: float = 0.0
+    """CPU seconds the server used per wall second during the cell (1.0 = one core busy)."""
+    loadgen_cpu: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children) from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in fields[11:15]) / ticks
+
+
+def pinned(cpu: int | None) -> Any:
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    return pin
+
+
+class Server:
+    """One ``tabserve serve`` process, pinned, stopped by PID."""
+
+    def __init__(
+        self, models_dir: Path, port: int, cpu: int | None, env: dict[str, str], log: Path
+    ):
+        self.models_dir, self.port, self.cpu, self.env, self.log = models_dir, port, cpu, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TABSERVE_")}
+        env.update(self.env)
+        cmd = [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(self.models_dir),
+            "--log-level",
+            "warning",
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pinned(self.cpu)
+            )
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/health/ready", timeout=1
+                ) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout}s; see {self.log}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- load generators -----------------------------------------------------------------------------
+
+
+def request_bytes(path: str, body: bytes, port: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection sending the same pre-encoded request back to back."""
+
+    def __init__(
+        self, request: bytes, until: float, latencies: list[int], done: asyncio.Future[None]
+    ):
+        self.request, self.until, self.latencies, self.done = request, until, latencies, done
+        self.buf = bytearray()
+        self.need = -1
+        self.sent = 0
+        self.errors = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.sent = time.perf_counter_ns()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while True:
+            if self.need < 0:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(buf[:end]).lower()
+                i = head.find(b"content-length:")
+                length = int(
+                    head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]
+                )
+                if not head.startswith(b"http/1.1 200"):
+                    self.errors += 1
+                self.need = end + 4 + length
+            if len(buf) < self.need:
+                return
+            del buf[: self.need]
+            self.need = -1
+            now = time.perf_counter_ns()
+            self.latencies.append(now - self.sent)
+            if now / 1e9 < self.until:
+                self._send()
+            else:
+                assert self.transport is not None
+                self.transport.close()
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _python_load(
+    port: int, request: bytes, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    latencies: list[int] = []
+    until = time.perf_counter() + seconds
+    conns: list[_Conn] = []
+    waits: list[asyncio.Future[None]] = []
+    for _ in range(concurrency):
+        done: asyncio.Future[None] = loop.create_future()
+        conn = _Conn(request, until, latencies, done)
+        await loop.create_connection(lambda c=conn: c, "127.0.0.1", port)  # type: ignore[misc]
+        conns.append(conn)
+        waits.append(done)
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*waits), seconds + 30)
+    elapsed = time.perf_counter() - start
+    return {
+        "latencies_ns": latencies,
+        "seconds": elapsed,
+        "errors": sum(c.errors for c in conns),
+    }
+
+
+def python_loadgen_main(argv: list[str]) -> int:
+    """``python -m server.bench --loadgen PORT CONCURRENCY SECONDS REQUEST_FILE OUT_FILE``."""
+    port, conc, secs, req_file, out_file = argv
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(
+        _python_load(int(port), Path(req_file).read_bytes(), int(conc), float(secs))
+    )
+    lat = np.array(result["latencies_ns"], dtype=np.int64)
+    summary = {
+        "requests": len(lat),
+        "seconds": result["seconds"],
+        "errors": result["errors"],
+        "p50_ms": float(np.percentile(lat, 50)) / 1e6 if len(lat) else 0.0,
+        "p99_ms": float(np.percentile(lat, 99)) / 1e6 if len(lat) else 0.0,
+    }
+    Path(out_file).write_text(json.dumps(summary))
+    return 0
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}", "rb"):read()
+done = function(summary, latency, requests)
+  io.write(string.format("TABSERVE %d %f %d %f %f\\n", summary.requests, summary.duration / 1e6,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
+end
+"""
+
+
+class LoadGen:
+    def __init__(self, kind: str, cpu: int | None, workdir: Path) -> None:
+        self.kind, self.cpu, self.workdir = kind, cpu, workdir
+
+    def run(
+        self, port: int, path: str, body: bytes, concurrency: int, seconds: float
+    ) -> dict[str, Any]:
+        body_file = self.workdir / "body.json"
+        body_file.write_bytes(body)
+        if self.kind == "wrk":
+            script = self.workdir / "bench.lua"
+            script.write_text(WRK_SCRIPT.replace("{body}", str(body_file)))
+            cmd = [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{port}{path}",
+            ]
+        else:
+            req_file = self.workdir / "request.bin"
+            req_file.write_bytes(request_bytes(path, body, port))
+            out = self.workdir / "result.json"
+            cmd = [
+                sys.executable,
+                "-m",
+                "server.bench",
+                "--loadgen",
+                str(port),
+                str(concurrency),
+                str(seconds),
+                str(req_file),
+                str(out),
+            ]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pinned(self.cpu)
+        )
+        try:
+            _children_cpu_delta()  # baseline: forget children waited for before this run
+            stdout, stderr = proc.communicate(timeout=seconds + 60)
+            cpu = _children_cpu_delta()
+            if proc.returncode != 0:
+                raise RuntimeError(f"load generator failed: {stderr.decode()[-500:]}")
+            if self.kind == "wrk":
+                line = next(
+                    (x for x in stdout.decode().splitlines() if x.startswith("TABSERVE ")), None
+                )
+                if line is None:
+                    raise RuntimeError(f"unexpected wrk output: {stdout.decode()[-500:]}")
+                _, n, secs, errors, p50, p99 = line.split()
+                result = {
+                    "requests": int(n),
+                    "seconds": float(secs),
+                    "errors": int(errors),
+                    "p50_ms": float(p50),
+                    "p99_ms": float(p99),
+                }
+            else:
+                result = json.loads((self.workdir / "result.json").read_text())
+            result["cpu_seconds"] = cpu
+            return result
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+_last_children_cpu = 0.0
+
+
+def _children_cpu_delta() -> float:
+    """CPU seconds used by waited-for children since the last call (the load generator)."""
+    global _last_children_cpu
+    usage = os.times()
+    total = usage.children_user + usage.children_system
+    delta, _last_children_cpu = total - _last_children_cpu, total
+    return delta
+
+
+# --- ONNX Runtime alone --------------------------------------------------------------------------
+
+
+def ort_alone(models_dir: Path, name: str, seconds: float, cpu: int | None) -> list[Cell]:
+    from server.runner import Runner
+
+    vdir = _latest_dir(models_dir, name)
+    card = load_card(vdir)
+    runner = Runner(vdir / card.onnx.file, card, intra_op_threads=1)
+    rows = _rows(vdir, card.input.n_features, 64)
+    before = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    cells = []
+    try:
+        for batch in (1, 64):
+            x = np.ascontiguousarray(rows[:batch])
+            for _ in range(50):
+                runner.run(x)
+            samples: list[int] = []
+            cpu0 = time.process_time()
+            end = time.perf_counter() + seconds / 2
+            while time.perf_counter() < end:
+                t = time.perf_counter_ns()
+                runner.run(x)
+                samples.append(time.perf_counter_ns() - t)
+            total_s = sum(samples) / 1e9
+            cell = Cell("ort", name, False, batch, requests=len(samples), seconds=total_s)
+            cell.rps = len(samples) * batch / total_s
+            cell.p50_ms = statistics.median(samples) / 1e6
+            cell.p99_ms = float(np.percentile(samples, 99)) / 1e6
+            cell.server_cpu = (time.process_time() - cpu0) / (seconds / 2)
+            cell.notes.append(f"batch {batch}, rows/s")
+            cells.append(cell)
+    finally:
+        os.sched_setaffinity(0, before)
+        runner.close()
+    return cells
+
+
+def _latest_dir(models_dir: Path, name: str) -> Path:
+    versions = [p for p in (models_dir / name).iterdir() if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise FileNotFoundError(f"no versions of {name} in {models_dir}")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def _rows(vdir: Path, n_features: int, n: int) -> np.ndarray:
+    holdout = vdir / HOLDOUT_FILE
+    if holdout.is_file():
+        with np.load(holdout) as data:
+            x: np.ndarray = data["X"][:n].astype(np.float32)
+            if len(x) == n:
+                return x
+    return np.random.default_rng(0).normal(size=(n, n_features)).astype(np.float32)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def measure(
+    server: Server, gen: LoadGen, cell: Cell, path: str, body: bytes, seconds: float
+) -> Cell:
+    assert server.proc is not None
+    gen.run(server.port, path, body, cell.concurrency, min(1.0, seconds / 3))  # warm-up
+    cpu0 = cpu_seconds(server.proc.pid)
+    wall0 = time.perf_counter()
+    result = gen.run(server.port, path, body, cell.concurrency, seconds)
+    wall = time.perf_counter() - wall0
+    cell.server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / wall
+    cell.loadgen_cpu = result["cpu_seconds"] / wall
+    cell.requests = result["requests"]
+    cell.seconds = result["seconds"]
+    cell.rps = result["requests"] / result["seconds"] if result["seconds"] else 0.0
+    cell.p50_ms = result["p50_ms"]
+    cell.p99_ms = result["p99_ms"]
+    cell.errors = result["errors"]
+    return cell
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    models_dir = Path(args.models_dir)
+    models = [m for m in args.models.split(",") if (models_dir / m).is_dir()]
+    missing = [m for m in args.models.split(",") if m not in models]
+    if not models:
+        raise SystemExit(
+            f"tabserve bench: none of {args.models} in {models_dir} (run `make models`)"
+        )
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (
+        (cpus[0], cpus[1]) if len(cpus) >= 2 and not args.no_pin else (None, None)
+    )
+    kind = args.loadgen
+    if kind == "auto":
+        kind = "wrk" if shutil.which("wrk") else "python"
+    conc = [int(c) for c in args.concurrency.split(",")]
+    bodies = {}
+    for m in models:
+        vdir = _latest_dir(models_dir, m)
+        card = load_card(vdir, verify_sha256=False)
+        row = _rows(vdir, card.input.n_features, 1)
+        bodies[m] = json.dumps({"instances": row.tolist()}).encode()
+    cells: list[Cell] = []
+    base_env = {
+        "TABSERVE_CACHE": "false",
+        "TABSERVE_LOG_LEVEL": "warning",
+        **dict(kv.split("=", 1) for kv in args.env),
+    }
+    with tempfile.TemporaryDirectory(prefix="tabserve-bench-") as tmp:
+        workdir = Path(tmp)
+        gen = LoadGen(kind, client_cpu, workdir)
+        for batching in (True, False):
+            env = {
+                **base_env,
+                "TABSERVE_BATCHING": str(batching).lower(),
+                "TABSERVE_BENCH_FLOOR_ROUTE": "true",
+            }
+            server = Server(models_dir, free_port(), server_cpu, env, workdir / "server.log")
+            try:
+                server.start()
+                for m in models:
+                    for c in conc:
+                        if batching:
+                            cells.append(
+                                measure(
+                                    server,
+                                    gen,
+                                    Cell("floor", m, batching, c),
+                                    f"/bench/floor/{m}",
+                                    bodies[m],
+                                    args.seconds,
+                                )
+                            )
+                            _progress(cells[-1])
+                        cells.append(
+                            measure(
+                                server,
+                                gen,
+                                Cell("predict", m, batching, c),
+                                f"/v1/models/{m}/predict",
+                                bodies[m],
+                                args.seconds,
+                            )
+                        )
+                        _progress(cells[-1])
+            except Exception:
+                print((workdir / "server.log").read_text()[-3000:], file=sys.stderr)
+                raise
+            finally:
+                server.stop()
+        for m in models:
+            cells.extend(ort_alone(models_dir, m, args.seconds, server_cpu))
+    return {
+        "loadgen": kind,
+        "server_cpu": server_cpu,
+        "loadgen_cpu": client_cpu,
+        "seconds_per_cell": args.seconds,
+        "missing_models": missing,
+        "cells": [asdict(c) for c in cells],
+        "ratios": ratios(cells),
+    }
+
+
+def _progress(cell: Cell) -> None:
+    print(
+        f"  {cell.kind:<8} {cell.model:<10} batching={'on ' if cell.batching else 'off'} "
+        f"c={cell.concurrency:<3} {cell.rps:>9.0f} req/s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def ratios(cells: list[Cell]) -> dict[str, Any]:
+    def find(kind: str, model: str, batching: bool, c: int) -> Cell | None:
+        for cell in cells:
+            if (cell.kind, cell.model, cell.batching, cell.concurrency) == (
+                kind,
+                model,
+                batching,
+                c,
+            ):
+                return cell
+        return None
+
+    out: dict[str, Any] = {}
+    for model in sorted({c.model for c in cells}):
+        for c in (1, 64):
+            floor = find("floor", model, True, c)
+            on = find("predict", model, True, c)
+            off = find("predict", model, False, c)
+            if floor and on and floor.rps:
+                out[f"{model} c={c}: predict/floor throughput (target >= 0.8 for xgb_small)"] = (
+                    round(on.rps / floor.rps, 3)
+                )
+            if on and off and off.rps and c == 64:
+                out[f"{model} c=64: batching on/off throughput (target >= 3 for xgb_large)"] = (
+                    round(on.rps / off.rps, 2)
+                )
+                out[f"{model} c=64: p99 on vs off ms (target: on lower)"] = (
+                    round(on.p99_ms, 3),
+                    round(off.p99_ms, 3),
+                )
+            if on and off and c == 1:
+                out[f"{model} c=1: p50 added by batching, us (target <= 50)"] = round(
+                    (on.p50_ms - off.p50_ms) * 1000, 1
+                )
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(
+        f"\ntabserve bench: load generator {report['loadgen']} pinned to cpu "
+        f"{report['loadgen_cpu']}, server pinned to cpu {report['server_cpu']}, "
+        f"{report['seconds_per_cell']}s per cell, one worker, response cache off"
+    )
+    if report["missing_models"]:
+        print(f"skipped (not in the model repository): {', '.join(report['missing_models'])}")
+    header = (
+        f"{'what':<8} {'model':<10} {'batching':<8} {'conc':>4} {'req/s':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'srv cpu':>7} {'gen cpu':>7} {'errors':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for c in report["cells"]:
+        what = c["kind"] if c["kind"] != "ort" else f"ort b{c['concurrency']}"
+        conc = c["concurrency"] if c["kind"] != "ort" else "-"
+        rate = f"{c['rps']:>9.0f}"
+        batching = "-" if c["kind"] == "ort" else ("on" if c["batching"] else "off")
+        gen = f"{c['loadgen_cpu']:>7.2f}" if c["kind"] != "ort" else f"{'-':>7}"
+        print(
+            f"{what:<8} {c['model']:<10} {batching:<8} {conc:>4} {rate} "
+            f"{c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c['server_cpu']:>7.2f} {gen} "
+            f"{c['errors']:>6}"
+        )
+    print("(ort rows: rows/s of one session.run loop in-process; p50/p99 per call)")
+    print("\nratios:")
+    for k, v in report["ratios"].items():
+        print(f"  {k}: {v}")
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--loadgen":
+        return python_loadgen_main(argv[1:])
+    p = argparse.ArgumentParser(prog="tabserve bench", description=__doc__.splitlines()[0])
+    p.add_argument("--models-dir", default=os.environ.get("TABSERVE_MODELS_DIR", "models"))
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated names")
+    p.add_argument("--concurrency", default="1,64", help="comma-separated connection counts")
+    p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
+    p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    p.add_argument("--no-pin", action="store_true", help="do not pin server and load generator")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="TABSERVE_X=V",
+        help="extra server settings, e.g. TABSERVE_MAX_DELAY_MS=0.5",
+    )
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    args = p.parse_args(argv)
+    report = run(args)
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
