@@ -13,11 +13,11 @@ import numpy as np
 from litestar import Request
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from server.errors import InvalidInput, PayloadTooLarge
 from server.http_errors import status_of
-from server.metrics import ServerMetrics
+from server.metrics import HistogramChild, ServerMetrics
 from server.modelcard import ModelCard
 from server.payload import request_meta
 from server.registry import Registry
@@ -71,7 +71,7 @@ class Core:
         self.settings = settings
         self.metrics = metrics
         self.registry = registry
-        self._latency: dict[tuple[str, int], Histogram] = {}
+        self._latency: dict[tuple[str, int], HistogramChild] = {}
         self._requests: dict[tuple[str, int], Counter] = {}
 
     def record(self, model: str, status: int, started: float) -> None:

@@ -12,7 +12,9 @@ float32, such as 1e39) is refused for every model.
 from __future__ import annotations
 
 import itertools
+import math
 import os
+from array import array
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -94,7 +96,13 @@ class InferResponse(msgspec.Struct, omit_defaults=True):
 
 V2_OUTPUTS = ("probabilities", "label")
 
+
+class _ListRows(msgspec.Struct, forbid_unknown_fields=True):
+    instances: list[list[Number]]
+
+
 _v1_decoder = msgspec.json.Decoder(PredictRequest)
+_v1_lists_decoder = msgspec.json.Decoder(_ListRows)  # the common form, decoded ~20% faster
 _v2_decoder = msgspec.json.Decoder(InferRequest)
 _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
@@ -161,8 +169,38 @@ def _rows_from_dicts(rows: list[Row], names: list[str]) -> list[list[Number]]:
     return out
 
 
+def _fast_rows(instances: list[list[Number]], n_features: int, max_rows: int) -> np.ndarray | None:
+    """The common case in a few µs: lists of ``n_features`` numbers, no nulls, all finite in
+    float32. None when anything else is the case; the general path then says what is wrong."""
+    n = len(instances)
+    if n == 0 or n > max_rows:
+        return None
+    flat = array("f")
+    try:
+        for row in instances:
+            if len(row) != n_features:
+                return None
+            flat.extend(row)  # type: ignore[arg-type]
+    except TypeError:  # a null
+        return None
+    if n * n_features <= 4096:
+        if not math.isfinite(sum(flat)):  # NaN/inf propagate; float64 sum cannot overflow here
+            return None
+        return np.frombuffer(flat, dtype=np.float32).reshape(n, n_features)
+    rows = np.frombuffer(flat, dtype=np.float32).reshape(n, n_features)
+    return rows if bool(np.isfinite(rows).all()) else None
+
+
 def decode_predict(body: bytes, card: ModelCard, max_rows: int) -> np.ndarray:
     """A /v1 predict body → float32 rows [n, n_features], validated against the card."""
+    try:
+        lists = _v1_lists_decoder.decode(body).instances
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        lists = None
+    if lists is not None:
+        fast = _fast_rows(lists, card.input.n_features, max_rows)
+        if fast is not None:
+            return fast
     try:
         instances = _v1_decoder.decode(body).instances
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
