@@ -67,25 +67,25 @@ def children_cpu_seconds() -> float:
 
 
 def _stop_popen(proc: subprocess.Popen[bytes], timeout: float, group: bool) -> None:
-    if proc.poll() is not None:
+    """SIGTERM, then SIGKILL after ``timeout``; with ``group``, the whole session we started
+    (a server's worker processes too, even when the leader already exited)."""
+
+    def signal_all(sig: signal.Signals) -> None:
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            elif proc.poll() is None:
+                proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    if proc.poll() is not None and not group:
         return
-    try:
-        if group:
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.terminate()
-    except ProcessLookupError:
-        return
+    signal_all(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
-            if group:
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-        except ProcessLookupError:
-            pass
+        signal_all(signal.SIGKILL)
         proc.wait(timeout=10)
 
 
@@ -132,16 +132,29 @@ class ServerProcess:
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         deadline = time.monotonic() + timeout
-        url = f"{self.base_url}/v1/models/{probe_model}/predict"
-        while time.monotonic() < deadline:
+        while not _get_ok(f"{self.base_url}/health/ready"):
             if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
+                code = self.proc.returncode
+                self.stop()
+                raise RuntimeError(f"server exited with {code}: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server not ready within {timeout:.0f} s: {self.log_tail()}")
+            time.sleep(0.1)
+        # Ready means loaded; one real prediction proves the model answers before load starts.
+        url = f"{self.base_url}/v1/models/{probe_model}/predict"
+        for _ in range(20):
             if _post_ok(url, probe_body):
                 return
-            time.sleep(0.1)
+            time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"server did not answer {url} within {timeout:.0f} s")
+        raise RuntimeError(f"server is ready but {url} does not answer 200: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 600) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
 
     def warm_up(self, model: str, body: bytes, requests: int = 50) -> None:
         url = f"{self.base_url}/v1/models/{model}/predict"
@@ -155,6 +168,15 @@ class ServerProcess:
         if self.proc is not None:
             _stop_popen(self.proc, timeout=20.0, group=True)
             self.proc = None
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            resp.read()
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def _post_ok(url: str, body: bytes) -> bool:
