@@ -72,6 +72,34 @@ def _mean(
     return s / c * scale
 
 
+def histogram_quantile(
+    samples: Samples, histogram: str, q: float, labels: dict[str, str]
+) -> float | None:
+    """Prometheus-style quantile from cumulative ``_bucket`` counts (linear inside a bucket)."""
+    wanted = set(labels.items())
+    buckets: dict[float, float] = defaultdict(float)
+    for (n, ls), v in samples.items():
+        if n == f"{histogram}_bucket" and wanted <= ls:
+            buckets[float(dict(ls).get("le", "+Inf"))] += v
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total_count = buckets[bounds[-1]]
+    if total_count <= 0:
+        return None
+    rank = q * total_count
+    lower, below = 0.0, 0.0
+    for upper in bounds:
+        count = buckets[upper]
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            share = (rank - below) / (count - below) if count > below else 1.0
+            return lower + (upper - lower) * share
+        lower, below = upper, count
+    return lower
+
+
 def server_figures(delta: Samples, model: str | None = None) -> dict[str, Any]:
     """Mean batch size, queue wait, inference time and cache hit ratio over a scrape interval."""
     labels = {"model": model} if model else {}
@@ -83,6 +111,7 @@ def server_figures(delta: Samples, model: str | None = None) -> dict[str, Any]:
         "queue_wait_mean_ms": _mean(delta, QUEUE_WAIT, labels, 1000.0),
         "inference_mean_ms": _mean(delta, INFERENCE, labels, 1000.0),
         "server_latency_mean_ms": _mean(delta, REQUEST_LATENCY, labels, 1000.0),
+        "server_latency_p99_ms": _scaled(histogram_quantile(delta, REQUEST_LATENCY, 0.99, labels)),
         "rejected": total(delta, REJECTED, **labels),
         "expired": total(delta, EXPIRED, **labels),
         "cache_hits": hits,
@@ -91,6 +120,10 @@ def server_figures(delta: Samples, model: str | None = None) -> dict[str, Any]:
         "cache_timeouts": total(delta, CACHE_TIMEOUTS, **labels),
         "hit_ratio": hit_ratio(hits, misses),
     }
+
+
+def _scaled(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
 
 
 def hit_ratio(hits: dict[str, float], misses: dict[str, float]) -> float | None:

@@ -284,7 +284,9 @@ def locust_command(
             f"{cell.seconds:g}",
         ]
     else:
-        cmd += ["-u", str(cell.users), "-r", str(cell.users), "-t", f"{cell.seconds:g}s"]
+        # All users start within ~50 ms, so the whole run is at the cell's concurrency.
+        spawn_rate = min(cell.users * 20, 1000)
+        cmd += ["-u", str(cell.users), "-r", str(spawn_rate), "-t", f"{cell.seconds:g}s"]
     cmd += [
         *cell.scenario.split(","),
         "--model",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from loadtests.promscrape import difference, hit_ratio, parse, server_figures
+from loadtests.promscrape import (
+    difference,
+    histogram_quantile,
+    hit_ratio,
+    parse,
+    server_figures,
+)
 
 
 def _exposition(
@@ -52,3 +58,15 @@ def test_figures_from_the_difference_of_two_scrapes() -> None:
 def test_hit_ratio_with_one_tier_or_none() -> None:
     assert hit_ratio({"redis": 3.0}, {"redis": 1.0}) == pytest.approx(0.75)
     assert hit_ratio({}, {}) is None
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    r = CollectorRegistry()
+    h = Histogram("lat_seconds", "", ["model"], buckets=(0.001, 0.002, 0.005), registry=r)
+    for v in [0.0005] * 50 + [0.0015] * 40 + [0.004] * 10:
+        h.labels("m").observe(v)
+    samples = parse(generate_latest(r).decode())
+    # 99th of 100: rank 99 falls in (0.002, 0.005] holding ranks 91..100 -> 0.002 + 0.9 * 0.003
+    assert histogram_quantile(samples, "lat_seconds", 0.99, {"model": "m"}) == pytest.approx(0.0047)
+    assert histogram_quantile(samples, "lat_seconds", 0.5, {"model": "m"}) == pytest.approx(0.001)
+    assert histogram_quantile(samples, "missing", 0.5, {}) is None
