@@ -386,54 +386,51 @@ def _plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     cells: list[dict[str, Any]] = doc.get("cells", [])
     written: list[str] = []
 
-    # 1. accuracy vs p99 with the frontier, one panel per dataset
+    # 1. accuracy vs p99 with the frontier: one panel per dataset and concurrency
     points = tradeoff_points(cells)
-    datasets = sorted({d for d, _ in points})
-    fig, axes = plt.subplots(
-        1, max(1, len(datasets)), figsize=(6.5 * max(1, len(datasets)), 4.8), squeeze=False
-    )
-    markers = "osD^v<>p*"
-    for ax, dataset in zip(axes[0], datasets or ["(no data)"], strict=False):
-        users_levels = sorted(u for d, u in points if d == dataset)
-        for i, users in enumerate(users_levels):
-            pts = points[(dataset, users)]
-            front = [m for m in (pareto_models(cells).get((dataset, users)) or [])]
-            color = f"C{i}"
-            for model, (lat, acc) in pts.items():
-                on_front = model in front
-                ax.scatter(
-                    lat,
-                    acc,
-                    marker=markers[i % len(markers)],
-                    s=70 if on_front else 35,
-                    color=color,
-                    edgecolors="black" if on_front else "none",
-                    zorder=3,
-                )
-                ax.annotate(
-                    model, (lat, acc), textcoords="offset points", xytext=(4, 4), fontsize=8
-                )
-            if front:
-                xs = [pts[m][0] for m in front]
-                ys = [pts[m][1] for m in front]
-                ax.step(
-                    xs, ys, where="post", color=color, alpha=0.7, label=f"frontier, {users} users"
-                )
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(ScalarFormatter())
-        ax.tick_params(axis="x", which="minor", labelsize=7)
-        ax.set_xlabel("p99 latency, one-row requests (ms, log)")
-        ax.set_ylabel("PR-AUC under load")
-        ax.set_title(f"accuracy vs latency: {dataset}")
-        ax.grid(True, which="both", alpha=0.3)
-        if users_levels:
+    fronts = pareto_models(cells)
+    panels = sorted(points) or [("(no data)", 0)]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, panels, strict=False):
+        pts = points.get(key, {})
+        front = fronts.get(key, [])
+        for model, (lat, acc) in pts.items():
+            on_front = model in front
+            ax.scatter(
+                lat,
+                acc,
+                s=80 if on_front else 36,
+                color="C3" if on_front else "C0",
+                edgecolors="black" if on_front else "none",
+                zorder=3,
+            )
+            ax.annotate(model, (lat, acc), textcoords="offset points", xytext=(5, 3), fontsize=8)
+        if front:
+            xs = [pts[m][0] for m in front]
+            ys = [pts[m][1] for m in front]
+            ax.step(xs, ys, where="post", color="C3", alpha=0.7, label="Pareto frontier")
             ax.legend(fontsize=8, loc="best")
+        lats = [lat for lat, _ in pts.values() if lat > 0]
+        log_scale = bool(lats) and max(lats) / min(lats) > 20
+        if log_scale:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("p99 latency, one-row requests (ms" + (", log)" if log_scale else ")"))
+        ax.set_ylabel("PR-AUC under load")
+        ax.set_title(f"{key[0]}, {key[1]} users (closed loop)", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("accuracy vs latency (upper left is better)")
     fig.tight_layout()
     fig.savefig(out_dir / "tradeoff.png", dpi=110)
     plt.close(fig)
@@ -451,6 +448,10 @@ def _plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
             label=model,
         )
     ax.set_xscale("log", base=2)
+    levels = sorted({int(c["users"]) for c in models_cells})
+    if levels:
+        ax.set_xticks(levels, [str(u) for u in levels])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("concurrent users (closed loop)")
     ax.set_ylabel("requests/s (one row each)")
     ax.set_title("throughput vs concurrency")
