@@ -276,6 +276,7 @@ class Batcher:
         arrived together: it and the rest queue, and the batch task coalesces them."""
         if (
             self._ran_this_tick
+            or self.max_delay_s > 0  # asked to wait for fuller batches
             or self._queue
             or self._current
             or self._inflight_rows

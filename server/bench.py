@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -170,8 +170,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._send()
 
     def _send(self) -> None:
@@ -240,15 +239,13 @@ async def _python_load(
 def python_loadgen_main(argv: list[str]) -> int:
     """``python -m server.bench --loadgen PORT CONCURRENCY SECONDS REQUEST_FILE OUT_FILE``."""
     port, conc, secs, req_file, out_file = argv
+    load = _python_load(int(port), Path(req_file).read_bytes(), int(conc), float(secs))
     try:
         import uvloop
 
-        uvloop.install()
+        result = uvloop.run(load)
     except ImportError:
-        pass
-    result = asyncio.run(
-        _python_load(int(port), Path(req_file).read_bytes(), int(conc), float(secs))
-    )
+        result = asyncio.run(load)
     lat = np.array(result["latencies_ns"], dtype=np.int64)
     summary = {
         "requests": len(lat),

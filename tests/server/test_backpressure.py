@@ -149,3 +149,17 @@ async def test_app_shutdown_drains_in_flight_requests(
     # Leaving the block ran the lifespan shutdown: every batcher drained before it stopped.
     responses = await asyncio.gather(*tasks)
     assert all(r.status_code == 200 for r in responses)
+
+
+async def test_an_idle_model_answers_at_once_without_the_batch_task(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    batcher = make_batcher(model_repo)  # never started: only the idle fast path can answer
+    for i in range(3):
+        await asyncio.sleep(0)  # a new event-loop iteration: the model is idle again
+        scores = await batcher.predict(
+            holdout[i : i + 1], deadline=time.monotonic() + 60, request_id=str(i)
+        )
+        assert scores.shape == (1, 2)
+    assert batcher.stats.batches == 3
+    await batcher.stop(timeout_s=1.0)
