@@ -138,7 +138,7 @@ class Batcher:
         runner: Runner,
         *,
         metrics: ServerMetrics,
-        max_batch_rows: int = 64,
+        max_batch_rows: int = 32,
         max_queue_rows: int = 4096,
         max_delay_ms: float = 0.0,
         batching: bool = True,
