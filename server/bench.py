@@ -3,7 +3,7 @@
 For the small and the large XGBoost model it measures
 
 * (a) the framework floor: an empty Litestar handler (``POST /bench/floor/{name}``, turned on by
-  ``TABSERVE_BENCH_FLOOR_ROUTE``) on the same server settings, same body;
+  ``TABSERVE_BENCH_FLOOR_ROUTE``) on the same server settings, same bodies;
 * (b) ``POST /v1/models/{name}/predict`` with one row per request, batching on and off;
 * (c) ONNX Runtime alone, in-process, batch 1 (and per row at batch 64);
 
@@ -39,6 +39,8 @@ import numpy as np
 from server.modelcard import HOLDOUT_FILE, load_card
 
 DEFAULT_MODELS = ("xgb_small", "xgb_large")
+ROTATION = 64
+"""Distinct one-row bodies (hold-out rows) sent in turn, so no run sees one row over and over."""
 
 
 @dataclass
@@ -157,12 +159,17 @@ def request_bytes(path: str, body: bytes, port: int) -> bytes:
 
 
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection sending the same pre-encoded request back to back."""
+    """One keep-alive connection sending pre-encoded requests back to back, in rotation."""
 
     def __init__(
-        self, request: bytes, until: float, latencies: list[int], done: asyncio.Future[None]
+        self,
+        requests: list[bytes],
+        until: float,
+        latencies: list[int],
+        done: asyncio.Future[None],
     ):
-        self.request, self.until, self.latencies, self.done = request, until, latencies, done
+        self.requests, self.until, self.latencies, self.done = requests, until, latencies, done
+        self.next = 0
         self.buf = bytearray()
         self.need = -1
         self.sent = 0
@@ -176,7 +183,8 @@ class _Conn(asyncio.Protocol):
     def _send(self) -> None:
         assert self.transport is not None
         self.sent = time.perf_counter_ns()
-        self.transport.write(self.request)
+        self.transport.write(self.requests[self.next])
+        self.next = (self.next + 1) % len(self.requests)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -213,16 +221,18 @@ class _Conn(asyncio.Protocol):
 
 
 async def _python_load(
-    port: int, request: bytes, concurrency: int, seconds: float
+    port: int, requests: list[bytes], concurrency: int, seconds: float
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     latencies: list[int] = []
     until = time.perf_counter() + seconds
     conns: list[_Conn] = []
     waits: list[asyncio.Future[None]] = []
-    for _ in range(concurrency):
+    for i in range(concurrency):
         done: asyncio.Future[None] = loop.create_future()
-        conn = _Conn(request, until, latencies, done)
+        conn = _Conn(
+            requests[i % len(requests) :] + requests[: i % len(requests)], until, latencies, done
+        )
         await loop.create_connection(lambda c=conn: c, "127.0.0.1", port)  # type: ignore[misc]
         conns.append(conn)
         waits.append(done)
@@ -237,9 +247,12 @@ async def _python_load(
 
 
 def python_loadgen_main(argv: list[str]) -> int:
-    """``python -m server.bench --loadgen PORT CONCURRENCY SECONDS REQUEST_FILE OUT_FILE``."""
-    port, conc, secs, req_file, out_file = argv
-    load = _python_load(int(port), Path(req_file).read_bytes(), int(conc), float(secs))
+    """``python -m server.bench --loadgen PORT CONCURRENCY SECONDS PATH BODIES_FILE OUT_FILE``
+    (BODIES_FILE: one JSON body per line, sent in rotation)."""
+    port, conc, secs, path, bodies_file, out_file = argv
+    bodies = Path(bodies_file).read_bytes().splitlines()
+    requests = [request_bytes(path, body, int(port)) for body in bodies]
+    load = _python_load(int(port), requests, int(conc), float(secs))
     try:
         import uvloop
 
@@ -261,7 +274,13 @@ def python_loadgen_main(argv: list[str]) -> int:
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = io.open("{body}", "rb"):read()
+local bodies = {}
+for line in io.lines("{bodies}") do bodies[#bodies + 1] = line end
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
 done = function(summary, latency, requests)
   io.write(string.format("TABSERVE %d %f %d %f %f\\n", summary.requests, summary.duration / 1e6,
     summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
@@ -275,13 +294,13 @@ class LoadGen:
         self.kind, self.cpu, self.workdir = kind, cpu, workdir
 
     def run(
-        self, port: int, path: str, body: bytes, concurrency: int, seconds: float
+        self, port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float
     ) -> dict[str, Any]:
-        body_file = self.workdir / "body.json"
-        body_file.write_bytes(body)
+        body_file = self.workdir / "bodies.jsonl"
+        body_file.write_bytes(b"\n".join(bodies) + b"\n")
         if self.kind == "wrk":
             script = self.workdir / "bench.lua"
-            script.write_text(WRK_SCRIPT.replace("{body}", str(body_file)))
+            script.write_text(WRK_SCRIPT.replace("{bodies}", str(body_file)))
             cmd = [
                 "wrk",
                 "-t1",
@@ -294,8 +313,6 @@ class LoadGen:
                 f"http://127.0.0.1:{port}{path}",
             ]
         else:
-            req_file = self.workdir / "request.bin"
-            req_file.write_bytes(request_bytes(path, body, port))
             out = self.workdir / "result.json"
             cmd = [
                 sys.executable,
@@ -305,7 +322,8 @@ class LoadGen:
                 str(port),
                 str(concurrency),
                 str(seconds),
-                str(req_file),
+                path,
+                str(body_file),
                 str(out),
             ]
         proc = subprocess.Popen(
@@ -369,13 +387,16 @@ def ort_alone(models_dir: Path, name: str, seconds: float, cpu: int | None) -> l
     cells = []
     try:
         for batch in (1, 64):
-            x = np.ascontiguousarray(rows[:batch])
-            for _ in range(50):
+            inputs = [np.ascontiguousarray(rows[i : i + batch]) for i in range(0, 64, batch)]
+            for x in inputs * 2:
                 runner.run(x)
             samples: list[int] = []
             cpu0 = time.process_time()
             end = time.perf_counter() + seconds / 2
+            i = 0
             while time.perf_counter() < end:
+                x = inputs[i % len(inputs)]
+                i += 1
                 t = time.perf_counter_ns()
                 runner.run(x)
                 samples.append(time.perf_counter_ns() - t)
@@ -414,13 +435,13 @@ def _rows(vdir: Path, n_features: int, n: int) -> np.ndarray:
 
 
 def measure(
-    server: Server, gen: LoadGen, cell: Cell, path: str, body: bytes, seconds: float
+    server: Server, gen: LoadGen, cell: Cell, path: str, bodies: list[bytes], seconds: float
 ) -> Cell:
     assert server.proc is not None
-    gen.run(server.port, path, body, cell.concurrency, min(1.0, seconds / 3))  # warm-up
+    gen.run(server.port, path, bodies, cell.concurrency, min(1.0, seconds / 3))  # warm-up
     cpu0 = cpu_seconds(server.proc.pid)
     wall0 = time.perf_counter()
-    result = gen.run(server.port, path, body, cell.concurrency, seconds)
+    result = gen.run(server.port, path, bodies, cell.concurrency, seconds)
     wall = time.perf_counter() - wall0
     cell.server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / wall
     cell.loadgen_cpu = result["cpu_seconds"] / wall
@@ -453,8 +474,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for m in models:
         vdir = _latest_dir(models_dir, m)
         card = load_card(vdir, verify_sha256=False)
-        row = _rows(vdir, card.input.n_features, 1)
-        bodies[m] = json.dumps({"instances": row.tolist()}).encode()
+        rows = _rows(vdir, card.input.n_features, ROTATION)
+        bodies[m] = [json.dumps({"instances": [row]}).encode() for row in rows.tolist()]
     cells: list[Cell] = []
     base_env = {
         "TABSERVE_CACHE": "false",
