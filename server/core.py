@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from litestar import Request
-from litestar.response.base import ASGIResponse
-from litestar.types import Receive
+from litestar.types import Receive, Scope, Send
 from prometheus_client import Counter
 
 from server.errors import InvalidInput, PayloadTooLarge
@@ -31,10 +30,29 @@ Encode = Callable[[ModelCard, str, T, np.ndarray], bytes]
 JSON = "application/json"
 
 
-def json_response(content: bytes, request_id: str | None = None) -> ASGIResponse:
-    """A 200 JSON response, built directly as ASGI (skips Litestar's Response conversion)."""
-    headers = None if request_id is None else {"x-request-id": request_id}
-    return ASGIResponse(body=content, headers=headers, media_type=JSON)
+class JSONBytes:
+    """A 200 ``application/json`` response as a bare ASGI app: already-encoded bytes and the
+    request id, with none of Litestar's response building (headers object, cookies, encoders)."""
+
+    __slots__ = ("body", "request_id")
+
+    def __init__(self, body: bytes, request_id: str | None = None) -> None:
+        self.body = body
+        self.request_id = request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [_JSON, (b"content-length", b"%d" % len(self.body))]
+        if self.request_id is not None:
+            headers.append((b"x-request-id", self.request_id.encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+_JSON = (b"content-type", b"application/json")
+
+
+def json_response(content: bytes, request_id: str | None = None) -> JSONBytes:
+    return JSONBytes(content, request_id)
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -96,7 +114,7 @@ class Core:
         version: int | None,
         decode: Decode[T],
         encode: Encode[T],
-    ) -> ASGIResponse:
+    ) -> JSONBytes:
         """Read, resolve, decode, batch, encode: the request path shared by /v1 and /v2."""
         started = time.perf_counter()
         scope = request.scope

@@ -8,9 +8,8 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
-from litestar.response.base import ASGIResponse
 
-from server.core import Core, json_response, read_body
+from server.core import Core, JSONBytes, json_response, read_body
 from server.errors import ModelNotReady
 from server.metrics import CONTENT_TYPE
 
@@ -43,7 +42,7 @@ def floor_handlers(limit: int) -> list[HTTPRouteHandler]:
     """The benchmark's framework floor: read the body, answer fixed bytes (settings flag only)."""
 
     @post("/bench/floor/{name:str}", include_in_schema=False, status_code=200)
-    async def floor(request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIResponse:
+    async def floor(request: Request[Any, Any, Any], name: FromPath[str]) -> JSONBytes:
         # The same body read and response path as predict, and nothing else.
         await read_body(request.receive, limit)
         return json_response(b'{"ok":true}')

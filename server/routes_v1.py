@@ -10,9 +10,8 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
-from litestar.response.base import ASGIResponse
 
-from server.core import Core
+from server.core import Core, JSONBytes
 from server.modelcard import Cost, Metrics, ModelCard
 from server.openapi_docs import PREDICT_BODY, with_json_body
 from server.payload import PredictResponse, decode_predict, encode_predict
@@ -122,7 +121,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         summary="Predict with the latest version",
         status_code=200,
     )
-    async def predict_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIResponse:
+    async def predict_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> JSONBytes:
         """Score rows with the model's highest version. Headers: X-Request-ID (echoed),
         X-Deadline-Ms (overrides the default deadline; 504 when it passes before the rows run)."""
         return await core.predict(request, name, None, _decode, _encode)
@@ -137,7 +136,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     )
     async def predict_version(
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
-    ) -> ASGIResponse:
+    ) -> JSONBytes:
         """Score rows with one version of the model."""
         return await core.predict(request, name, version, _decode, _encode)
 

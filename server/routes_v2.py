@@ -15,9 +15,8 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
-from litestar.response.base import ASGIResponse
 
-from server.core import Core
+from server.core import Core, JSONBytes
 from server.modelcard import ModelCard
 from server.openapi_docs import INFER_BODY, with_json_body
 from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
@@ -117,7 +116,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         summary="Infer (latest version)",
         status_code=200,
     )
-    async def infer_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIResponse:
+    async def infer_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> JSONBytes:
         return await core.predict(request, name, None, _decode, encode_infer)
 
     @post(
@@ -130,7 +129,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     )
     async def infer_version(
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
-    ) -> ASGIResponse:
+    ) -> JSONBytes:
         return await core.predict(request, name, version, _decode, encode_infer)
 
     return [
