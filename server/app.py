@@ -85,7 +85,13 @@ class _FanOut:
 
 def default_extensions(settings: Settings) -> list[Extension]:
     """The extensions ``tabserve serve`` runs with (the cache and monitoring register here)."""
-    return []
+    # Imported here: the extensions import server.app for the Extension base class.
+    from server.monitoring.extension import MonitoringExtension
+
+    extensions: list[Extension] = []
+    if settings.monitoring:
+        extensions.append(MonitoringExtension(settings))
+    return extensions
 
 
 def create_app(
