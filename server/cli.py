@@ -13,7 +13,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("server.serve", "run the inference server (uvicorn, uvloop, httptools)"),
     "bench": ("server.bench", "benchmark the serving path on loopback, pinned cores"),
-    "export": ("export.cli", "train, evaluate, convert to ONNX and publish models (build, list, convert)"),
+    "export": (
+        "export.cli",
+        "train, evaluate, convert to ONNX and publish models (build, list, convert)",
+    ),
     "loadtest": ("loadtests.cli", "Locust sweeps and the accuracy-versus-speed report"),
 }
 

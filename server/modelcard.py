@@ -1,4 +1,4 @@
-"""model.json: the one contract between ``export/`` (which writes it) and the server (which reads it).
+"""model.json: the contract between ``export/`` (which writes it) and the server (which reads it).
 
 Every model version in the repository is a folder ``models/<name>/<version>/`` holding
 ``model.onnx``, ``model.json`` (a :class:`ModelCard`) and optionally ``holdout.npz`` (the labelled
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -208,9 +209,13 @@ def card_problems(card: ModelCard) -> list[str]:
         problems.append("onnx.sha256 must be 64 lowercase hex digits")
     if not 0.0 <= card.metrics.threshold <= 1.0:
         problems.append(f"metrics.threshold {card.metrics.threshold} is outside [0, 1]")
-    if not math.isfinite(card.parity.max_abs_diff) or card.parity.max_abs_diff > card.parity.tolerance:
+    if (
+        not math.isfinite(card.parity.max_abs_diff)
+        or card.parity.max_abs_diff > card.parity.tolerance
+    ):
         problems.append(
-            f"parity.max_abs_diff {card.parity.max_abs_diff} exceeds tolerance {card.parity.tolerance}"
+            f"parity.max_abs_diff {card.parity.max_abs_diff} exceeds "
+            f"tolerance {card.parity.tolerance}"
         )
     ref_names = [f.name for f in card.reference.features]
     if ref_names != names:
@@ -226,7 +231,7 @@ def _histogram_problems(name: str, hist: Histogram) -> list[str]:
     edges = hist.bin_edges
     if len(hist.counts) != len(edges) + 1:
         return [f"reference {name}: {len(hist.counts)} counts for {len(edges)} edges"]
-    if any(not math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+    if any(not math.isfinite(e) for e in edges) or any(b <= a for a, b in pairwise(edges)):
         return [f"reference {name}: bin_edges must be finite and strictly increasing"]
     if any(c < 0 for c in hist.counts):
         return [f"reference {name}: negative count"]
@@ -261,7 +266,8 @@ def load_card(version_dir: Path, *, verify_sha256: bool = True) -> ModelCard:
         actual = sha256_file(onnx_path)
         if actual != card.onnx.sha256:
             raise InvalidModelCard(
-                f"{onnx_path}: sha256 {actual[:12]}… does not match model.json {card.onnx.sha256[:12]}…"
+                f"{onnx_path}: sha256 {actual[:12]}… does not match "
+                f"model.json {card.onnx.sha256[:12]}…"
             )
     return card
 

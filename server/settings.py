@@ -13,7 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TABSERVE_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="TABSERVE_", frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     # --- process -------------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     max_queue_rows: int = 4_096
     """Rows waiting per model version before new requests get 503 with Retry-After."""
     inline_max_cost_us: float = 60.0
-    """Run inference on the event loop when the model's batch-1 cost is below this; else a thread."""
+    """Run inference on the event loop when the batch-1 cost is below this; else in a thread."""
     ort_intra_op_threads: int = 1
     """ONNX Runtime intra-op threads per session (1 serves small batches best)."""
     drain_timeout_s: float = 10.0
@@ -75,7 +77,7 @@ class Settings(BaseSettings):
     redis_breaker_backoff_s: float = 2.0
     """How long an open breaker skips Redis before probing it again."""
     cache_model_ttl_s: dict[str, float] = Field(default_factory=dict)
-    """Per-model TTL overrides, e.g. {"xgb_large": 60}; a TTL of 0 turns caching off for that model."""
+    """Per-model TTL overrides, e.g. {"xgb_large": 60}; a TTL of 0 turns the cache off for it."""
     cache_generation_refresh_s: float = 1.0
     """Seconds between re-reads of a model's flush generation from Redis (flush staleness)."""
     redis_max_connections: int = 32
@@ -100,3 +102,20 @@ class Settings(BaseSettings):
     """Rows the drift window needs before any status other than "insufficient_data"."""
     quality_window_labels: int = 5_000
     """Most recent labels that live precision, recall, F1 and calibration are computed over."""
+
+
+def settings_table() -> str:
+    """The README's configuration table (Markdown), generated from the fields above.
+
+    ``python -m server.settings`` prints it; a test keeps the README's copy current.
+    """
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        shown = "unset" if default is None else str(default)
+        rows.append(f"| `TABSERVE_{name.upper()}` | `{shown}` | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -22,7 +22,9 @@ def redis_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_server(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+def redis_server(
+    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisProcess]:
     """One real server for the session; tests keep to their own keys or flush with FLUSHALL."""
     server = RedisProcess(redis_binary, tmp_path_factory.mktemp("redis"))
     server.start()
