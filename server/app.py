@@ -86,9 +86,12 @@ class _FanOut:
 def default_extensions(settings: Settings) -> list[Extension]:
     """The extensions ``tabserve serve`` runs with (the cache and monitoring register here)."""
     # Imported here: the extensions import server.app for the Extension base class.
+    from server.cache.extension import CacheExtension
     from server.monitoring.extension import MonitoringExtension
 
     extensions: list[Extension] = []
+    if settings.cache:
+        extensions.append(CacheExtension(settings))
     if settings.monitoring:
         extensions.append(MonitoringExtension(settings))
     return extensions

@@ -18,7 +18,11 @@
     ├── ShuttingDown            the server is draining and takes no new work
     ├── Unauthorized            admin call without the right bearer token
     ├── AdminDisabled           admin calls are off (no token configured)
-    └── UnknownFeedbackId       feedback for a request id or row hash the server never saw
+    ├── UnknownFeedbackId       feedback for a request id or row hash the server never saw
+    ├── CacheDisabled           a cache operation while the response cache is off
+    └── CacheUnavailable        the shared cache could not be reached for an operation that
+        │                       needs it (predictions never raise this: they fail open)
+        └── FlushFailed             (server.cache.generations) a flush did not reach Redis
 """
 
 from __future__ import annotations
@@ -94,3 +98,11 @@ class AdminDisabled(TabserveError):
 
 class UnknownFeedbackId(TabserveError):
     """Feedback names a request id or row hash that the server has not seen (or has forgotten)."""
+
+
+class CacheDisabled(TabserveError):
+    """A cache operation (e.g. a flush) while the response cache is off."""
+
+
+class CacheUnavailable(TabserveError):
+    """The shared cache could not be reached for an operation that needs it (not predictions)."""

@@ -45,6 +45,8 @@ _DOMAIN: dict[type[errors.TabserveError], tuple[int, str, str]] = {
     errors.Unauthorized: (401, "unauthorized", "Unauthorized"),
     errors.AdminDisabled: (404, "admin-disabled", "Admin endpoints disabled"),
     errors.UnknownFeedbackId: (404, "unknown-feedback-id", "Unknown feedback id"),
+    errors.CacheDisabled: (404, "cache-disabled", "Cache disabled"),
+    errors.CacheUnavailable: (503, "cache-unavailable", "Cache unavailable"),
     errors.InvalidModelCard: (500, "invalid-model", "Invalid model"),
     errors.ExportError: (500, "export-error", "Export error"),
 }
@@ -131,7 +133,7 @@ def handle_domain(request: Request[Any, Any, Any], exc: Exception) -> Response[b
     headers: dict[str, str] = {}
     if isinstance(exc, errors.Overloaded):
         headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    elif isinstance(exc, errors.ShuttingDown):
+    elif isinstance(exc, errors.ShuttingDown | errors.CacheUnavailable):
         headers["retry-after"] = "1"
     elif isinstance(exc, errors.Unauthorized):
         headers["www-authenticate"] = 'Bearer realm="tabserve-admin"'

@@ -64,6 +64,16 @@ class VersionDetail(msgspec.Struct):
     queued_rows: int
     batches: int
     largest_batch_rows: int
+    cache: dict[str, Any]
+    """Response cache of this version: ``enabled``, then whatever the cache describes (tiers,
+    TTL, hit ratio, whether Redis is skipped)."""
+
+
+def _cache_state(cache: object) -> dict[str, Any]:
+    if cache is None:
+        return {"enabled": False}
+    describe = getattr(cache, "describe", None)
+    return {"enabled": True, **(describe() if callable(describe) else {})}
 
 
 class ModelDetail(msgspec.Struct):
@@ -106,6 +116,7 @@ def _version_detail(m: LoadedModel) -> VersionDetail:
         queued_rows=m.batcher.queued_rows,
         batches=m.batcher.stats.batches,
         largest_batch_rows=m.batcher.stats.largest_batch_rows,
+        cache=_cache_state(m.batcher.cache),
     )
 
 

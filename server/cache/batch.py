@@ -135,7 +135,11 @@ class ModelScoreCache:
             redis = "off"
         else:
             redis = "on" if min_rows is not None else "skipped: inference is cheaper than a trip"
+        tiers = [MEMORY] if self._cache.memory is not None else []
+        if self.use_remote:
+            tiers.append(REDIS)
         return {
+            "tiers": tiers,
             "ttl_s": self.ttl_s,
             "hit_ratio": self.hit_ratio,
             "rows_looked_up": self.lookups,

@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable
 
 from server.cache.redis import RedisCache
-from server.errors import TabserveError
+from server.errors import CacheUnavailable
 
 
-class FlushFailed(TabserveError):
+class FlushFailed(CacheUnavailable):
     """The shared cache could not be reached, so other workers did not see the flush."""
 
 

@@ -1,0 +1,122 @@
+"""The cache extension in the app (httpx over ASGI, real model repository, real Redis process)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from server.app import create_app, default_extensions
+from server.cache.extension import CacheExtension
+from server.monitoring.extension import MonitoringExtension
+from server.settings import Settings
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisProcess
+
+ADMIN = {"Authorization": "Bearer t"}
+
+
+@asynccontextmanager
+async def serving(model_repo: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(models_dir=model_repo, admin_token="t", monitoring=False, **overrides)
+    app = create_app(settings, extensions=default_extensions(settings))
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rows(model_repo: Path) -> list[list[float]]:
+    with np.load(model_repo / "xgb_small" / "1" / "holdout.npz") as data:
+        out: list[list[float]] = data["X"][:8].astype(np.float32).tolist()
+    return out
+
+
+def test_default_extensions_put_the_cache_first() -> None:
+    exts = default_extensions(Settings())
+    assert [type(e) for e in exts] == [CacheExtension, MonitoringExtension]
+    assert default_extensions(Settings(cache=False, monitoring=False)) == []
+
+
+async def cache_state(client: httpx.AsyncClient, model: str) -> dict[str, Any]:
+    state: dict[str, Any] = (await client.get(f"/v1/models/{model}")).json()["detail"][-1]["cache"]
+    return state
+
+
+async def test_serves_when_redis_is_down_at_start_up(
+    model_repo: Path, rows: list[list[float]]
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    async with serving(
+        model_repo, redis_url=dead, redis_timeout_ms=50, cache_redis_auto_skip=False
+    ) as client:
+        for _ in range(3):
+            r = await client.post("/v1/models/xgb_small/predict", json={"instances": rows})
+            assert r.status_code == 200
+        state = await cache_state(client, "xgb_small")
+        assert state["tiers"] == ["memory", "redis"]
+        assert state["rows_hit"] == 16  # the in-process tier still serves
+        # A flush that cannot reach Redis is a clear 503, not a silent success.
+        flush = await client.post("/admin/models/xgb_small/cache/flush", headers=ADMIN)
+        assert flush.status_code == 503
+        assert flush.json()["type"] == "urn:tabserve:problem:cache-unavailable"
+        assert flush.headers["retry-after"] == "1"
+
+
+async def test_per_model_ttl_turns_one_model_off(model_repo: Path) -> None:
+    async with serving(model_repo, cache_model_ttl_s={"logreg": 0, "xgb_small": 30}) as client:
+        assert await cache_state(client, "logreg") == {"enabled": False}
+        state = await cache_state(client, "xgb_small")
+        assert state["enabled"] is True
+        assert state["ttl_s"] == 30
+        assert state["hit_ratio"] is None
+
+
+async def test_auto_skip_reports_redis_skipped_for_a_cheap_model(
+    model_repo: Path, redis_server: RedisProcess
+) -> None:
+    async with serving(model_repo, redis_url=redis_server.url) as client:
+        state = await cache_state(client, "logreg")
+        assert state["redis"].startswith("skipped")
+
+
+async def test_cache_off_means_no_flush_route(model_repo: Path) -> None:
+    async with serving(model_repo, cache=False) as client:
+        assert await cache_state(client, "xgb_small") == {"enabled": False}
+        r = await client.post("/admin/models/xgb_small/cache/flush", headers=ADMIN)
+        assert r.status_code == 404
+
+
+async def test_stop_waits_for_pending_redis_writes(
+    model_repo: Path, redis_server: RedisProcess, rows: list[list[float]]
+) -> None:
+    settings = Settings(
+        models_dir=model_repo,
+        redis_url=redis_server.url,
+        cache_redis_auto_skip=False,
+        cache_memory_entries=0,
+        monitoring=False,
+    )
+    ext = CacheExtension(settings)
+    app = create_app(settings, extensions=[ext])
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.post("/v1/models/logreg/predict", json={"instances": rows})
+        assert r.status_code == 200
+        assert ext.cache is not None
+    assert ext.cache is None  # stopped: writes awaited, pool closed
+    # The write made it: a fresh app (Redis only) hits every row.
+    async with serving(
+        model_repo,
+        redis_url=redis_server.url,
+        cache_redis_auto_skip=False,
+        cache_memory_entries=0,
+    ) as client:
+        r = await client.post("/v1/models/logreg/predict", json={"instances": rows})
+        assert r.status_code == 200
+        assert (await cache_state(client, "logreg"))["rows_hit"] == len(rows)
