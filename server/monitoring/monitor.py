@@ -1,14 +1,28 @@
 """One model version's monitor: input drift, prediction drift and live quality.
 
 The batcher calls :meth:`ModelMonitor.observe` once per answered batch (it satisfies the
-batcher's ``BatchObserver`` protocol). ``observe`` only bins the batch into the rolling window
-and remembers its rows for feedback; every statistic is computed from the window's running bin
-totals when someone reads (:meth:`ModelMonitor.snapshot`, the Prometheus collector). To log
-transitions into and out of the drift state even when nobody reads, ``observe`` also
-re-evaluates the status at most once per ``status_interval_s``.
+batcher's ``BatchObserver`` protocol), on the event loop, before the batch's responses are
+written: its cost is on the request path. So ``observe`` does almost nothing: it appends
+references to the batch's arrays, its arrival time and its request ids to a pending list
+(well under 1 us). The pending batches are *folded* -- validated, concatenated, binned into the
+rolling window in one vectorised pass, and remembered for feedback -- once ``fold_rows`` rows are
+pending (which bounds the memory held), and before anything reads: :meth:`snapshot` (and so the
+Prometheus collector), :meth:`feedback`, :meth:`flush`, and the status re-evaluation that
+``observe`` runs at most once per ``status_interval_s`` to log transitions into and out of the
+drift state even when nobody reads. Reads are therefore exact, and each row keeps its own
+arrival time for the window's time-based expiry. Measured with
+``tests/monitoring/bench_observe.py`` (CPU time per row, amortised over the folds, on a shared
+2-core machine): about 2 us at batch 1 (18-19 us when every call binned its own batch),
+0.8-0.9 us at batch 16 and 64 (1.9 and 1.2 us before). A fold of 256 one-row batches takes
+about 0.4 ms, on the request that triggers it.
+
+Holding references means the batcher must not write into the arrays it passed once ``observe``
+returns (it does not: each batch's rows and scores are fresh arrays, or views of a request's
+decoded rows, which nothing mutates).
 
 Nothing in ``observe`` may fail a prediction: it catches every exception, logs the first of a
-kind, and counts it in the snapshot's ``observed`` section.
+kind, and counts it in the snapshot's ``observed`` section (a malformed batch is caught when it
+is folded, and counted there the same way).
 """
 
 from __future__ import annotations
@@ -41,6 +55,11 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+_FLOAT32 = np.dtype(np.float32)
+
+_PendingBatch = tuple[Any, Any, Sequence[tuple[str, int]], float]
+"""An observed batch not yet folded: rows, scores, (request_id, row_count)s, arrival time."""
+
 TOP_DRIFTING = 5
 """Features listed under ``top_drifting`` in a snapshot."""
 
@@ -58,6 +77,9 @@ class MonitorParams:
     quality_window_labels: int = 5_000
     status_interval_s: float = 1.0
     """``observe`` re-evaluates the status (to log transitions) at most this often."""
+    fold_rows: int = 256
+    """``observe`` folds its pending batches into the window once this many rows are pending
+    (an empty batch counts as one); reads fold whatever is pending first."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MonitorParams:
@@ -136,6 +158,9 @@ class ModelMonitor:
         self._status: Status = "insufficient_data"
         self._status_since = self._started
         self._next_status_check = self._started + params.status_interval_s
+        self._pending: list[_PendingBatch] = []
+        self._pending_rows = 0
+        # Counters as of the last fold (every read folds first; so does flush()).
         self.rows_total = 0
         self.batches_total = 0
         self.rejected_batches = 0
@@ -143,7 +168,7 @@ class ModelMonitor:
         self.feedback_skipped_batches = 0
         """Batches binned for drift but not remembered for feedback (request counts off)."""
         self.errors = 0
-        """Exceptions caught inside observe."""
+        """Exceptions caught while observing or folding."""
         self._logged_problems: set[str] = set()
 
     # --- the batcher's side ------------------------------------------------------------------
@@ -154,51 +179,119 @@ class ModelMonitor:
         scores: NDArray[np.float32],
         requests: Sequence[tuple[str, int]],
     ) -> None:
-        """Take an answered batch into the window and the feedback memory. Never raises."""
+        """Queue an answered batch for the window and the feedback memory. Never raises.
+
+        Keeps references to ``rows`` and ``scores`` until the next fold: the caller must not
+        write into them afterwards.
+        """
         try:
+            now = self._clock()
+            try:
+                n = len(rows) or 1  # an empty batch still takes a place in the pending list
+            except TypeError:  # not an array: the fold rejects it
+                n = 1
             with self._lock:
-                self._observe(rows, scores, requests)
+                self._pending.append((rows, scores, requests, now))
+                self._pending_rows += n
+                if self._pending_rows >= self.params.fold_rows:
+                    self._fold(now)
+                if now >= self._next_status_check:
+                    self._next_status_check = now + self.params.status_interval_s
+                    self._fold(now)
+                    self._update_status(self._feature_psi(), self._score_psi(), now)
         except Exception as exc:  # a monitoring bug must never fail a prediction
             self.errors += 1
             self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)
 
-    def _observe(
-        self,
-        rows: NDArray[np.float32],
-        scores: NDArray[np.float32],
-        requests: Sequence[tuple[str, int]],
-    ) -> None:
-        now = self._clock()
-        rows = np.asarray(rows)
-        scores = np.asarray(scores)
-        if rows.ndim != 2 or rows.shape[1] != self._n_features:
-            self._reject("rows", f"rows of shape {rows.shape}, expected [n, {self._n_features}]")
-            return
-        n = rows.shape[0]
-        if scores.shape != (n, self._n_classes):
-            self._reject(
-                "scores", f"scores of shape {scores.shape}, expected [{n}, {self._n_classes}]"
-            )
-            return
-        if n == 0:
+    def flush(self) -> None:
+        """Fold the pending batches into the window and the feedback memory now."""
+        with self._lock:
+            self._fold(self._clock())
+
+    def _fold(self, now: float) -> None:
+        """Validate the pending batches, then bin and remember them in one vectorised pass.
+
+        Called with the lock held. A malformed batch is rejected (counted, logged once) without
+        losing the others; an unexpected error loses the pending batches and is counted.
+        """
+        pending = self._pending
+        if not pending:
             self._window.expire(now)
             return
-        positive = scores[:, self._positive_index]
-        columns = np.empty((n, self._n_features + 2), dtype=np.float32)
-        columns[:, : self._n_features] = rows
+        self._pending = []
+        self._pending_rows = 0
+        try:
+            self._fold_batches(pending, now)
+        except Exception as exc:
+            self.errors += 1
+            self._log_once(type(exc).__name__, f"fold failed: {exc!r}", exc_info=True)
+
+    def _fold_batches(self, pending: list[_PendingBatch], now: float) -> None:
+        row_parts: list[NDArray[Any]] = []
+        score_parts: list[NDArray[Any]] = []
+        counts: list[int] = []
+        arrived: list[float] = []
+        remembered: list[bool] = []
+        requests_all: list[tuple[str, int]] = []
+        f, k = self._n_features, self._n_classes
+        for rows, scores, requests, t in pending:  # per batch: only cheap checks
+            try:
+                if type(rows) is not np.ndarray or rows.dtype is not _FLOAT32:
+                    rows = np.asarray(rows, dtype=np.float32)
+                if type(scores) is not np.ndarray or scores.dtype is not _FLOAT32:
+                    scores = np.asarray(scores, dtype=np.float32)
+                shape = rows.shape
+                if len(shape) != 2 or shape[1] != f:
+                    self._reject("rows", f"rows of shape {shape}, expected [n, {f}]")
+                    continue
+                n = shape[0]
+                if scores.shape != (n, k):
+                    self._reject("scores", f"scores of shape {scores.shape}, expected [{n}, {k}]")
+                    continue
+                if n == 0:
+                    continue
+                if len(requests) == 1:
+                    complete = requests[0][1] == n
+                else:
+                    complete = sum([count for _, count in requests]) == n
+            except Exception as exc:  # e.g. rows that are not numbers
+                self.errors += 1
+                self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)
+                continue
+            row_parts.append(rows)
+            score_parts.append(scores)
+            counts.append(n)
+            arrived.append(t)
+            remembered.append(complete)
+            if complete:
+                requests_all.extend(requests)
+            else:
+                self.feedback_skipped_batches += 1
+                self._log_once("requests", "request row counts do not add up to the batch's rows")
+        if not row_parts:
+            self._window.expire(now)
+            return
+        if len(row_parts) == 1:
+            rows_all, scores_all = row_parts[0], score_parts[0]
+            times = None if arrived[0] == now else np.full(counts[0], arrived[0])
+        else:
+            rows_all = np.concatenate(row_parts)
+            scores_all = np.concatenate(score_parts)
+            times = np.repeat(np.array(arrived, dtype=np.float64), counts)
+        total = rows_all.shape[0]
+        positive = scores_all[:, self._positive_index]
+        columns = np.empty((total, f + 2), dtype=np.float32)
+        columns[:, :f] = rows_all
         columns[:, self._score_column] = positive
         columns[:, self._threshold_column] = positive
-        self._window.add(columns, now)
-        self.rows_total += n
-        self.batches_total += 1
-        if sum(count for _, count in requests) == n:
-            self._served.record(rows, positive, requests)
-        else:
-            self.feedback_skipped_batches += 1
-            self._log_once("requests", "request row counts do not add up to the batch's rows")
-        if now >= self._next_status_check:
-            self._next_status_check = now + self.params.status_interval_s
-            self._update_status(self._feature_psi(), self._score_psi(), now)
+        self._window.add(columns, now, arrived=times)
+        self.rows_total += total
+        self.batches_total += len(counts)
+        if all(remembered):
+            self._served.record(rows_all, positive, requests_all)
+        elif any(remembered):
+            keep = np.repeat(np.array(remembered), counts)
+            self._served.record(rows_all[keep], positive[keep], requests_all)
 
     # --- feedback ----------------------------------------------------------------------------
 
@@ -221,6 +314,7 @@ class ModelMonitor:
         if (request_id is None) == (row_hash is None):
             raise InvalidInput("give exactly one of request_id and row_hash")
         with self._lock:
+            self._fold(self._clock())
             if request_id is not None:
                 seq = self._served.find_by_request(request_id, row)
                 matched_by = "request_id"
@@ -252,7 +346,7 @@ class ModelMonitor:
         """The monitoring state as a JSON-ready dict (shape documented in the package docstring)."""
         with self._lock:
             now = self._clock()
-            self._window.expire(now)
+            self._fold(now)
             feature_psi = self._feature_psi()
             score_psi = self._score_psi()
             self._update_status(feature_psi, score_psi, now)

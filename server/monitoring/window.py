@@ -90,14 +90,26 @@ class BinnedWindow:
             slots = np.where(missing, self._missing_slot, slots)
         return slots
 
-    def add(self, values: NDArray[np.float32], now: float) -> None:
-        """Add the rows of an ``[n, n_columns]`` array that arrived at ``now``; expire old rows."""
+    def add(
+        self,
+        values: NDArray[np.float32],
+        now: float,
+        *,
+        arrived: NDArray[np.float64] | None = None,
+    ) -> None:
+        """Add the rows of an ``[n, n_columns]`` array, then expire rows that are old at ``now``.
+
+        ``arrived`` gives each row's arrival time (non-decreasing, none after ``now``, none
+        before the rows already held); without it every row arrived at ``now``.
+        """
         n = values.shape[0]
         if n == 0:
             self.expire(now)
             return
         if n > self.capacity:
             values = values[-self.capacity :]
+            if arrived is not None:
+                arrived = arrived[-self.capacity :]
             n = self.capacity
         slots = self.slots(np.asarray(values, dtype=np.float32))
         overflow = self._size + n - self.capacity
@@ -105,10 +117,14 @@ class BinnedWindow:
             self._drop_oldest(overflow)
         first = min(n, self.capacity - self._head)
         self._ring[self._head : self._head + first] = slots[:first]
-        self._times[self._head : self._head + first] = now
         if first < n:
             self._ring[: n - first] = slots[first:]
+        if arrived is None:
+            self._times[self._head : self._head + first] = now
             self._times[: n - first] = now
+        else:
+            self._times[self._head : self._head + first] = arrived[:first]
+            self._times[: n - first] = arrived[first:]
         self._head = (self._head + n) % self.capacity
         self._size += n
         self.totals += np.bincount(slots.ravel(), minlength=self.n_slots)

@@ -116,3 +116,22 @@ def test_float32_binning_equals_float64_digitize_next_to_edges() -> None:
     slots = window.slots(near)[:, 0]
     expected = np.digitize(near[:, 0].astype(np.float64), np.array(edges[0]))
     np.testing.assert_array_equal(slots, expected)
+
+
+def test_rows_keep_their_own_arrival_times() -> None:
+    window = BinnedWindow(EDGES, capacity_rows=4, max_age_s=10.0)
+    rows = np.arange(18, dtype=np.float32).reshape(6, 3)
+    # Six rows added late, at t=19, that arrived at t=5..10: the ring keeps the newest four
+    # (t=7..10), and of those the ones at most 10 s old at t=19 (t=9, 10).
+    window.add(rows, now=19.0, arrived=np.array([5.0, 6.0, 7.0, 8.0, 9.0, 10.0]))
+    assert window.rows == 2
+    assert window.oldest_time() == 9.0
+    np.testing.assert_array_equal(window.totals, direct_counts(rows[-2:]))
+    # Three more wrap around the ring and push t=9 out.
+    window.add(np.zeros((3, 3), dtype=np.float32), now=20.0, arrived=np.array([20.0] * 3))
+    assert window.rows == 4
+    assert window.oldest_time() == 10.0
+    window.expire(29.0)  # t=10 is now older than 10 s
+    assert window.rows == 3
+    assert window.oldest_time() == 20.0
+    np.testing.assert_array_equal(window.totals, direct_counts(np.zeros((3, 3), np.float32)))
