@@ -21,6 +21,7 @@ about 300 kB). Not thread-safe: the owner serialises calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,7 +51,10 @@ class BinnedWindow:
         edges32[rounded_down] = np.nextafter(edges32[rounded_down], np.float32(np.inf))
         self._edges = edges32[:, None, :]
         """Shape [edge, 1, column], float32, rounded up, NaN-padded."""
-        self._count_dtype = np.uint8 if widest < 255 else np.uint16
+        # Edges at or below a value: 0 to ``widest``, counted in the smallest dtype that holds it.
+        self._count_dtype: type[np.unsignedinteger[Any]] = (
+            np.uint8 if widest < 255 else np.uint16 if widest < 65_535 else np.uint32
+        )
         slots_per_column = np.array([len(e) + 2 for e in edges], dtype=np.int64)
         self.offsets: NDArray[np.int64] = np.concatenate(([0], np.cumsum(slots_per_column)))
         """Column j's slots are ``offsets[j]:offsets[j+1]``; the last one is its missing slot."""

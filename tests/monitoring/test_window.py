@@ -135,3 +135,11 @@ def test_rows_keep_their_own_arrival_times() -> None:
     assert window.rows == 3
     assert window.oldest_time() == 20.0
     np.testing.assert_array_equal(window.totals, direct_counts(np.zeros((3, 3), np.float32)))
+
+
+def test_more_edges_than_a_uint16_counts() -> None:
+    edges = [[float(e) for e in range(70_000)]]
+    window = BinnedWindow(edges, capacity_rows=10, max_age_s=1e9)
+    values = np.array([[69_999.5], [300.5], [-1.0]], dtype=np.float32)
+    expected = np.digitize(values[:, 0].astype(np.float64), np.array(edges[0]))
+    np.testing.assert_array_equal(window.slots(values)[:, 0], expected)
