@@ -60,6 +60,31 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def core_busy_seconds(cpus: str | None) -> float | None:
+    """Busy (non-idle) CPU seconds of the listed cores so far, from /proc/stat; None if unknown.
+
+    Compared with our own processes' CPU over the same interval it shows how much of the cores
+    other work took: the noise in a measurement on a shared machine.
+    """
+    if not cpus:
+        return None
+    wanted = {f"cpu{c.strip()}" for c in cpus.split(",") if c.strip().isdigit()}
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = 0
+    found = False
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in wanted:
+            values = [int(v) for v in parts[1:9]]
+            busy += sum(values) - values[3] - values[4]  # minus idle and iowait
+            found = True
+    return busy / ticks if found else None
+
+
 def children_cpu_seconds() -> float:
     """CPU seconds of this process's terminated, waited-for children (a finished Locust run)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -218,6 +243,10 @@ class RedisServer:
             cpus = {int(c) for c in self.cpus.split(",") if c.strip().isdigit()}
             if cpus:
                 os.sched_setaffinity(proc.pid, cpus)
+
+    def cpu_seconds(self) -> float:
+        proc = self._process.proc
+        return tree_cpu_seconds(proc.pid) if proc is not None else 0.0
 
     def stop(self) -> None:
         self._process.stop()

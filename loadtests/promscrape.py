@@ -25,6 +25,7 @@ CACHE_HITS = "tabserve_cache_hits_total"
 CACHE_MISSES = "tabserve_cache_misses_total"
 CACHE_ERRORS = "tabserve_cache_errors_total"
 CACHE_TIMEOUTS = "tabserve_cache_timeouts_total"
+CACHE_SKIPPED = "tabserve_cache_skipped_total"
 
 
 def parse(text: str) -> Samples:
@@ -118,6 +119,7 @@ def server_figures(delta: Samples, model: str | None = None) -> dict[str, Any]:
         "cache_misses": misses,
         "cache_errors": total(delta, CACHE_ERRORS, **labels),
         "cache_timeouts": total(delta, CACHE_TIMEOUTS, **labels),
+        "cache_skipped": by_label(delta, CACHE_SKIPPED, "tier", **labels),
         "hit_ratio": hit_ratio(hits, misses),
     }
 

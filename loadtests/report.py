@@ -57,6 +57,14 @@ def _cpu(cell: dict[str, Any], who: str) -> str:
     return _f((cell.get("cpu") or {}).get(f"{who}_pct"), 0) + "%" if cell.get("cpu") else NA
 
 
+def _others(cell: dict[str, Any]) -> str:
+    cpu = cell.get("cpu") or {}
+    a, b = cpu.get("others_server_core_pct"), cpu.get("others_client_core_pct")
+    if a is None and b is None:
+        return NA
+    return f"{_f(a, 0)}% / {_f(b, 0)}%"
+
+
 def _server(cell: dict[str, Any], key: str, digits: int = 2) -> str:
     return _f((cell.get("server") or {}).get(key), digits)
 
@@ -163,6 +171,7 @@ def _models_section(cells: list[dict[str, Any]]) -> list[str]:
                 _server(c, "queue_wait_mean_ms", 3),
                 _cpu(c, "server"),
                 _cpu(c, "locust"),
+                _others(c),
             ]
         )
     lines = ["## Models: one-row requests (batching on, cache off)", ""]
@@ -181,6 +190,7 @@ def _models_section(cells: list[dict[str, Any]]) -> list[str]:
             "queue wait ms",
             "server CPU",
             "Locust CPU",
+            "others' CPU (server / client core)",
         ],
         rows,
     )
@@ -268,10 +278,16 @@ def _config_section(
             if key == "hit_ratio":
                 row.append(_pct((c.get("server") or {}).get("hit_ratio")))
             elif key == "hits_by_tier":
-                hits = (c.get("server") or {}).get("cache_hits") or {}
-                row.append(", ".join(f"{t} {int(v):,}" for t, v in sorted(hits.items())) or NA)
+                srv = c.get("server") or {}
+                hits = srv.get("cache_hits") or {}
+                parts = [f"{t} {int(v):,}" for t, v in sorted(hits.items()) if v]
+                skipped = srv.get("cache_skipped") or {}
+                parts += [f"{t} calls skipped {int(v):,}" for t, v in sorted(skipped.items()) if v]
+                row.append(", ".join(parts) or NA)
             elif key == "cpu":
                 row.append(_cpu(c, "server"))
+            elif key == "others":
+                row.append(_others(c))
             else:
                 row.append(_server(c, key, 3 if "ms" in key else 2))
         rows.append(row)
@@ -283,6 +299,7 @@ def _config_section(
         "cpu": "server CPU",
         "inference_mean_ms": "inference ms/batch",
         "server_latency_p99_ms": "server p99 ms",
+        "others": "others' CPU (server / client core)",
     }
     header = [
         "model",
@@ -506,6 +523,9 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
         f"commit {meta.get('commit', NA)}",
         "- latency: exact client-side times recorded by the locustfile (Locust's own percentiles "
         "round to whole ms below 100 ms; they are kept in the raw CSVs and the 'All cells' table)",
+        "- others' CPU: busy time of the pinned cores not used by the server (and Redis) or "
+        "Locust during the cell; when it is high, other processes competed with the "
+        "measurement and its tail latencies are inflated",
         "- server p99: from the server's own latency histogram (interpolated inside buckets); "
         "the gap to the client p99 is the loopback network, HTTP handling outside the handler "
         "and scheduling delays",
@@ -532,25 +552,25 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
         cells,
         "batching",
         "Batching (cache off)",
-        ["server_latency_p99_ms", "mean_batch_rows", "queue_wait_mean_ms", "cpu"],
+        ["server_latency_p99_ms", "mean_batch_rows", "queue_wait_mean_ms", "cpu", "others"],
     )
     lines += _config_section(
         cells,
         "cache",
         "Cache (Zipf-repeated rows, fresh cache per cell)",
-        ["server_latency_p99_ms", "hit_ratio", "hits_by_tier", "cpu"],
+        ["server_latency_p99_ms", "hit_ratio", "hits_by_tier", "cpu", "others"],
     )
     lines += _config_section(
         cells,
         "spike",
         "Backpressure: ramp and spike past capacity (users = ramp peak; the spike is 3x)",
-        ["mean_batch_rows", "rejected", "cpu"],
+        ["mean_batch_rows", "rejected", "cpu", "others"],
     )
     lines += _config_section(
         cells,
         "budget",
         "Paced cells (budget rate)",
-        ["server_latency_p99_ms", "mean_batch_rows", "cpu"],
+        ["server_latency_p99_ms", "mean_batch_rows", "cpu", "others"],
     )
     lines += _shift_section(cells)
     lines += ["![latency percentiles per configuration](latency.png)", ""]

@@ -26,7 +26,13 @@ from typing import Any
 
 from loadtests.budget import Budget
 from loadtests.holdout import available_models, load_replay, read_card
-from loadtests.processes import LocustRun, RedisServer, ServerProcess, pin_prefix
+from loadtests.processes import (
+    LocustRun,
+    RedisServer,
+    ServerProcess,
+    core_busy_seconds,
+    pin_prefix,
+)
 from loadtests.promscrape import Samples, difference, scrape, server_figures
 from loadtests.report import render
 from loadtests.results import RESULTS_FILE, cell_record, read_locust_stats, write_results
@@ -393,6 +399,9 @@ class Sweep:
                 self.redis.stop()
             self.redis = None
 
+    def _redis_cpu(self) -> float:
+        return self.redis.cpu_seconds() if self.redis is not None else 0.0
+
     def _ensure_server(self, cell: Cell, previous: Cell | None, probe: bytes) -> ServerProcess:
         if self.server is not None and not _needs_new_server(previous, cell):
             return self.server
@@ -423,7 +432,9 @@ class Sweep:
             replay = load_replay(self.options.models_dir, cell.model)
             server = self._ensure_server(cell, previous, replay.body([0]))
             before: Samples = scrape(server.base_url)
-            cpu_before = server.cpu_seconds()
+            server_cpu_before, redis_cpu_before = server.cpu_seconds(), self._redis_cpu()
+            server_core_before = core_busy_seconds(self.options.server_cpus)
+            client_core_before = core_busy_seconds(self.options.client_cpus)
             cmd = locust_command(
                 cell, server.base_url, self.options.models_dir, cell_dir, self.options.client_cpus
             )
@@ -431,7 +442,10 @@ class Sweep:
             code, wall, locust_cpu = LocustRun(
                 cmd, cell_dir / "locust.log", cell.seconds + 90
             ).run()
-            server_cpu = server.cpu_seconds() - cpu_before
+            server_cpu = server.cpu_seconds() - server_cpu_before
+            redis_cpu = self._redis_cpu() - redis_cpu_before
+            server_core = _delta(core_busy_seconds(self.options.server_cpus), server_core_before)
+            client_core = _delta(core_busy_seconds(self.options.client_cpus), client_core_before)
             after = scrape(server.base_url)
         except Exception as exc:  # one broken cell must not lose the sweep
             self.progress(f"{head}: FAILED ({exc})")
@@ -446,6 +460,10 @@ class Sweep:
             "locust_s": locust_cpu,
             "locust_pct": (accuracy or {}).get("client_cpu_pct") or 100.0 * locust_cpu / wall,
             "locust_wall_s": wall,
+            # Busy time of the pinned cores not spent by our server (and Redis) or Locust.
+            "redis_s": redis_cpu,
+            "others_server_core_pct": _others_pct(server_core, server_cpu + redis_cpu, wall),
+            "others_client_core_pct": _others_pct(client_core, locust_cpu, wall),
         }
         record = cell_record(
             cell.describe(),
@@ -461,6 +479,17 @@ class Sweep:
             f"{head}: {_progress_line(record)}  [{time.monotonic() - self.started:.0f} s]"
         )
         return record
+
+
+def _delta(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+def _others_pct(core_busy: float | None, ours: float, wall: float) -> float | None:
+    """Share of one pinned core that other processes used (per core when several are listed)."""
+    if core_busy is None or wall <= 0:
+        return None
+    return max(0.0, 100.0 * (core_busy - ours) / wall)
 
 
 def _progress_line(record: dict[str, Any]) -> str:

@@ -72,3 +72,11 @@ def test_cli_dry_run(model_repo: Path, capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["sweep", "--budget", "fast please"])
     capsys.readouterr()
+
+
+def test_core_busy_seconds_reads_proc_stat() -> None:
+    from loadtests.processes import core_busy_seconds
+
+    busy = core_busy_seconds("0")
+    assert busy is not None and busy > 0
+    assert core_busy_seconds(None) is None and core_busy_seconds("999") is None
