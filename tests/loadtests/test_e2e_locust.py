@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from loadtests.holdout import read_card
+from loadtests.results import read_locust_stats
+from tests.support.ports import free_port
 from tests.support.server_process import ServerProcess
 
 LOCUSTFILE = Path(__file__).parents[2] / "loadtests" / "locustfile.py"
@@ -74,3 +76,71 @@ def test_locustfile_scores_a_real_server(model_repo: Path, tmp_path: Path) -> No
     assert acc["recall"] == pytest.approx(offline.recall, abs=1e-4)
     assert acc["f1"] == pytest.approx(offline.f1, abs=1e-4)
     assert doc["total"]["latency_ms"]["p99"] > 0
+
+
+@pytest.mark.e2e
+def test_distributed_run_gathers_worker_scores_on_the_master(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "accuracy.json"
+    master_port = free_port()
+    common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    with ServerProcess(model_repo, log_path=tmp_path / "server.log") as server:
+        master = subprocess.Popen(
+            [
+                *common,
+                "--master",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(master_port),
+                "--expect-workers",
+                "1",
+                "--headless",
+                "-u",
+                "4",
+                "-r",
+                "4",
+                "-t",
+                "4s",
+                "--host",
+                server.url,
+                "--only-summary",
+                "--stop-timeout",
+                "1",
+                "--csv",
+                str(tmp_path / "locust"),
+                "SteadyOneRow",
+                "--model",
+                "xgb_small",
+                "--models-dir",
+                str(model_repo),
+                "--scores-out",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        worker = subprocess.Popen(
+            [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _, master_err = master.communicate(timeout=60)
+            worker.wait(timeout=30)
+        finally:
+            for proc in (master, worker):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+    assert master.returncode == 0, master_err[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["distributed"] is True
+    stream = doc["streams"]["xgb_small"]
+    stats = read_locust_stats(tmp_path / "locust")
+    assert stats is not None
+    # every request the worker made reached the master's file, scored
+    assert stream["requests"] == stats["requests"] > 20
+    assert stream["rows_answered"] == stream["requests"] and stream["error_rate"] == 0.0
