@@ -13,10 +13,10 @@ import argparse
 import functools
 from pathlib import Path
 
-from loadtests.budget import parse_budget
+from loadtests.budget import Budget, parse_budget
 
 
-def _budget(text: str):  # type: ignore[no-untyped-def]
+def _budget(text: str) -> Budget:
     try:
         return parse_budget(text)
     except ValueError as exc:

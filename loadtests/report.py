@@ -485,11 +485,11 @@ def _plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(9, max(3.0, 0.28 * len(chosen) + 1.2)))
     labels = [c.get("cell_id", "?") for c in chosen]
     y = list(range(len(chosen)))
-    for offset, (key, color) in zip(
+    for offset, (pct, color) in zip(
         (-0.25, 0.0, 0.25), (("p50", "C0"), ("p95", "C1"), ("p99", "C3")), strict=True
     ):
-        values = [max(1e-3, float(c["latency_ms"].get(key) or 0.0)) for c in chosen]
-        ax.barh([v + offset for v in y], values, height=0.25, color=color, label=key)
+        values = [max(1e-3, float(c["latency_ms"].get(pct) or 0.0)) for c in chosen]
+        ax.barh([v + offset for v in y], values, height=0.25, color=color, label=pct)
     ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")

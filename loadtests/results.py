@@ -52,7 +52,7 @@ def cell_record(
     accuracy_doc: dict[str, Any] | None,
     locust_stats: dict[str, float] | None,
     server: dict[str, Any] | None,
-    cpu: dict[str, float] | None,
+    cpu: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Flatten one cell's inputs and outputs into the record the report reads."""
     record = dict(cell)
