@@ -6,7 +6,9 @@
   on ``core.metrics.registry``. Building never touches the network, so a Redis that is down at
   start-up only means misses (fail open) until it is up.
 - ``cache_for(card)``: a :class:`~server.cache.batch.ModelScoreCache` per model version with the
-  model's TTL, or None when the model is not cached (its TTL is 0, or the cache is off).
+  model's TTL, or None when the model is not cached: its TTL is 0, the cache is off, or its
+  one-row inference costs no more than the in-process cache adds to a miss (measured in
+  ``start``; :func:`~server.cache.factory.worth_caching`; a TTL set for the model overrides it).
 - ``stop()`` (after every batcher drained): each score cache's pending Redis writes are awaited
   briefly, then cancelled; then the memory tier is cleared and the Redis pool closed.
 - ``route_handlers()``: ``POST /admin/models/{name}/cache/flush`` (see :mod:`server.cache.routes`).
@@ -26,7 +28,8 @@ from litestar.types import ControllerRouterHandler
 from server.app import Extension
 from server.batcher import ScoreCache
 from server.cache.batch import ModelScoreCache
-from server.cache.factory import build_cache, build_model_cache
+from server.cache.factory import build_cache, build_model_cache, worth_caching
+from server.cache.measure import miss_overhead_us
 from server.cache.tiered import TieredCache
 from server.core import Core
 from server.errors import CacheDisabled, ModelNotReady
@@ -42,6 +45,8 @@ class CacheExtension(Extension):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cache: TieredCache | None = None
+        self.miss_overhead_us: float | None = None
+        """What the in-process cache adds to a one-row miss, measured at start (µs)."""
         self._core: Core | None = None
         self._model_caches: weakref.WeakValueDictionary[tuple[str, int], ModelScoreCache] = (
             weakref.WeakValueDictionary()
@@ -63,7 +68,14 @@ class CacheExtension(Extension):
             for name, tier in (("memory", self.cache.memory), ("redis", self.cache.remote))
             if tier is not None
         ]
-        log.info("event=cache_on tiers=%s ttl_s=%s", "+".join(tiers), self.settings.cache_ttl_s)
+        if self.cache.memory is not None:
+            self.miss_overhead_us = await miss_overhead_us()
+        log.info(
+            "event=cache_on tiers=%s ttl_s=%s miss_overhead_us=%s",
+            "+".join(tiers),
+            self.settings.cache_ttl_s,
+            None if self.miss_overhead_us is None else round(self.miss_overhead_us, 1),
+        )
 
     async def stop(self) -> None:
         caches = list(self._model_caches.values())
@@ -79,9 +91,22 @@ class CacheExtension(Extension):
             await cache.close()
 
     def cache_for(self, card: ModelCard) -> ScoreCache | None:
-        model_cache = build_model_cache(self.cache, card, self.settings)
+        model_cache = build_model_cache(
+            self.cache, card, self.settings, miss_overhead_us=self.miss_overhead_us
+        )
         if model_cache is not None:
             self._model_caches[(card.name, card.version)] = model_cache
+        elif self.cache is not None and not worth_caching(
+            card, self.settings, self.miss_overhead_us
+        ):
+            log.info(
+                "event=cache_skipped model=%s version=%d us_batch1=%.1f miss_overhead_us=%.1f "
+                "reason=inference_cheaper_than_a_miss",
+                card.name,
+                card.version,
+                card.cost.us_batch1,
+                self.miss_overhead_us,
+            )
         return model_cache
 
     async def flush(self, name: str) -> int:

@@ -62,12 +62,30 @@ def model_ttl_s(settings: Settings, model: str) -> float:
     return max(0.0, settings.cache_model_ttl_s.get(model, settings.cache_ttl_s))
 
 
+def worth_caching(card: ModelCard, settings: Settings, miss_overhead_us: float | None) -> bool:
+    """False when the model's one-row inference (model.json's measured ``us_batch1``) costs no
+    more than the in-process cache adds to a one-row miss (``miss_overhead_us``, measured at
+    start-up by :func:`server.cache.measure.miss_overhead_us`): a miss would cost more than the
+    inference it may later save, so no hit ratio pays it back enough to be worth the risk.
+    A TTL set for the model in ``cache_model_ttl_s`` overrides the rule (cached anyway).
+    """
+    if miss_overhead_us is None or card.name in settings.cache_model_ttl_s:
+        return True
+    return card.cost.us_batch1 > miss_overhead_us
+
+
 def build_model_cache(
-    cache: TieredCache | None, card: ModelCard, settings: Settings, *, use_remote: bool = True
+    cache: TieredCache | None,
+    card: ModelCard,
+    settings: Settings,
+    *,
+    use_remote: bool = True,
+    miss_overhead_us: float | None = None,
 ) -> ModelScoreCache | None:
-    """The score cache for one loaded model version, or None when this model is not cached."""
+    """The score cache for one loaded model version, or None when this model is not cached
+    (TTL 0, or not :func:`worth_caching` when ``miss_overhead_us`` is given)."""
     ttl = model_ttl_s(settings, card.name)
-    if cache is None or ttl <= 0:
+    if cache is None or ttl <= 0 or not worth_caching(card, settings, miss_overhead_us):
         return None
     return ModelScoreCache(
         card,

@@ -13,16 +13,21 @@ import pytest
 
 from server.app import create_app, default_extensions
 from server.cache.extension import CacheExtension
+from server.cache.factory import build_model_cache, worth_caching
 from server.monitoring.extension import MonitoringExtension
 from server.settings import Settings
+from tests.cache.conftest import make_card
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
 
 ADMIN = {"Authorization": "Bearer t"}
+CACHED = {"xgb_small": 300.0, "logreg": 300.0}
 
 
 @asynccontextmanager
 async def serving(model_repo: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    # The test models are cheaper than a cache miss: a TTL of their own makes them cached.
+    overrides.setdefault("cache_model_ttl_s", CACHED)
     settings = Settings(models_dir=model_repo, admin_token="t", monitoring=False, **overrides)
     app = create_app(settings, extensions=default_extensions(settings))
     transport = httpx.ASGITransport(app=app)
@@ -100,6 +105,7 @@ async def test_stop_waits_for_pending_redis_writes(
         redis_url=redis_server.url,
         cache_redis_auto_skip=False,
         cache_memory_entries=0,
+        cache_model_ttl_s=CACHED,
         monitoring=False,
     )
     ext = CacheExtension(settings)
@@ -120,3 +126,28 @@ async def test_stop_waits_for_pending_redis_writes(
         r = await client.post("/v1/models/logreg/predict", json={"instances": rows})
         assert r.status_code == 200
         assert (await cache_state(client, "logreg"))["rows_hit"] == len(rows)
+
+
+async def test_a_model_cheaper_than_a_cache_miss_is_not_cached_unless_given_a_ttl(
+    model_repo: Path,
+) -> None:
+    ext = CacheExtension(Settings(models_dir=model_repo))
+    app = create_app(ext.settings, extensions=[ext])
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert ext.miss_overhead_us is not None and ext.miss_overhead_us > 0
+        card = app.state.core.registry.get("logreg").card
+        expected = card.cost.us_batch1 > ext.miss_overhead_us
+        assert (await cache_state(c, "logreg"))["enabled"] is expected
+    async with serving(model_repo, cache_model_ttl_s={"logreg": 60}) as client:
+        assert (await cache_state(client, "logreg"))["enabled"] is True
+
+
+def test_worth_caching_compares_one_row_inference_with_a_miss() -> None:
+    card = make_card(name="fraud")  # us_batch1 = 10
+    assert worth_caching(card, Settings(), miss_overhead_us=None)  # not measured: no rule
+    assert worth_caching(card, Settings(), miss_overhead_us=9.0)
+    assert not worth_caching(card, Settings(), miss_overhead_us=10.0)
+    explicit = Settings(cache_model_ttl_s={"fraud": 30})
+    assert worth_caching(card, explicit, miss_overhead_us=50.0)
+    assert build_model_cache(None, card, Settings(), miss_overhead_us=1.0) is None  # cache off
