@@ -230,9 +230,10 @@ async def _python_load(
     waits: list[asyncio.Future[None]] = []
     for i in range(concurrency):
         done: asyncio.Future[None] = loop.create_future()
-        conn = _Conn(
-            requests[i % len(requests) :] + requests[: i % len(requests)], until, latencies, done
-        )
+        # Connections start spread evenly over the rotation (with 64 bodies and 64 connections,
+        # one each): on a long sequence they must not send the same bodies in lockstep.
+        offset = i * len(requests) // concurrency % len(requests)
+        conn = _Conn(requests[offset:] + requests[:offset], until, latencies, done)
         await loop.create_connection(lambda c=conn: c, "127.0.0.1", port)  # type: ignore[misc]
         conns.append(conn)
         waits.append(done)
@@ -435,10 +436,18 @@ def _rows(vdir: Path, n_features: int, n: int) -> np.ndarray:
 
 
 def measure(
-    server: Server, gen: LoadGen, cell: Cell, path: str, bodies: list[bytes], seconds: float
+    server: Server,
+    gen: LoadGen,
+    cell: Cell,
+    path: str,
+    bodies: list[bytes],
+    seconds: float,
+    *,
+    warm_up: bool = True,
 ) -> Cell:
     assert server.proc is not None
-    gen.run(server.port, path, bodies, cell.concurrency, min(1.0, seconds / 3))  # warm-up
+    if warm_up:
+        gen.run(server.port, path, bodies, cell.concurrency, min(1.0, seconds / 3))
     cpu0 = cpu_seconds(server.proc.pid)
     wall0 = time.perf_counter()
     result = gen.run(server.port, path, bodies, cell.concurrency, seconds)
@@ -452,6 +461,18 @@ def measure(
     cell.p99_ms = result["p99_ms"]
     cell.errors = result["errors"]
     return cell
+
+
+def placement(args: argparse.Namespace) -> tuple[int | None, int | None, str]:
+    """(server cpu, load generator cpu, load generator kind)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (
+        (cpus[0], cpus[1]) if len(cpus) >= 2 and not args.no_pin else (None, None)
+    )
+    kind = args.loadgen
+    if kind == "auto":
+        kind = "wrk" if shutil.which("wrk") else "python"
+    return server_cpu, client_cpu, kind
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -632,9 +653,23 @@ def main(argv: list[str]) -> int:
         help="extra server settings, e.g. TABSERVE_MAX_DELAY_MS=0.5",
     )
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.add_argument(
+        "--suite",
+        choices=["all", "serving", "cache"],
+        default="all",
+        help="serving (floor, predict, batching, ORT alone), cache (server.bench_cache), or both",
+    )
+    p.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent of the cache suite")
     args = p.parse_args(argv)
-    report = run(args)
-    print_report(report)
+    report: dict[str, Any] = {}
+    if args.suite in ("all", "serving"):
+        report = run(args)
+        print_report(report)
+    if args.suite in ("all", "cache"):
+        from server.bench_cache import print_cache_report, run_cache
+
+        report["cache"] = run_cache(args, *placement(args))
+        print_cache_report(report["cache"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
