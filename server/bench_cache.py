@@ -69,6 +69,9 @@ class CacheCell:
     hit_ratio: float | None = None
     errors: int = 0
     server_cpu: float = 0.0
+    cpu_us_per_request: float = 0.0
+    """Server CPU per request (µs): what one request costs, much less sensitive than throughput
+    to other processes taking turns on a shared machine."""
     redis: str = "-"
     """The model's Redis policy as the server reports it (on / skipped / off)."""
 
@@ -231,6 +234,7 @@ def _cell(
         cell.p99_ms,
         errors=cell.errors,
         server_cpu=cell.server_cpu,
+        cpu_us_per_request=cell.server_cpu / cell.rps * 1e6 if cell.rps else 0.0,
     )
     if config != "off" and not after.get("enabled"):
         out.redis = "not cached"
@@ -260,14 +264,20 @@ def cache_ratios(cells: list[CacheCell]) -> dict[str, Any]:
         if on and off.rps:
             key = f"xgb_large zipf c={c}: memory+redis / off throughput (target >= 3)"
             out[key] = round(on.rps / off.rps, 2)
+        if on and on.cpu_us_per_request:
+            key = f"xgb_large zipf c={c}: memory+redis / off, by server CPU per request"
+            out[key] = round(off.cpu_us_per_request / on.cpu_us_per_request, 2)
     small = [k for k in by if k[0] == "xgb_small" and k[2] == "off"]
     for model, workload, _, c in small:
         off = by[(model, workload, "off", c)]
         for config in ("memory", "memory+redis", "memory,forced"):
             on = by.get((model, workload, config, c))
-            if on and off.rps:
-                key = f"xgb_small {workload} c={c}: {config} / off throughput (target >= 0.95)"
-                out[key] = round(on.rps / off.rps, 3)
+            if on and off.rps and on.cpu_us_per_request:
+                key = f"xgb_small {workload} c={c}: {config} / off (target >= 0.95)"
+                out[key] = (
+                    f"throughput {on.rps / off.rps:.2f}, by server CPU per request "
+                    f"{off.cpu_us_per_request / on.cpu_us_per_request:.2f}"
+                )
     return out
 
 
@@ -285,10 +295,11 @@ def print_cache_report(report: dict[str, Any]) -> None:
     )
     configs = [cfg for cfg in CONFIGS if any(c["config"] == cfg for c in cells)]
     header = f"{'model':<10} {'traffic':<7} {'conc':>4} " + " ".join(
-        f"| {cfg:^34}" for cfg in configs
+        f"| {cfg:^42}" for cfg in configs
     )
     sub = f"{'':<10} {'':<7} {'':>4} " + " ".join(
-        f"| {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'hit':>4} {'redis':>4}" for _ in configs
+        f"| {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} {'hit':>4} {'redis':>4}"
+        for _ in configs
     )
     print(header)
     print(sub)
@@ -299,18 +310,20 @@ def print_cache_report(report: dict[str, Any]) -> None:
         for cfg in configs:
             c = by.get((model, workload, conc, cfg))
             if c is None:
-                parts.append(f"| {'-':>34}")
+                parts.append(f"| {'-':>42}")
                 continue
             hit = "-" if c["hit_ratio"] is None else f"{c['hit_ratio']:.0%}"
             redis = {"on": "on", "skipped": "skip", "not cached": "n/c"}.get(c["redis"], "-")
             err = f" E{c['errors']}" if c["errors"] else ""
             parts.append(
-                f"| {c['rps']:>8.0f} {c['p50_ms']:>7.3f} {c['p99_ms']:>7.3f} {hit:>4} "
+                f"| {c['rps']:>8.0f} {c['p50_ms']:>7.3f} {c['p99_ms']:>7.3f} "
+                f"{c['cpu_us_per_request']:>7.1f} {hit:>4} "
                 f"{redis:>4}{err}"
             )
         print(f"{model:<10} {workload:<7} {conc:>4} " + " ".join(parts))
-    print("(hit: rows answered from the cache over the measured seconds; redis: the model's")
-    print(" Redis policy, 'skip' = inference is cheaper than a round trip, so Redis is not asked;")
+    print("(cpu us: server CPU per request; hit: rows answered from the cache over the measured")
+    print(" seconds; redis: the model's Redis policy,")
+    print(" 'skip' = inference is cheaper than a round trip, so Redis is not asked;")
     print(" n/c = not cached: one-row inference costs no more than a cache miss adds; 'forced':")
     print(" a TTL set for every model overrides that rule)")
     print("\ncache ratios:")
