@@ -9,12 +9,15 @@
 - ``route_handlers()``: ``GET /v1/models/{name}/monitoring`` and ``POST .../feedback`` (see
   :mod:`server.monitoring.routes`).
 
-Monitors are held by weak reference: the batcher of a version owns its monitor, so when a
-version is unloaded (and its batcher dropped) the monitor and its feedback memory go with it.
+A monitor that cannot be built (a bad setting) is logged and left out: the version serves
+without one. Monitors are held by weak reference: the batcher of a version owns its monitor, so
+when a version is unloaded (and its batcher dropped) the monitor and its feedback memory go with
+it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -30,6 +33,8 @@ from server.monitoring.monitor import ModelMonitor, MonitorParams
 from server.monitoring.prometheus import MonitoringCollector, register_monitoring_metrics
 from server.registry import LoadedModel
 from server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class MonitoringExtension(Extension):
@@ -60,7 +65,19 @@ class MonitoringExtension(Extension):
         self._core = None
 
     def observer_for(self, card: ModelCard) -> BatchObserver | None:
-        monitor = ModelMonitor(card, self.params, clock=self._clock)
+        """A new monitor for ``card``; None (and an error log) when one cannot be built, so that
+        a monitoring problem (e.g. ``TABSERVE_DRIFT_WINDOW_ROWS=0``) never keeps a model from
+        serving: the version serves unmonitored, and its monitoring route answers 503."""
+        try:
+            monitor = ModelMonitor(card, self.params, clock=self._clock)
+        except Exception as exc:
+            log.error(
+                "event=monitor_unavailable model=%s/%d reason=%r (serving without monitoring)",
+                card.name,
+                card.version,
+                exc,
+            )
+            return None
         self._monitors[(card.name, card.version)] = monitor
         return monitor
 
