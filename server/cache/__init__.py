@@ -8,7 +8,10 @@ Modules, one concern each:
 * ``tiered``: memory then Redis, promotion, flush.
 * ``keys`` and ``generations``: what a key is made of, and how a flush changes it.
 * ``batch``: ``ModelScoreCache``, the per-model-version object the batcher calls.
-* ``metrics``: the Prometheus metrics. ``factory``: built from settings.
+* ``metrics``: the Prometheus metrics. ``factory``: built from settings (and which models are
+  worth caching). ``measure``: the micro-measurements behind those rules.
+* ``extension``: ``CacheExtension``, how ``tabserve serve`` runs all this; ``routes``: the flush
+  route (``POST /admin/models/{name}/cache/flush``).
 """
 
 from server.cache.base import CacheBackend, Outcome
