@@ -34,7 +34,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,10 +57,23 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_FLOAT32 = np.dtype(np.float32)
-
 _PendingBatch = tuple[Any, Any, Sequence[tuple[str, int]], float]
 """An observed batch not yet folded: rows, scores, (request_id, row_count)s, arrival time."""
+
+
+class _Gathered(NamedTuple):
+    """Pending batches joined for one fold."""
+
+    rows: NDArray[Any]
+    scores: NDArray[Any]
+    arrived: NDArray[np.float64]
+    """Arrival time of every row."""
+    n_batches: int
+    requests: list[tuple[str, int]]
+    """(request_id, row_count) of the rows to remember, in row order."""
+    remembered: NDArray[np.bool_] | None
+    """Rows to remember for feedback (None: all)."""
+
 
 TOP_DRIFTING = 5
 """Features listed under ``top_drifting`` in a snapshot."""
@@ -221,12 +236,54 @@ class ModelMonitor:
         self._pending = []
         self._pending_rows = 0
         try:
-            self._fold_batches(pending, now)
+            gathered = self._gather_fast(pending)
+            if gathered is None:
+                gathered = self._gather_checked(pending)
+            if gathered is None:
+                self._window.expire(now)
+            else:
+                self._add(gathered, now)
         except Exception as exc:
             self.errors += 1
             self._log_once(type(exc).__name__, f"fold failed: {exc!r}", exc_info=True)
 
-    def _fold_batches(self, pending: list[_PendingBatch], now: float) -> None:
+    def _gather_fast(self, pending: list[_PendingBatch]) -> _Gathered | None:
+        """The batcher's case, every batch well formed, checked and joined with C-level calls
+        (no Python loop per batch); None when anything is off, for :meth:`_gather_checked`."""
+        try:
+            rows_l, scores_l, requests_l, times_l = zip(*pending, strict=True)
+            counts = list(map(len, rows_l))
+            if 0 in counts or list(map(len, scores_l)) != counts:
+                return None
+            rows = np.concatenate(rows_l)
+            scores = np.concatenate(scores_l)
+            if (
+                rows.dtype.kind != "f"
+                or scores.dtype.kind != "f"
+                or rows.ndim != 2
+                or rows.shape[1] != self._n_features
+                or scores.shape != (rows.shape[0], self._n_classes)
+            ):
+                return None
+            # Each batch's request row counts must add up to its rows.
+            per_batch = list(map(len, requests_l))
+            if 0 in per_batch:
+                return None
+            requests: list[tuple[str, int]] = list(chain.from_iterable(requests_l))
+            request_rows = np.fromiter(
+                map(itemgetter(1), requests), dtype=np.int64, count=len(requests)
+            )
+            lengths = np.array(per_batch, dtype=np.intp)
+            starts = np.cumsum(lengths) - lengths
+            if not np.array_equal(np.add.reduceat(request_rows, starts), counts):
+                return None
+        except Exception:
+            return None
+        arrived = np.repeat(np.array(times_l, dtype=np.float64), counts)
+        return _Gathered(rows, scores, arrived, len(counts), requests, None)
+
+    def _gather_checked(self, pending: list[_PendingBatch]) -> _Gathered | None:
+        """Batch by batch: reject malformed ones, keep the rest; None when none is left."""
         row_parts: list[NDArray[Any]] = []
         score_parts: list[NDArray[Any]] = []
         counts: list[int] = []
@@ -234,12 +291,10 @@ class ModelMonitor:
         remembered: list[bool] = []
         requests_all: list[tuple[str, int]] = []
         f, k = self._n_features, self._n_classes
-        for rows, scores, requests, t in pending:  # per batch: only cheap checks
+        for rows, scores, requests, t in pending:
             try:
-                if type(rows) is not np.ndarray or rows.dtype is not _FLOAT32:
-                    rows = np.asarray(rows, dtype=np.float32)
-                if type(scores) is not np.ndarray or scores.dtype is not _FLOAT32:
-                    scores = np.asarray(scores, dtype=np.float32)
+                rows = np.asarray(rows, dtype=np.float32)
+                scores = np.asarray(scores, dtype=np.float32)
                 shape = rows.shape
                 if len(shape) != 2 or shape[1] != f:
                     self._reject("rows", f"rows of shape {shape}, expected [n, {f}]")
@@ -250,10 +305,7 @@ class ModelMonitor:
                     continue
                 if n == 0:
                     continue
-                if len(requests) == 1:
-                    complete = requests[0][1] == n
-                else:
-                    complete = sum([count for _, count in requests]) == n
+                complete = sum(count for _, count in requests) == n
             except Exception as exc:  # e.g. rows that are not numbers
                 self.errors += 1
                 self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)
@@ -269,29 +321,34 @@ class ModelMonitor:
                 self.feedback_skipped_batches += 1
                 self._log_once("requests", "request row counts do not add up to the batch's rows")
         if not row_parts:
-            self._window.expire(now)
-            return
-        if len(row_parts) == 1:
-            rows_all, scores_all = row_parts[0], score_parts[0]
-            times = None if arrived[0] == now else np.full(counts[0], arrived[0])
-        else:
-            rows_all = np.concatenate(row_parts)
-            scores_all = np.concatenate(score_parts)
-            times = np.repeat(np.array(arrived, dtype=np.float64), counts)
-        total = rows_all.shape[0]
-        positive = scores_all[:, self._positive_index]
+            return None
+        keep = None if all(remembered) else np.repeat(np.array(remembered), counts)
+        return _Gathered(
+            np.concatenate(row_parts),
+            np.concatenate(score_parts),
+            np.repeat(np.array(arrived, dtype=np.float64), counts),
+            len(counts),
+            requests_all,
+            keep,
+        )
+
+    def _add(self, batches: _Gathered, now: float) -> None:
+        """Bin the gathered rows into the window, remember them for feedback, count them."""
+        f = self._n_features
+        total = batches.rows.shape[0]
+        positive = batches.scores[:, self._positive_index]
         columns = np.empty((total, f + 2), dtype=np.float32)
-        columns[:, :f] = rows_all
+        columns[:, :f] = batches.rows
         columns[:, self._score_column] = positive
         columns[:, self._threshold_column] = positive
-        self._window.add(columns, now, arrived=times)
+        self._window.add(columns, now, arrived=batches.arrived)
         self.rows_total += total
-        self.batches_total += len(counts)
-        if all(remembered):
-            self._served.record(rows_all, positive, requests_all)
-        elif any(remembered):
-            keep = np.repeat(np.array(remembered), counts)
-            self._served.record(rows_all[keep], positive[keep], requests_all)
+        self.batches_total += batches.n_batches
+        keep = batches.remembered
+        if keep is None:
+            self._served.record(batches.rows, positive, batches.requests)
+        elif keep.any():
+            self._served.record(batches.rows[keep], positive[keep], batches.requests)
 
     # --- feedback ----------------------------------------------------------------------------
 
