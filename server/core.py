@@ -12,11 +12,10 @@ from typing import Any, TypeVar
 import numpy as np
 from litestar import Request
 from litestar.types import Receive, Scope, Send
-from prometheus_client import Counter
 
 from server.errors import InvalidInput, PayloadTooLarge
 from server.http_errors import status_of
-from server.metrics import HistogramChild, ServerMetrics
+from server.metrics import CounterChild, HistogramChild, ServerMetrics
 from server.modelcard import ModelCard
 from server.payload import request_meta
 from server.registry import Registry
@@ -90,7 +89,7 @@ class Core:
         self.metrics = metrics
         self.registry = registry
         self._latency: dict[tuple[str, int], HistogramChild] = {}
-        self._requests: dict[tuple[str, int], Counter] = {}
+        self._requests: dict[tuple[str, int], CounterChild] = {}
 
     def record(self, model: str, status: int, started: float) -> None:
         """One latency observation per request, children cached (no label lookup per call)."""

