@@ -288,6 +288,10 @@ def _config_section(
                 row.append(_cpu(c, "server"))
             elif key == "others":
                 row.append(_others(c))
+            elif key == "p99_ok":
+                row.append(_f((c.get("latency_ok_ms") or {}).get("p99"), 2))
+            elif key == "rejected":
+                row.append(_server(c, key, 0))
             else:
                 row.append(_server(c, key, 3 if "ms" in key else 2))
         rows.append(row)
@@ -300,6 +304,8 @@ def _config_section(
         "inference_mean_ms": "inference ms/batch",
         "server_latency_p99_ms": "server p99 ms",
         "others": "others' CPU (server / client core)",
+        "p99_ok": "p99 ms of answered (200)",
+        "rejected": "rejected (503, server count)",
     }
     header = [
         "model",
@@ -564,7 +570,7 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
         cells,
         "spike",
         "Backpressure: ramp and spike past capacity (users = ramp peak; the spike is 3x)",
-        ["mean_batch_rows", "rejected", "cpu", "others"],
+        ["p99_ok", "mean_batch_rows", "rejected", "cpu", "others"],
     )
     lines += _config_section(
         cells,
