@@ -1,8 +1,9 @@
 """Monitoring: input drift, prediction drift and live quality per model version.
 
-- :class:`ModelMonitor` (``monitor.py``): the batcher's ``BatchObserver``; ``observe`` bins each
-  answered batch into a rolling window (``window.py``), ``feedback`` matches late labels to
-  served rows (``feedback.py``), ``snapshot`` computes everything at read time (``stats.py``).
+- :class:`ModelMonitor` (``monitor.py``): the batcher's ``BatchObserver``; ``observe`` queues
+  each answered batch, and every 256 rows or before any read the queue is binned into a rolling
+  window (``window.py``) in one vectorised pass; ``feedback`` matches late labels to served rows
+  (``feedback.py``), ``snapshot`` computes everything at read time (``stats.py``).
 - :func:`register_monitoring_metrics` (``prometheus.py``): gauges read from snapshots at scrape.
 - ``MonitoringExtension`` (``extension.py``, import it from there: it needs the app): one monitor
   per served version as its batch observer, the collector on the app's registry, and the routes
