@@ -567,6 +567,12 @@ def _progress(cell: Cell) -> None:
     )
 
 
+def per_cpu_second(cell: Cell) -> float:
+    """Requests per second of server CPU: on a shared machine, where the server's core is not
+    all its own, throughput per CPU it actually got compares cells run at different moments."""
+    return cell.rps / cell.server_cpu if cell.server_cpu else 0.0
+
+
 def ratios(cells: list[Cell]) -> dict[str, Any]:
     def find(kind: str, model: str, batching: bool, c: int) -> Cell | None:
         for cell in cells:
@@ -589,10 +595,18 @@ def ratios(cells: list[Cell]) -> dict[str, Any]:
                 out[f"{model} c={c}: predict/floor throughput (target >= 0.8 for xgb_small)"] = (
                     round(on.rps / floor.rps, 3)
                 )
+                if on.server_cpu and floor.server_cpu:
+                    out[f"{model} c={c}: predict/floor requests per server CPU-second"] = round(
+                        per_cpu_second(on) / per_cpu_second(floor), 3
+                    )
             if on and off and off.rps and c == 64:
                 out[f"{model} c=64: batching on/off throughput (target >= 3 for xgb_large)"] = (
                     round(on.rps / off.rps, 2)
                 )
+                if on.server_cpu and off.server_cpu:
+                    out[f"{model} c=64: batching on/off requests per server CPU-second"] = round(
+                        per_cpu_second(on) / per_cpu_second(off), 2
+                    )
                 out[f"{model} c=64: p99 on vs off ms (target: on lower)"] = (
                     round(on.p99_ms, 3),
                     round(off.p99_ms, 3),
@@ -614,7 +628,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"skipped (not in the model repository): {', '.join(report['missing_models'])}")
     header = (
         f"{'what':<8} {'model':<10} {'batching':<8} {'conc':>4} {'req/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'srv cpu':>7} {'gen cpu':>7} {'errors':>6}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'srv cpu':>7} {'req/cpu-s':>9} {'gen cpu':>7} {'errors':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -624,12 +638,16 @@ def print_report(report: dict[str, Any]) -> None:
         rate = f"{c['rps']:>9.0f}"
         batching = "-" if c["kind"] == "ort" else ("on" if c["batching"] else "off")
         gen = f"{c['loadgen_cpu']:>7.2f}" if c["kind"] != "ort" else f"{'-':>7}"
+        per_cpu = c["rps"] / c["server_cpu"] if c["server_cpu"] and c["kind"] != "ort" else 0.0
+        per_cpu_text = f"{per_cpu:>9.0f}" if per_cpu else f"{'-':>9}"
         print(
             f"{what:<8} {c['model']:<10} {batching:<8} {conc:>4} {rate} "
-            f"{c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c['server_cpu']:>7.2f} {gen} "
-            f"{c['errors']:>6}"
+            f"{c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c['server_cpu']:>7.2f} {per_cpu_text} "
+            f"{gen} {c['errors']:>6}"
         )
     print("(ort rows: rows/s of one session.run loop in-process; p50/p99 per call)")
+    print("(req/cpu-s: requests per second of server CPU; srv cpu < 1 at c=64 means the shared")
+    print(" machine gave the server less than its core, and raw req/s understates it)")
     print("\nratios:")
     for k, v in report["ratios"].items():
         print(f"  {k}: {v}")
