@@ -163,3 +163,35 @@ async def test_an_idle_model_answers_at_once_without_the_batch_task(
         assert scores.shape == (1, 2)
     assert batcher.stats.batches == 3
     await batcher.stop(timeout_s=1.0)
+
+
+class _Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.seen: list[tuple[int, list[tuple[str, int]]]] = []
+
+    def observe(self, rows: np.ndarray, scores: np.ndarray, requests: Any) -> None:
+        assert len(rows) == len(scores)
+        self.seen.append((len(rows), list(requests)))
+        if self.fail:
+            raise RuntimeError("observer broke")
+
+
+@pytest.mark.parametrize("batching", [True, False])
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_request_run_alone_is_observed_and_a_failing_observer_fails_nothing(
+    model_repo: Path, holdout: np.ndarray, batching: bool, fail: bool
+) -> None:
+    observer = _Recorder(fail=fail)
+    # never started: with batching on, only the idle fast path can answer
+    batcher = make_batcher(model_repo, batching=batching, observer=observer)
+    for i, n in enumerate((1, 3)):
+        await asyncio.sleep(0)  # a new event-loop iteration: the model is idle again
+        scores = await batcher.predict(
+            holdout[:n], deadline=time.monotonic() + 60, request_id=f"r{i}"
+        )
+        assert scores.shape == (n, 2)
+    assert observer.seen == [(1, [("r0", 1)]), (3, [("r1", 3)])]
+    assert batcher.stats.batches == 2 and batcher.stats.rows == 4
+    assert batcher.stats.hook_errors == (2 if fail else 0)
+    await batcher.stop(timeout_s=1.0)
