@@ -97,6 +97,39 @@ def _budget_section(
     return lines
 
 
+NOISY_OTHERS_PCT = 20.0
+"""Other processes' share of a pinned core above which a cell's tail latency is called noisy."""
+
+
+def _noise_warning(cells: list[dict[str, Any]]) -> list[str]:
+    """A caution when other processes took a large share of the pinned cores during cells."""
+    shares = [
+        float(v)
+        for c in cells
+        for k in ("others_server_core_pct", "others_client_core_pct")
+        if (v := (c.get("cpu") or {}).get(k)) is not None
+    ]
+    if not shares or max(shares) < NOISY_OTHERS_PCT:
+        return []
+    noisy = sum(
+        1
+        for c in cells
+        if max(
+            float((c.get("cpu") or {}).get(k) or 0.0)
+            for k in ("others_server_core_pct", "others_client_core_pct")
+        )
+        >= NOISY_OTHERS_PCT
+    )
+    return [
+        f"> **Noisy run**: in {noisy} of {len(cells)} cells other processes took "
+        f">= {NOISY_OTHERS_PCT:.0f}% of a pinned core (up to {max(shares):.0f}%; see the "
+        "'others' CPU' columns). Tail latencies (p95/p99) and the rankings built on them are "
+        "unreliable here; p50 is less affected, and the accuracy figures not at all (they depend "
+        "only on the returned scores). Re-run on a quiet machine for decisions.",
+        "",
+    ]
+
+
 def _pareto_section(cells: list[dict[str, Any]]) -> list[str]:
     fronts = pareto_models(cells)
     if not fronts:
@@ -547,6 +580,7 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
     if meta.get("note"):
         lines.append(f"- note: {meta['note']}")
     lines.append("")
+    lines += _noise_warning(cells)
     lines += _budget_section(cells, budget, models)
     lines += _cards_section(doc.get("models") or {})
     lines += _pareto_section(cells)

@@ -25,6 +25,16 @@ def test_report_renders(tmp_path: Path, results_doc: dict[str, Any]) -> None:
     assert "0.6100 / 0.6000" in text  # PR-AUC under load / offline for slow_good
     assert "FAILED: RuntimeError: boom" in text
     assert "| `slow_good` | ZipfRepeated |" in text and "80.0%" in text
+    assert "Noisy run" not in text  # the fixture's cells record no competing load
+
+
+def test_report_warns_when_other_processes_competed(
+    tmp_path: Path, results_doc: dict[str, Any]
+) -> None:
+    results_doc["cells"][0]["cpu"]["others_server_core_pct"] = 55.0
+    (tmp_path / "results.json").write_text(json.dumps(results_doc))
+    text = render(tmp_path).read_text()
+    assert "**Noisy run**: in 1 of 16 cells" in text and "up to 55%" in text
 
 
 def test_cli_report_rerenders_with_another_budget(
