@@ -9,38 +9,16 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-LOOPBACK = "127.0.0.1"
-
-
-def pin_prefix(cpus: str | None) -> list[str]:
-    """``taskset -c CPUS`` when pinning is asked for and possible, else nothing."""
-    if not cpus:
-        return []
-    taskset = shutil.which("taskset")
-    if taskset is None:
-        return []
-    return [taskset, "-c", cpus]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+from server.process import ServeProcess, http_ok
+from server.redisproc import RedisProcess, find_redis_binary
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -114,118 +92,55 @@ def _stop_popen(proc: subprocess.Popen[bytes], timeout: float, group: bool) -> N
         proc.wait(timeout=10)
 
 
-@dataclass
-class ServerProcess:
-    """``tabserve serve`` on a free loopback port, configured by ``TABSERVE_*`` variables."""
+class ServerProcess(ServeProcess):
+    """``tabserve serve`` for one sweep cell: ready, then proven by one real prediction."""
 
-    models_dir: Path
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    cpus: str | None = None
-    workers: int = 1
-    redis_url: str | None = None
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(
+        self,
+        models_dir: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cpus: str | None = None,
+        workers: int = 1,
+        redis_url: str | None = None,
+    ) -> None:
+        args = ["--workers", str(workers)]
+        if redis_url:
+            args += ["--redis-url", redis_url]
+        super().__init__(models_dir, env=env, args=args, cpus=cpus, log_path=log_path)
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return self.url
 
-    def start(self, probe_model: str, probe_body: bytes, timeout: float = 90.0) -> None:
-        cmd = [
-            *pin_prefix(self.cpus),
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-            "--models-dir",
-            str(self.models_dir),
-            "--workers",
-            str(self.workers),
-        ]
-        if self.redis_url:
-            cmd += ["--redis-url", self.redis_url]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TABSERVE_")}
-        env.update(self.env)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while not _get_ok(f"{self.base_url}/health/ready"):
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self.stop()
-                raise RuntimeError(f"server exited with {code}: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server not ready within {timeout:.0f} s: {self.log_tail()}")
-            time.sleep(0.1)
-        # Ready means loaded; one real prediction proves the model answers before load starts.
-        url = f"{self.base_url}/v1/models/{probe_model}/predict"
+    def start_and_probe(self, probe_model: str, probe_body: bytes, timeout: float = 90.0) -> None:
+        """Start, then one real prediction proves the model answers before load starts."""
+        self.start(timeout)
+        url = f"{self.url}/v1/models/{probe_model}/predict"
         for _ in range(20):
-            if _post_ok(url, probe_body):
+            if http_ok(url, probe_body, timeout=2.0):
                 return
             time.sleep(0.25)
         self.stop()
         raise RuntimeError(f"server is ready but {url} does not answer 200: {self.log_tail()}")
 
-    def log_tail(self, chars: int = 600) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
     def warm_up(self, model: str, body: bytes, requests: int = 50) -> None:
-        url = f"{self.base_url}/v1/models/{model}/predict"
+        url = f"{self.url}/v1/models/{model}/predict"
         for _ in range(requests):
-            _post_ok(url, body)
+            http_ok(url, body, timeout=2.0)
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_popen(self.proc, timeout=20.0, group=True)
-            self.proc = None
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
-            resp.read()
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _post_ok(url: str, body: bytes) -> bool:
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=2.0) as resp:
-            resp.read()
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 class RedisServer:
     """A Redis-protocol server for the cells that use the Redis tier.
 
-    Reuses the test harness's binary finder and process wrapper (``tests/support``), so the
-    sweep finds the same ``redis-server``/``valkey-server`` as the tests do.
+    The same binary finder and process wrapper as the tests and the bench
+    (``server.redisproc``): ``redis-server``/``valkey-server`` from PATH or the dev extras.
     """
 
     def __init__(self, workdir: Path, cpus: str | None = None) -> None:
-        from tests.support.redis_server import RedisProcess, find_redis_binary
-
         binary = find_redis_binary()
         if binary is None:
             raise RuntimeError("no redis-server or valkey-server found (install the dev extras)")

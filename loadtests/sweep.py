@@ -31,11 +31,11 @@ from loadtests.processes import (
     RedisServer,
     ServerProcess,
     core_busy_seconds,
-    pin_prefix,
 )
 from loadtests.promscrape import Samples, difference, scrape, server_figures
 from loadtests.report import render
 from loadtests.results import RESULTS_FILE, cell_record, read_locust_stats, write_results
+from server.process import pin_prefix
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SHAPESFILE = Path(__file__).with_name("shapes.py")
@@ -419,7 +419,7 @@ class Sweep:
             workers=opts.workers,
             redis_url=self.redis.url if self.redis is not None else None,
         )
-        self.server.start(cell.model, probe)
+        self.server.start_and_probe(cell.model, probe)
         if cell.group != "cache":  # a cache cell must start cold
             self.server.warm_up(cell.model, probe)
         return self.server
