@@ -22,14 +22,11 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -37,6 +34,7 @@ from typing import Any, cast
 import numpy as np
 
 from server.modelcard import HOLDOUT_FILE, load_card
+from server.process import ServeProcess
 
 DEFAULT_MODELS = ("xgb_small", "xgb_large")
 ROTATION = 64
@@ -82,70 +80,15 @@ def pinned(cpu: int | None) -> Any:
     return pin
 
 
-class Server:
-    """One ``tabserve serve`` process, pinned, stopped by PID."""
-
-    def __init__(
-        self, models_dir: Path, port: int, cpu: int | None, env: dict[str, str], log: Path
-    ):
-        self.models_dir, self.port, self.cpu, self.env, self.log = models_dir, port, cpu, env, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TABSERVE_")}
-        env.update(self.env)
-        cmd = [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--models-dir",
-            str(self.models_dir),
-            "--log-level",
-            "warning",
-        ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pinned(self.cpu)
-            )
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log}")
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.port}/health/ready", timeout=1
-                ) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready after {timeout}s; see {self.log}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def bench_server(models_dir: Path, cpu: int | None, env: dict[str, str], log: Path) -> ServeProcess:
+    """One ``tabserve serve`` process for the bench, pinned to ``cpu``, quiet logs."""
+    return ServeProcess(
+        models_dir,
+        env=env,
+        args=["--log-level", "warning"],
+        cpus=None if cpu is None else str(cpu),
+        log_path=log,
+    )
 
 
 # --- load generators -----------------------------------------------------------------------------
@@ -436,7 +379,7 @@ def _rows(vdir: Path, n_features: int, n: int) -> np.ndarray:
 
 
 def measure(
-    server: Server,
+    server: ServeProcess,
     gen: LoadGen,
     cell: Cell,
     path: str,
@@ -512,7 +455,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "TABSERVE_BATCHING": str(batching).lower(),
                 "TABSERVE_BENCH_FLOOR_ROUTE": "true",
             }
-            server = Server(models_dir, free_port(), server_cpu, env, workdir / "server.log")
+            server = bench_server(models_dir, server_cpu, env, workdir / "server.log")
             try:
                 server.start()
                 for m in models:

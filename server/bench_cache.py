@@ -38,12 +38,12 @@ import numpy as np
 from server.bench import (
     Cell,
     LoadGen,
-    Server,
     _latest_dir,
-    free_port,
+    bench_server,
     measure,
 )
 from server.modelcard import HOLDOUT_FILE, load_card
+from server.process import ServeProcess, free_port
 from server.redisproc import RedisProcess, find_redis_binary
 
 DISTINCT = 10_000
@@ -152,7 +152,7 @@ def run_cache(
         workdir = Path(tmp)
         gen = LoadGen(kind, client_cpu, workdir)
         redis: RedisProcess | None = None
-        servers: dict[str, Server] = {}
+        servers: dict[str, ServeProcess] = {}
         try:
             # All three servers run at once (idle ones cost nothing) and each cell measures the
             # three configurations back to back: on a shared machine, drift in background load
@@ -172,7 +172,7 @@ def run_cache(
                         os.sched_setaffinity(redis.proc.pid, {client_cpu})
                     env["TABSERVE_REDIS_URL"] = redis.url
                 log = workdir / f"server-{config.replace('+', '-')}.log"
-                servers[config] = Server(models_dir, free_port(), server_cpu, env, log)
+                servers[config] = bench_server(models_dir, server_cpu, env, log)
                 servers[config].start()
             for (m, workload, c), (bodies, warm) in workloads.items():
                 for config, server in servers.items():
@@ -181,7 +181,7 @@ def run_cache(
                     _progress(cell)
         except Exception:
             for server in servers.values():
-                print(server.log.read_text()[-2000:], file=sys.stderr)
+                print(server.log_tail(), file=sys.stderr)
             raise
         finally:
             for server in servers.values():
@@ -201,7 +201,7 @@ def run_cache(
 
 
 def _cell(
-    server: Server,
+    server: ServeProcess,
     gen: LoadGen,
     model: str,
     workload: str,

@@ -23,7 +23,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from server.bench import ROTATION, Cell, LoadGen, Server, _latest_dir, _rows, free_port, measure
+from server.bench import ROTATION, Cell, LoadGen, _latest_dir, _rows, bench_server, measure
 from server.modelcard import load_card
 
 
@@ -53,9 +53,8 @@ def main() -> None:
         workdir = Path(tmp)
         gen = LoadGen(kind, client_cpu, workdir)
         servers = {
-            monitoring: Server(
+            monitoring: bench_server(
                 models_dir,
-                free_port(),
                 server_cpu,
                 {
                     "TABSERVE_CACHE": "false",
