@@ -9,7 +9,8 @@ Litestar itself (no such route, wrong method, body over the size limit), is
 
 Open Inference Protocol (``/v2/...``) responses also carry ``"error": detail``, the member V2
 clients read. Unexpected exceptions are logged with the request id and answered 500 without
-internals.
+internals; answers expected under overload or a Redis outage (503 overloaded, 504 deadline
+exceeded, 503 cache unavailable) are counted in the metrics, not logged.
 
 Disabled admin endpoints (no admin token configured) answer 404, so the admin surface is
 invisible unless it is turned on; a wrong or missing token answers 401.
@@ -50,6 +51,16 @@ _DOMAIN: dict[type[errors.TabserveError], tuple[int, str, str]] = {
     errors.InvalidModelCard: (500, "invalid-model", "Invalid model"),
     errors.ExportError: (500, "export-error", "Export error"),
 }
+
+# 5xx answers that are expected under overload or a Redis outage and counted in the metrics: no
+# ERROR log line per request (that would flood the log, on the event loop, exactly when loaded).
+_EXPECTED_UNDER_LOAD = (
+    errors.Overloaded,
+    errors.DeadlineExceeded,
+    errors.ShuttingDown,
+    errors.ModelNotReady,
+    errors.CacheUnavailable,
+)
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
@@ -137,9 +148,7 @@ def handle_domain(request: Request[Any, Any, Any], exc: Exception) -> Response[b
         headers["retry-after"] = "1"
     elif isinstance(exc, errors.Unauthorized):
         headers["www-authenticate"] = 'Bearer realm="tabserve-admin"'
-    if status >= 500 and not isinstance(
-        exc, errors.Overloaded | errors.ShuttingDown | errors.ModelNotReady
-    ):
+    if status >= 500 and not isinstance(exc, _EXPECTED_UNDER_LOAD):
         log.error(
             "event=error request_id=%s status=%d detail=%r",
             request_id_of(request),
