@@ -27,7 +27,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from server import errors
-from server.payload import new_request_id
+from server.payload import new_request_id, valid_request_id
 
 log = logging.getLogger("tabserve.http")
 
@@ -107,8 +107,10 @@ def request_id_of(request: Request[Any, Any, Any]) -> str:
     if isinstance(state, dict) and isinstance(state.get("request_id"), str):
         return str(state["request_id"])
     for key, value in request.scope.get("headers", ()):
-        if key == b"x-request-id" and 0 < len(value) <= 128 and value.isascii():
-            return value.decode("ascii")
+        if key == b"x-request-id":
+            request_id = valid_request_id(value)
+            if request_id is not None:
+                return request_id
     return new_request_id()
 
 

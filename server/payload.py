@@ -334,6 +334,16 @@ def new_request_id() -> str:
     return f"{_id_prefix}-{next(_ids)}"
 
 
+def valid_request_id(value: bytes) -> str | None:
+    """An X-Request-ID header value as text when it is 1-128 visible ASCII characters (no space,
+    no control character), else None: the one rule for echoing a client's id."""
+    if 0 < len(value) <= 128 and value.isascii() and b" " not in value:
+        text = value.decode("ascii")
+        if text.isprintable():
+            return text
+    return None
+
+
 class RequestMeta(msgspec.Struct):
     request_id: str
     deadline_ms: float | None
@@ -347,10 +357,7 @@ def request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
     cache_mode: Literal["default", "no-cache", "no-store"] = "default"
     for key, value in headers:
         if key == b"x-request-id":
-            if 0 < len(value) <= 128 and value.isascii() and b" " not in value:
-                text = value.decode("ascii")
-                if text.isprintable():
-                    request_id = text
+            request_id = valid_request_id(value) or request_id
         elif key == b"x-deadline-ms":
             try:
                 deadline_ms = float(value)

@@ -73,6 +73,23 @@ async def test_request_id_is_echoed_or_generated(
     assert failed.headers["x-request-id"] == failed.json()["request_id"] == "e-1"
 
 
+@pytest.mark.parametrize("bad_id", ["a b", "x" * 129])
+async def test_request_id_rule_is_the_same_for_answers_and_framework_errors(
+    make_client: MakeClient, holdout: np.ndarray, bad_id: str
+) -> None:
+    body = {"instances": holdout[:1].tolist()}
+    async with make_client() as client:
+        answered = await client.post(
+            "/v1/models/logreg/predict", json=body, headers={"X-Request-ID": bad_id}
+        )
+        no_route = await client.get("/no/such/route", headers={"X-Request-ID": bad_id})
+        echoed = await client.get("/no/such/route", headers={"X-Request-ID": "ok-1"})
+    assert answered.status_code == 200 and no_route.status_code == 404
+    for r in (answered, no_route):
+        assert r.headers["x-request-id"] == r.json()["request_id"] != bad_id
+    assert echoed.headers["x-request-id"] == echoed.json()["request_id"] == "ok-1"
+
+
 async def test_list_and_describe_models(make_client: MakeClient) -> None:
     async with make_client() as client:
         listed = (await client.get("/v1/models")).json()
