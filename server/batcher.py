@@ -297,6 +297,10 @@ class Batcher:
                 item.taken = item.n
                 return await self._process_one(item)
             for start in range(0, item.n, self.max_batch_rows):
+                if start:
+                    await asyncio.sleep(0)  # an inline run: let other requests have a turn
+                if item.future.done():  # a part failed: the rest would only fail again
+                    break
                 k = min(self.max_batch_rows, item.n - start)
                 item.taken = start + k
                 await self._process([(item, start, k)])

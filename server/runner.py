@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from server.errors import InvalidModelCard
+from server.errors import InvalidModelCard, ShuttingDown
 from server.modelcard import HOLDOUT_FILE, ModelCard
 
 WARMUP_CALLS = 200
@@ -81,6 +81,7 @@ class Runner:
         self.inline = True
         """Run on the event loop (True) or in this runner's own thread (False)."""
         self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def run(self, rows: np.ndarray) -> np.ndarray:
         """Blocking inference on float32 rows; the caller picks the thread."""
@@ -142,11 +143,15 @@ class Runner:
     async def infer(self, rows: np.ndarray) -> np.ndarray:
         """Inference from the event loop: inline for cheap models, else in the runner's thread."""
         if self._executor is None:
+            if self._closed:
+                raise ShuttingDown(f"{self.label} is closed")
             return self.run(rows)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, rows)
 
     def close(self) -> None:
-        """Stop the worker thread (after any run in progress)."""
+        """Stop the worker thread (after any run in progress); later calls to :meth:`infer` raise
+        :class:`ShuttingDown`."""
+        self._closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

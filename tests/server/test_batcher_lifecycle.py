@@ -1,0 +1,52 @@
+"""Batcher and runner edge cases: large requests run alone, a closed runner, the batch task's
+supervisor, a batch that fills before ``max_delay_ms``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.errors import ShuttingDown
+from tests.server.test_backpressure import make_batcher
+
+
+async def test_a_closed_runner_refuses_inference(model_repo: Path, holdout: np.ndarray) -> None:
+    batcher = make_batcher(model_repo, max_batch_rows=8, inline_max_cost_us=0.0)
+    batcher.runner.close()
+    with pytest.raises(ShuttingDown):
+        await batcher.runner.infer(holdout[:1])
+
+
+async def test_a_large_request_stops_at_its_first_failed_part(
+    model_repo: Path, holdout: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    batcher = make_batcher(model_repo, max_batch_rows=4, batching=False)
+    wrong_width = np.ascontiguousarray(holdout[:40, :-1])  # ONNX Runtime rejects every part
+    with caplog.at_level(logging.ERROR, logger="tabserve.batcher"):
+        with pytest.raises(Exception, match=r"(?i)dimension|shape|invalid"):
+            await batcher.predict(wrong_width, deadline=time.monotonic() + 60, request_id="big")
+    failed = [r for r in caplog.records if "event=inference_failed" in r.getMessage()]
+    assert len(failed) == 1
+    await batcher.stop(timeout_s=1.0)
+
+
+async def test_a_large_inline_request_lets_others_run_between_its_parts(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    batcher = make_batcher(model_repo, max_batch_rows=4, batching=False, max_queue_rows=100_000)
+    assert batcher.runner.inline
+    deadline = time.monotonic() + 60
+    big_rows = np.ascontiguousarray(np.resize(holdout, (400, holdout.shape[1])))
+    big = asyncio.ensure_future(batcher.predict(big_rows, deadline=deadline, request_id="big"))
+    small = asyncio.ensure_future(
+        batcher.predict(holdout[:1], deadline=deadline, request_id="small")
+    )
+    done, _ = await asyncio.wait({big, small}, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {small}
+    assert (await big).shape == (400, 2)
+    await batcher.stop(timeout_s=1.0)
