@@ -265,7 +265,13 @@ class Batcher:
         self._queue.append(item)
         self._queued_rows += n
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        # Wake the batch task when it idles (the queue was empty) or waits for a fuller batch
+        # (``max_delay_ms``) that is now full.
+        if (
+            waiter is not None
+            and not waiter.done()
+            and (len(self._queue) == 1 or self._queued_rows >= self.max_batch_rows)
+        ):
             waiter.set_result(None)
         return await future
 
@@ -322,7 +328,10 @@ class Batcher:
             if self.max_delay_s > 0 and self._queued_rows < self.max_batch_rows:
                 wait = min(self.max_delay_s, self._queue[0].deadline - time.monotonic())
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    self._waiter = loop.create_future()  # set early once the batch is full
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._waiter, wait)
+                    self._waiter = None
             batch = self._take()
             if batch:
                 self._current = batch

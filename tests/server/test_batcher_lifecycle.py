@@ -50,3 +50,25 @@ async def test_a_large_inline_request_lets_others_run_between_its_parts(
     assert done == {small}
     assert (await big).shape == (400, 2)
     await batcher.stop(timeout_s=1.0)
+
+
+async def test_a_full_batch_does_not_wait_for_max_delay(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    batcher = make_batcher(model_repo, max_batch_rows=8, max_delay_ms=600_000.0)
+    batcher.start()
+    deadline = time.monotonic() + 3600
+    first = asyncio.ensure_future(batcher.predict(holdout[:2], deadline=deadline, request_id="0"))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the batch task takes up the first request and waits for more
+    parts = [first] + [
+        asyncio.ensure_future(
+            batcher.predict(holdout[i : i + 2], deadline=deadline, request_id=str(i))
+        )
+        for i in range(2, 8, 2)
+    ]
+    # The guard only turns a hang (the 10-minute delay) into a failure.
+    scores = await asyncio.wait_for(asyncio.gather(*parts), timeout=60)
+    assert [s.shape for s in scores] == [(2, 2)] * 4
+    assert batcher.stats.batches == 1
+    await batcher.stop(timeout_s=1.0)
