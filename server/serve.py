@@ -2,8 +2,9 @@
 
 Flags override ``TABSERVE_*`` environment variables. The flags are written back into the
 environment so that every worker process (``--workers N``) builds the same settings through the
-factory ``server.app:create_app_from_env``. The admin token is taken from ``--admin-token`` or
-``TABSERVE_ADMIN_TOKEN`` and never printed.
+factory ``server.app:create_app_from_env``. The admin token is read from ``--admin-token-file
+PATH`` (surrounding whitespace stripped) or taken from ``TABSERVE_ADMIN_TOKEN``, and never
+printed; there is no flag taking the token itself, which would show it in ``/proc/*/cmdline``.
 
 Why uvicorn: the issue's prototype measured uvicorn + uvloop + httptools at 23k req/s for an empty
 Litestar handler against granian's 21k; on this app (pinned core, wrk c=64, two alternating runs on
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -29,20 +31,37 @@ FLAGS = {
     "models_dir": "models_dir",
     "redis_url": "redis_url",
     "log_level": "log_level",
-    "admin_token": "admin_token",
 }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tabserve serve", description=__doc__.splitlines()[0])
+    # No abbreviations: "--admin-token SECRET" must not be taken for --admin-token-file.
+    p = argparse.ArgumentParser(
+        prog="tabserve serve", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     p.add_argument("--host", help="address to listen on (TABSERVE_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (TABSERVE_PORT, default 8000)")
     p.add_argument("--workers", type=int, help="server processes (TABSERVE_WORKERS, default 1)")
     p.add_argument("--models-dir", help="model repository (TABSERVE_MODELS_DIR, default models)")
     p.add_argument("--redis-url", help="shared cache, redis://... (TABSERVE_REDIS_URL)")
     p.add_argument("--log-level", help="debug, info, warning, error (TABSERVE_LOG_LEVEL)")
-    p.add_argument("--admin-token", help="bearer token enabling /admin (TABSERVE_ADMIN_TOKEN)")
+    p.add_argument(
+        "--admin-token-file",
+        metavar="PATH",
+        help="file holding the bearer token enabling /admin (or TABSERVE_ADMIN_TOKEN)",
+    )
     return p.parse_args(argv)
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` without surrounding whitespace; ValueError if unreadable or empty."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read admin token file {path}: {exc}") from None
+    if not token:
+        raise ValueError(f"admin token file {path} is empty")
+    return token
 
 
 def main(argv: list[str]) -> int:
@@ -51,6 +70,12 @@ def main(argv: list[str]) -> int:
         value = getattr(args, flag)
         if value is not None:
             os.environ[f"TABSERVE_{field.upper()}"] = str(value)
+    if args.admin_token_file is not None:
+        try:
+            os.environ["TABSERVE_ADMIN_TOKEN"] = read_token_file(args.admin_token_file)
+        except ValueError as exc:
+            print(f"tabserve serve: {exc}", file=sys.stderr)
+            return 2
     try:
         settings = Settings()
     except ValidationError as exc:

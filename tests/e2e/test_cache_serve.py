@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "cache-e2e"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_ENV = {"TABSERVE_ADMIN_TOKEN": TOKEN}
 # The test models are cheaper than a cache miss, so the server would not cache them by itself;
 # a TTL set per model overrides that rule.
 CACHED = {"TABSERVE_CACHE_MODEL_TTL_S": '{"xgb_small": 300, "logreg": 300}'}
@@ -70,7 +71,7 @@ def scores(response: httpx.Response) -> list[list[float]]:
 @pytest.fixture
 def memory_server(model_repo: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     with ServerProcess(
-        model_repo, args=["--admin-token", TOKEN], env=CACHED, log_path=tmp_path / "serve.log"
+        model_repo, env={**CACHED, **ADMIN_ENV}, log_path=tmp_path / "serve.log"
     ) as server:
         yield server
 
@@ -130,9 +131,7 @@ def test_a_new_version_is_not_answered_from_the_old_ones_entries(
     shutil.copytree(model_repo, repo)
     rows = holdout(model_repo, 10)
     with (
-        ServerProcess(
-            repo, args=["--admin-token", TOKEN], env=CACHED, log_path=tmp_path / "s.log"
-        ) as server,
+        ServerProcess(repo, env={**CACHED, **ADMIN_ENV}, log_path=tmp_path / "s.log") as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
         v1 = predict(client, "xgb_small", rows)
@@ -163,8 +162,9 @@ def redis_server_process(
 ) -> ServerProcess:
     return ServerProcess(
         model_repo,
-        args=["--redis-url", redis.url, "--admin-token", TOKEN, *extra],
+        args=["--redis-url", redis.url, *extra],
         env={
+            **ADMIN_ENV,
             "TABSERVE_CACHE_REDIS_AUTO_SKIP": "false",  # the test models are cheaper than a trip
             "TABSERVE_REDIS_TIMEOUT_MS": "20",
             "TABSERVE_REDIS_BREAKER_BACKOFF_S": "0.5",

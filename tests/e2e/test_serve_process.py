@@ -19,8 +19,10 @@ async def test_real_server_serves_v1_v2_metrics_admin_and_stops(
 ) -> None:
     with np.load(model_repo / "xgb_small" / "1" / "holdout.npz") as data:
         rows = data["X"][:20].astype(np.float32)
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("e2e-token\n")  # the flag strips the newline
     server = ServerProcess(
-        model_repo, args=["--admin-token", "e2e-token"], log_path=tmp_path / "serve.log"
+        model_repo, args=["--admin-token-file", str(token_file)], log_path=tmp_path / "serve.log"
     )
     server.start()
     try:
@@ -69,4 +71,5 @@ async def test_real_server_serves_v1_v2_metrics_admin_and_stops(
     log = (tmp_path / "serve.log").read_text()
     assert "event=ready" in log
     assert "e2e-token" not in log  # the admin token is never logged
+    assert "e2e-token" not in " ".join(server.command())  # nor on the command line (ps)
     assert "Application shutdown complete" in log
