@@ -15,7 +15,7 @@ Modules, one concern each:
 """
 
 from server.cache.base import CacheBackend, Outcome
-from server.cache.batch import CacheMode, ModelScoreCache, reads_cache, writes_cache
+from server.cache.batch import ModelScoreCache
 from server.cache.factory import build_cache, build_model_cache, model_ttl_s
 from server.cache.generations import FlushFailed
 from server.cache.memory import MemoryCache
@@ -24,7 +24,6 @@ from server.cache.tiered import TieredCache
 
 __all__ = [
     "CacheBackend",
-    "CacheMode",
     "FlushFailed",
     "MemoryCache",
     "ModelScoreCache",
@@ -34,6 +33,4 @@ __all__ = [
     "build_cache",
     "build_model_cache",
     "model_ttl_s",
-    "reads_cache",
-    "writes_cache",
 ]

@@ -14,7 +14,8 @@ hits, and schedules one pipelined Redis write that never delays the response; th
 those tasks (bounded by ``max_pending_writes``; beyond it writes are dropped and counted) and
 ``close()`` waits for them briefly, then cancels what is left.
 
-Cache-Control, per request (``CacheMode``): the batcher filters rows, the cache needs no flag.
+Cache-Control, per request (``server.batcher.CacheMode``): the batcher filters rows, the cache
+needs no flag.
 
 * ``default``: the request's rows go to ``lookup`` and its computed rows to ``store``.
 * ``no-cache``: its rows skip ``lookup`` (always computed) but go to ``store``: the entry is
@@ -23,7 +24,7 @@ Cache-Control, per request (``CacheMode``): the batcher filters rows, the cache 
 
 So the batcher calls ``lookup(rows[reads])`` with ``reads`` = rows of ``default`` requests, and
 ``store(rows[computed & writes], scores[...])`` with ``writes`` = rows of requests not
-``no-store``. :func:`reads_cache` and :func:`writes_cache` spell the rule.
+``no-store``.
 
 Per model, Redis can be skipped when it cannot pay (``auto_skip_remote``, from the setting
 ``cache_redis_auto_skip``): a batch asks Redis only if computing its memory misses would cost more
@@ -41,7 +42,7 @@ import asyncio
 import logging
 import math
 import sys
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,16 +53,6 @@ from server.cache.tiered import TieredCache
 from server.modelcard import ModelCard
 
 log = logging.getLogger(__name__)
-
-CacheMode = Literal["default", "no-cache", "no-store"]
-
-
-def reads_cache(mode: CacheMode) -> bool:
-    return mode == "default"
-
-
-def writes_cache(mode: CacheMode) -> bool:
-    return mode != "no-store"
 
 
 class ModelScoreCache:

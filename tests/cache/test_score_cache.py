@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.cache.batch import ModelScoreCache, reads_cache, redis_min_rows, writes_cache
+from server.cache.batch import ModelScoreCache, redis_min_rows
 from server.cache.generations import FlushFailed
 from server.cache.keys import namespace
 from server.cache.memory import MemoryCache
@@ -172,12 +172,6 @@ async def test_scores_of_the_wrong_shape_are_refused(local: ModelScoreCache) -> 
     rows, _ = rows_and_scores(2)
     with pytest.raises(ValueError, match="shape"):
         local.store(rows, np.zeros((2, 3), dtype=np.float32))
-
-
-def test_cache_control_modes() -> None:
-    assert (reads_cache("default"), writes_cache("default")) == (True, True)
-    assert (reads_cache("no-cache"), writes_cache("no-cache")) == (False, True)
-    assert (reads_cache("no-store"), writes_cache("no-store")) == (False, False)
 
 
 # --- with a real Redis -------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.batcher import Batcher
-from server.cache.batch import CacheMode, ModelScoreCache
+from server.batcher import Batcher, CacheMode
+from server.cache.batch import ModelScoreCache
 from server.cache.memory import MemoryCache
 from server.cache.metrics import CacheMetrics
 from server.cache.redis import RedisCache
