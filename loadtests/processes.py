@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from server.process import ServeProcess, http_ok
+from server.process import ServeProcess, http_ok, stop_process
 from server.redisproc import RedisProcess, find_redis_binary
 
 
@@ -67,29 +66,6 @@ def children_cpu_seconds() -> float:
     """CPU seconds of this process's terminated, waited-for children (a finished Locust run)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _stop_popen(proc: subprocess.Popen[bytes], timeout: float, group: bool) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``; with ``group``, the whole session we started
-    (a server's worker processes too, even when the leader already exited)."""
-
-    def signal_all(sig: signal.Signals) -> None:
-        try:
-            if group:
-                os.killpg(proc.pid, sig)
-            elif proc.poll() is None:
-                proc.send_signal(sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    if proc.poll() is not None and not group:
-        return
-    signal_all(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        signal_all(signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 class ServerProcess(ServeProcess):
@@ -184,8 +160,8 @@ class LocustRun:
             try:
                 code = proc.wait(timeout=self.timeout_s)
             except subprocess.TimeoutExpired:
-                _stop_popen(proc, timeout=10.0, group=False)
+                stop_process(proc, timeout=10.0, group=False)
                 code = -9
             finally:
-                _stop_popen(proc, timeout=10.0, group=False)
+                stop_process(proc, timeout=10.0, group=False)
         return code, time.monotonic() - started, children_cpu_seconds() - cpu_before

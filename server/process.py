@@ -61,6 +61,36 @@ def http_ok(url: str, body: bytes | None = None, timeout: float = 1.0) -> bool:
         return False
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float, *, group: bool) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``; the exit code.
+
+    With ``group``, ``proc`` must lead a session of its own (``start_new_session=True``): the
+    whole session is signalled, and once the leader is gone its remaining processes get SIGKILL
+    (workers outliving a leader that exited on its own). Without, only ``proc``, if still running.
+    """
+
+    def send(sig: signal.Signals) -> None:
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            elif proc.poll() is None:
+                proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    if not group and proc.poll() is not None:
+        return proc.returncode
+    send(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait(timeout=10)
+    if group:
+        send(signal.SIGKILL)
+    return proc.returncode
+
+
 class ServeProcess:
     """One ``tabserve serve`` process (and its workers)."""
 
@@ -149,22 +179,8 @@ class ServeProcess:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-
-        def signal_session(sig: signal.Signals) -> None:
-            try:
-                os.killpg(proc.pid, sig)  # the session we started: the server and its workers
-            except (ProcessLookupError, PermissionError):
-                pass
-
-        signal_session(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            signal_session(signal.SIGKILL)
-            proc.wait(timeout=10)
-        # Workers outliving a leader that exited on its own still get the signal.
-        signal_session(signal.SIGKILL)
-        return proc.returncode
+        # the session we started: the server and its workers
+        return stop_process(proc, timeout, group=True)
 
     def __enter__(self) -> ServeProcess:
         self.start()
