@@ -38,7 +38,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from server.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from server.errors import DeadlineExceeded, ModelNotReady, Overloaded, ShuttingDown
 from server.metrics import ServerMetrics
 from server.runner import Runner
 
@@ -162,6 +162,7 @@ class Batcher:
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._failed = False  # the batch task died of an error (see _on_task_done)
         self._ran_this_tick = False
         self._drained: asyncio.Event | None = None  # set by the last batch once stop() waits
         labels = (self.model, str(self.version))
@@ -181,6 +182,34 @@ class Batcher:
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(), name=f"batcher-{self.model}/{self.version}"
             )
+            self._task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """The batch task's supervisor: it ends only when :meth:`stop` cancels it. If it died of
+        an error instead, refuse new work and fail the waiting requests (a 503, not a hang)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error(
+            "event=batcher_failed model=%s version=%d",
+            self.model,
+            self.version,
+            exc_info=task.exception(),
+        )
+        self._closing = True
+        self._failed = True
+        self._task = None
+        left = [seg[0] for seg in self._current] + list(self._queue)
+        self._current = []
+        self._queue.clear()
+        self._queued_rows = 0
+        self._m_queue_depth.set(0)
+        for item in left:
+            if not item.future.done():
+                item.future.set_exception(self._not_ready())
+        self._check_drained()
+
+    def _not_ready(self) -> ModelNotReady:
+        return ModelNotReady(f"{self.model}/{self.version} stopped serving after an internal error")
 
     @property
     def accepting(self) -> bool:
@@ -242,6 +271,8 @@ class Batcher:
     ) -> np.ndarray:
         """Scores float32 [n, n_classes] for ``rows`` float32 [n, n_features], in row order."""
         if self._closing:
+            if self._failed:
+                raise self._not_ready()
             raise ShuttingDown(f"{self.model}/{self.version} is shutting down")
         if deadline <= time.monotonic():
             self.stats.expired += 1
@@ -335,10 +366,8 @@ class Batcher:
             batch = self._take()
             if batch:
                 self._current = batch
-                try:
-                    await self._process(batch)
-                finally:
-                    self._current = []
+                await self._process(batch)
+                self._current = []  # (kept when this raises: stop() or the supervisor fails it)
             self._check_drained()
             if self._queue:
                 await asyncio.sleep(0)  # let new requests and finished responses have a turn

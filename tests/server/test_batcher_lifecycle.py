@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.errors import ShuttingDown
+from server.errors import ModelNotReady, ShuttingDown
 from tests.server.test_backpressure import make_batcher
 
 
@@ -71,4 +71,29 @@ async def test_a_full_batch_does_not_wait_for_max_delay(
     scores = await asyncio.wait_for(asyncio.gather(*parts), timeout=60)
     assert [s.shape for s in scores] == [(2, 2)] * 4
     assert batcher.stats.batches == 1
+    await batcher.stop(timeout_s=1.0)
+
+
+async def test_a_failed_batch_task_fails_waiting_and_later_requests(
+    model_repo: Path, holdout: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two requests of different widths in one batch: joining their rows fails in the batch
+    # task itself, outside the inference error handling.
+    batcher = make_batcher(model_repo, max_batch_rows=8, max_delay_ms=1.0)
+    batcher.start()
+    deadline = time.monotonic() + 60
+    waiting = [
+        asyncio.ensure_future(batcher.predict(rows, deadline=deadline, request_id=str(i)))
+        for i, rows in enumerate([holdout[:2], np.ascontiguousarray(holdout[:2, :-1])])
+    ]
+    with caplog.at_level(logging.ERROR, logger="tabserve.batcher"):
+        # The guard only turns a hang into a failure.
+        done, _ = await asyncio.wait(waiting, timeout=60)
+    assert done == set(waiting)
+    for task in waiting:
+        with pytest.raises(ModelNotReady):
+            task.result()
+    assert any("event=batcher_failed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ModelNotReady):
+        await batcher.predict(holdout[:1], deadline=deadline, request_id="after")
     await batcher.stop(timeout_s=1.0)
