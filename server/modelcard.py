@@ -25,6 +25,8 @@ CARD_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 HOLDOUT_FILE = "holdout.npz"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+VERSION_PATTERN = re.compile(r"[1-9][0-9]*")
+"""A version folder's name: a positive integer in ASCII digits without leading zeros."""
 
 
 class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -275,8 +277,8 @@ def load_card(version_dir: Path, *, verify_sha256: bool = True) -> ModelCard:
 def version_dirs(models_dir: Path) -> list[Path]:
     """All ``<name>/<version>`` folders under the repository, sorted by name then version.
 
-    Folders whose names are not a model name and a positive integer (a temporary folder of an
-    interrupted write, say) are skipped.
+    Folders whose names are not a model name and a positive integer written without leading
+    zeros (a temporary folder of an interrupted write, "0", "007" beside "7", "²") are skipped.
     """
     found: list[Path] = []
     if not models_dir.is_dir():
@@ -284,6 +286,8 @@ def version_dirs(models_dir: Path) -> list[Path]:
     for model_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()):
         if not NAME_PATTERN.match(model_dir.name):
             continue
-        versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        versions = [
+            p for p in model_dir.iterdir() if p.is_dir() and VERSION_PATTERN.fullmatch(p.name)
+        ]
         found.extend(sorted(versions, key=lambda p: int(p.name)))
     return found

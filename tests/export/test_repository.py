@@ -52,6 +52,15 @@ def test_test_repo_is_complete(model_repo: Path) -> None:
         assert card.fingerprint and card.onnx.opset >= 13
 
 
+def test_only_positive_integer_folders_without_leading_zeros_are_versions(
+    repo_copy: Path,
+) -> None:
+    for name in ("0", "007", "²", "٣", "-1", "2.0"):  # "٣": an Arabic-Indic three
+        (repo_copy / "logreg" / name).mkdir()
+    assert [d.name for d in version_dirs(repo_copy) if d.parent.name == "logreg"] == ["1"]
+    assert model_versions(repo_copy, "logreg") == [1]
+
+
 def test_versions_increase(repo_copy: Path) -> None:
     card, onnx_bytes, holdout = _source(repo_copy)
     second = publish(repo_copy, "logreg", _card_for(card), onnx_bytes, holdout)
