@@ -106,17 +106,14 @@ class _Pending:
         "written",
     )
 
+    future: asyncio.Future[np.ndarray]
+    """Set when the request is queued or split (a request run at once in one part has none)."""
+
     def __init__(
-        self,
-        rows: np.ndarray,
-        future: asyncio.Future[np.ndarray],
-        deadline: float,
-        request_id: str,
-        cache_mode: CacheMode,
+        self, rows: np.ndarray, deadline: float, request_id: str, cache_mode: CacheMode
     ) -> None:
         self.rows = rows
         self.n = len(rows)
-        self.future = future
         self.deadline = deadline
         self.request_id = request_id
         self.cache_mode = cache_mode
@@ -289,10 +286,11 @@ class Batcher:
                 retry_after=1.0,
             )
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[np.ndarray] = loop.create_future()
-        item = _Pending(rows, future, deadline, request_id, cache_mode)
+        item = _Pending(rows, deadline, request_id, cache_mode)
         if not self.batching or (n <= self.max_batch_rows and self._may_run_now(loop)):
             return await self._run_alone(item)
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        item.future = future
         self._queue.append(item)
         self._queued_rows += n
         waiter = self._waiter
@@ -333,6 +331,7 @@ class Batcher:
             if item.n <= self.max_batch_rows:
                 item.taken = item.n
                 return await self._process_one(item)
+            item.future = asyncio.get_running_loop().create_future()
             for start in range(0, item.n, self.max_batch_rows):
                 if start:
                     await asyncio.sleep(0)  # an inline run: let other requests have a turn
