@@ -66,10 +66,11 @@ class BatchObserver(Protocol):
     """Sees every answered batch of one model version (implemented in ``server/monitoring/``)."""
 
     def observe(
-        self, rows: np.ndarray, scores: np.ndarray, requests: Sequence[tuple[str, int]]
+        self, rows: np.ndarray, scores: np.ndarray, requests: Sequence[tuple[str, int, int]]
     ) -> None:
-        """After a batch is answered: all its rows, their scores, and (request_id, row_count) per
-        request in row order."""
+        """After a batch is answered: all its rows, their scores, and (request_id, start_row,
+        row_count) per request part in row order; ``start_row`` is the part's first row within
+        its request (a large request is split across batches, not always consecutive ones)."""
         ...
 
 
@@ -417,7 +418,7 @@ class Batcher:
             raise
         self._count_batch(item.n, 1)
         if self.observer is not None:
-            self._observe(rows, scores, [(item.request_id, item.n)])
+            self._observe(rows, scores, [(item.request_id, 0, item.n)])
         return scores
 
     def _count_batch(self, n: int, requests: int) -> None:
@@ -431,7 +432,7 @@ class Batcher:
         self._m_batch_rows.observe(n)
 
     def _observe(
-        self, rows: np.ndarray, scores: np.ndarray, requests: list[tuple[str, int]]
+        self, rows: np.ndarray, scores: np.ndarray, requests: list[tuple[str, int, int]]
     ) -> None:
         assert self.observer is not None
         try:
@@ -479,7 +480,7 @@ class Batcher:
                     item.future.set_result(item.out)
             offset += k
         if self.observer is not None:
-            self._observe(rows, scores, [(item.request_id, k) for item, _, k in batch])
+            self._observe(rows, scores, [(item.request_id, s, k) for item, s, k in batch])
 
     async def _scores(self, rows: np.ndarray, batch: list[_Segment]) -> np.ndarray:
         cache = self.cache

@@ -4,10 +4,12 @@
 and its positive-class score, under a global sequence number (ring slot = seq % capacity). Two
 keys find a row again:
 
-- ``(request_id, row)``: an ordered map request_id → (first seq, row count), filled per request
-  in :meth:`ServedRows.record` (one dict insert per request) and pruned from the front as rows
-  fall out of the ring. A request that the batcher split across consecutive batches arrives as
-  several (request_id, count) parts whose rows follow each other; they are joined into one.
+- ``(request_id, row)``: an ordered map request_id → its parts, each (first row within the
+  request, first seq, row count), filled in :meth:`ServedRows.record` (one dict insert per
+  request) and pruned from the front as rows fall out of the ring. A request that the batcher
+  split arrives as several (request_id, start_row, row_count) parts, in any order and with other
+  requests' rows between them; a part that overlaps the rows already known for its id starts a
+  new request (a reused id: newest wins).
 - ``row_hash``: the hex of the cache's row digest (``server.cache.keys.row_digests``): blake2b,
   16-byte digest, of the row's canonical little-endian float32 bytes (-0.0 as 0.0, every NaN as
   one quiet NaN), see :func:`row_hash`; one definition of "this row" across the server.
@@ -55,7 +57,8 @@ class ServedRows:
         self._scores = np.zeros(capacity, dtype=np.float32)
         self._label_ref = np.full(capacity, -1, dtype=np.int64)
         self._next_seq = 0
-        self._by_request: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # request_id -> parts (first row in the request, first seq, row count), newest last
+        self._by_request: OrderedDict[str, tuple[tuple[int, int, int], ...]] = OrderedDict()
         self._by_hash: OrderedDict[str, int] = OrderedDict()
         self._hashed_upto = 0
 
@@ -71,9 +74,10 @@ class ServedRows:
         self,
         rows: NDArray[np.float32],
         scores: NDArray[np.float32],
-        requests: Sequence[tuple[str, int]],
+        requests: Sequence[tuple[str, int, int]],
     ) -> None:
-        """Remember a batch: rows, positive scores, and (request_id, row_count) in row order."""
+        """Remember a batch: rows, positive scores, and (request_id, start_row, row_count) per
+        request part in row order (``start_row``: the part's first row within its request)."""
         n = rows.shape[0]
         start = self._next_seq
         keep = min(n, self.capacity)
@@ -91,31 +95,29 @@ class ServedRows:
         self._next_seq = start + n
         seq = start
         index = self._by_request
-        for request_id, count in requests:
-            previous = index.pop(request_id, None)
-            if previous is not None and previous[0] + previous[1] == seq:
-                # The batcher splits a large request across consecutive batches: its rows
-                # continue exactly where the previous part ended, so the parts join up.
-                index[request_id] = (previous[0], previous[1] + count)
+        for request_id, first_row, count in requests:
+            parts = index.pop(request_id, None)  # (re-inserted last: the map stays in seq order)
+            end_row = first_row + count
+            if parts is None or any(r < end_row and first_row < r + c for r, _, c in parts):
+                index[request_id] = ((first_row, seq, count),)  # new request, or a reused id
             else:
-                index[request_id] = (seq, count)  # a new request (or a reused id: newest wins)
+                index[request_id] = (*parts, (first_row, seq, count))  # another part of it
             seq += count
         self._prune()
 
     def find_by_request(self, request_id: str, row: int) -> int:
         """Sequence number of row ``row`` of request ``request_id``."""
-        found = self._by_request.get(request_id)
-        if found is None:
+        parts = self._by_request.get(request_id)
+        if parts is None:
             raise UnknownFeedbackId(f"request id {request_id!r} is unknown or forgotten")
-        start, count = found
-        if not 0 <= row < count:
-            raise UnknownFeedbackId(
-                f"request {request_id!r} had {count} row(s); there is no row {row}"
-            )
-        seq = start + row
-        if seq < self.oldest_seq:
-            raise UnknownFeedbackId(f"row {row} of request {request_id!r} is forgotten")
-        return seq
+        for first_row, start, count in parts:
+            if first_row <= row < first_row + count:
+                seq = start + row - first_row
+                if seq < self.oldest_seq:
+                    raise UnknownFeedbackId(f"row {row} of request {request_id!r} is forgotten")
+                return seq
+        seen = sum(count for _, _, count in parts)
+        raise UnknownFeedbackId(f"request {request_id!r} had {seen} row(s); there is no row {row}")
 
     def find_by_hash(self, digest: str) -> int:
         """Sequence number of the newest remembered row with this :func:`row_hash`."""
@@ -153,7 +155,7 @@ class ServedRows:
         oldest = self.oldest_seq
         requests = self._by_request
         while requests:
-            start, count = next(iter(requests.values()))
+            _, start, count = next(iter(requests.values()))[-1]  # the request's newest part
             if start + count > oldest:
                 break
             requests.popitem(last=False)

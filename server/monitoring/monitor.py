@@ -57,8 +57,9 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_PendingBatch = tuple[Any, Any, Sequence[tuple[str, int]], float]
-"""An observed batch not yet folded: rows, scores, (request_id, row_count)s, arrival time."""
+_PendingBatch = tuple[Any, Any, Sequence[tuple[str, int, int]], float]
+"""An observed batch not yet folded: rows, scores, (request_id, start_row, row_count)s, arrival
+time."""
 
 
 class _Gathered(NamedTuple):
@@ -69,8 +70,8 @@ class _Gathered(NamedTuple):
     arrived: NDArray[np.float64]
     """Arrival time of every row."""
     n_batches: int
-    requests: list[tuple[str, int]]
-    """(request_id, row_count) of the rows to remember, in row order."""
+    requests: list[tuple[str, int, int]]
+    """(request_id, start_row, row_count) of the rows to remember, in row order."""
     remembered: NDArray[np.bool_] | None
     """Rows to remember for feedback (None: all)."""
 
@@ -192,7 +193,7 @@ class ModelMonitor:
         self,
         rows: NDArray[np.float32],
         scores: NDArray[np.float32],
-        requests: Sequence[tuple[str, int]],
+        requests: Sequence[tuple[str, int, int]],
     ) -> None:
         """Queue an answered batch for the window and the feedback memory. Never raises.
 
@@ -269,9 +270,9 @@ class ModelMonitor:
             per_batch = list(map(len, requests_l))
             if 0 in per_batch:
                 return None
-            requests: list[tuple[str, int]] = list(chain.from_iterable(requests_l))
+            requests: list[tuple[str, int, int]] = list(chain.from_iterable(requests_l))
             request_rows = np.fromiter(
-                map(itemgetter(1), requests), dtype=np.int64, count=len(requests)
+                map(itemgetter(2), requests), dtype=np.int64, count=len(requests)
             )
             lengths = np.array(per_batch, dtype=np.intp)
             starts = np.cumsum(lengths) - lengths
@@ -289,7 +290,7 @@ class ModelMonitor:
         counts: list[int] = []
         arrived: list[float] = []
         remembered: list[bool] = []
-        requests_all: list[tuple[str, int]] = []
+        requests_all: list[tuple[str, int, int]] = []
         f, k = self._n_features, self._n_classes
         for rows, scores, requests, t in pending:
             try:
@@ -305,7 +306,7 @@ class ModelMonitor:
                     continue
                 if n == 0:
                     continue
-                complete = sum(count for _, count in requests) == n
+                complete = sum(count for _, _, count in requests) == n
             except Exception as exc:  # e.g. rows that are not numbers
                 self.errors += 1
                 self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)

@@ -33,7 +33,7 @@ def main() -> None:
             (
                 live[(i * batch) % len(live) : (i * batch) % len(live) + batch],
                 live_scores[(i * batch) % len(live) : (i * batch) % len(live) + batch],
-                [(f"req-{i}-{k}", 1) for k in range(batch)],
+                [(f"req-{i}-{k}", 0, 1) for k in range(batch)],
             )
             for i in range(calls)
         ]

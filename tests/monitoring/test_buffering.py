@@ -24,7 +24,7 @@ def test_buffered_reads_equal_unbuffered(fraud_card: ModelCard, clock: FakeClock
     while start < len(X):
         n = int(rng.integers(0, 40))
         rows, sc = X[start : start + n], scores[start : start + n]
-        requests = [(f"r{start + i}", 1) for i in range(len(rows))]
+        requests = [(f"r{start + i}", 0, 1) for i in range(len(rows))]
         for monitor in (buffered, eager):
             monitor.observe(rows, sc, requests)
         start += n
@@ -45,9 +45,9 @@ def test_pending_rows_expire_by_their_arrival_time(fraud_card: ModelCard, clock:
     monitor = ModelMonitor(fraud_card, params, clock=clock)
     X, _, names = make_fraud(30, seed=22)
     scores = class_scores(fake_fraud_scores(X, names))
-    monitor.observe(X[:10], scores[:10], [("early", 10)])
+    monitor.observe(X[:10], scores[:10], [("early", 0, 10)])
     clock.advance(50.0)
-    monitor.observe(X[10:], scores[10:], [("late", 20)])
+    monitor.observe(X[10:], scores[10:], [("late", 0, 20)])
     clock.advance(20.0)  # "early" is 70 s old, "late" 20 s: neither was folded before this read
     window = monitor.snapshot()["window"]
     assert window["rows"] == 20

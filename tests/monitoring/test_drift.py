@@ -21,7 +21,7 @@ def serve(monitor: ModelMonitor, X: np.ndarray, names: list[str], batch: int = 6
     scores = class_scores(fake_fraud_scores(X, names))
     for start in range(0, len(X), batch):
         rows = X[start : start + batch]
-        requests = [(f"r{start + i}", 1) for i in range(len(rows))]
+        requests = [(f"r{start + i}", 0, 1) for i in range(len(rows))]
         monitor.observe(rows, scores[start : start + batch], requests)
 
 
@@ -146,7 +146,7 @@ def test_logs_once_when_entering_and_leaving_drift(
     scores = class_scores(fake_fraud_scores(X, names))
     for start in range(0, 3_000, 100):  # 30 batches, 2 s apart: many status checks
         clock.advance(2.0)
-        monitor.observe(X[start : start + 100], scores[start : start + 100], [("r", 100)])
+        monitor.observe(X[start : start + 100], scores[start : start + 100], [("r", 0, 100)])
     entered = [r for r in caplog.records if "entered drift" in r.getMessage()]
     assert len(entered) == 1
     assert entered[0].levelno == logging.WARNING
@@ -157,7 +157,7 @@ def test_logs_once_when_entering_and_leaving_drift(
     scores = class_scores(fake_fraud_scores(X, names))
     for start in range(0, 2_000, 100):
         clock.advance(2.0)
-        monitor.observe(X[start : start + 100], scores[start : start + 100], [("r", 100)])
+        monitor.observe(X[start : start + 100], scores[start : start + 100], [("r", 0, 100)])
     monitor.snapshot()
     left = [r for r in caplog.records if "left drift" in r.getMessage()]
     assert len(left) == 1

@@ -19,7 +19,7 @@ def monitor_with_rows(
     monitor = ModelMonitor(card, MonitorParams(**params), clock=clock)
     rng = np.random.default_rng(3)
     rows = rng.normal(size=(len(positive), card.input.n_features)).astype(np.float32)
-    monitor.observe(rows, class_scores(np.array(positive)), [("req", len(positive))])
+    monitor.observe(rows, class_scores(np.array(positive)), [("req", 0, len(positive))])
     return monitor, rows
 
 
@@ -57,7 +57,7 @@ def test_feedback_by_row_hash(fraud_card: ModelCard, clock: FakeClock) -> None:
     # Rows served after the first hash lookup are found too.
     more = np.full((2, fraud_card.input.n_features), 7.0, dtype=np.float32)
     more[1, 0] = 8.0
-    monitor.observe(more, class_scores(np.array([0.3, 0.4])), [("a", 1), ("b", 1)])
+    monitor.observe(more, class_scores(np.array([0.3, 0.4])), [("a", 0, 1), ("b", 0, 1)])
     assert monitor.feedback(row_hash=row_hash(more[1]).upper(), label=0).score == pytest.approx(0.4)
 
 
@@ -80,7 +80,7 @@ def test_unknown_and_forgotten_rows(fraud_card: ModelCard, clock: FakeClock) -> 
     with pytest.raises(UnknownFeedbackId):
         monitor.feedback(row_hash="0" * 32, label=1)
     newer = np.zeros((2, fraud_card.input.n_features), dtype=np.float32)
-    monitor.observe(newer, class_scores(np.array([0.1, 0.2])), [("new", 2)])
+    monitor.observe(newer, class_scores(np.array([0.1, 0.2])), [("new", 0, 2)])
     # Capacity 4: rows 0 of "req" is forgotten, rows 1 and 2 are still there.
     with pytest.raises(UnknownFeedbackId):
         monitor.feedback(request_id="req", row=0, label=1)
@@ -88,7 +88,7 @@ def test_unknown_and_forgotten_rows(fraud_card: ModelCard, clock: FakeClock) -> 
         monitor.feedback(row_hash=row_hash(rows[0]), label=1)
     monitor.feedback(request_id="req", row=2, label=1)
     monitor.feedback(row_hash=row_hash(rows[1]), label=1)
-    monitor.observe(newer, class_scores(np.array([0.1, 0.2])), [("newest", 2)])
+    monitor.observe(newer, class_scores(np.array([0.1, 0.2])), [("newest", 0, 2)])
     with pytest.raises(UnknownFeedbackId):
         monitor.feedback(request_id="req", row=2, label=1)
 
@@ -127,11 +127,11 @@ def test_request_split_across_batches_is_joined(fraud_card: ModelCard, clock: Fa
     positive = np.linspace(0.0, 0.99, 100)
     scores = class_scores(positive)
     # The batcher's split of a 100-row request "big" with max_batch_rows=64, "small" after it.
-    monitor.observe(rows[:64], scores[:64], [("big", 64)])
+    monitor.observe(rows[:64], scores[:64], [("big", 0, 64)])
     monitor.observe(
         np.concatenate([rows[64:], rows[:2]]),
         np.concatenate([scores[64:], class_scores(np.array([0.5, 0.6]))]),
-        [("big", 36), ("small", 2)],
+        [("big", 64, 36), ("small", 0, 2)],
     )
     assert monitor.feedback(request_id="big", row=70, label=1).score == pytest.approx(positive[70])
     assert monitor.feedback(request_id="big", row=3, label=1).score == pytest.approx(positive[3])
@@ -139,8 +139,26 @@ def test_request_split_across_batches_is_joined(fraud_card: ModelCard, clock: Fa
     with pytest.raises(UnknownFeedbackId):
         monitor.feedback(request_id="big", row=100, label=1)
     # A reused id that does not continue the previous part starts over: newest wins.
-    monitor.observe(rows[:1], class_scores(np.array([0.25])), [("big", 1)])
+    monitor.observe(rows[:1], class_scores(np.array([0.25])), [("big", 0, 1)])
     assert monitor.feedback(request_id="big", row=0, label=1).score == pytest.approx(0.25)
+
+
+def test_parts_of_a_request_are_found_in_any_order_and_between_others(
+    fraud_card: ModelCard, clock: FakeClock
+) -> None:
+    monitor = ModelMonitor(fraud_card, clock=clock)
+    rows = np.zeros((4, fraud_card.input.n_features), dtype=np.float32)
+    # Two 4-row requests run alone in 2-row parts, interleaved; "b" arrives last part first.
+    monitor.observe(rows[:2], class_scores(np.array([0.10, 0.11])), [("a", 0, 2)])
+    monitor.observe(rows[:2], class_scores(np.array([0.22, 0.23])), [("b", 2, 2)])
+    monitor.observe(rows[:2], class_scores(np.array([0.12, 0.13])), [("a", 2, 2)])
+    monitor.observe(rows[:2], class_scores(np.array([0.20, 0.21])), [("b", 0, 2)])
+    for request_id, expected in (("a", [0.10, 0.11, 0.12, 0.13]), ("b", [0.20, 0.21, 0.22, 0.23])):
+        for row, score in enumerate(expected):
+            found = monitor.feedback(request_id=request_id, row=row, label=1).score
+            assert found == pytest.approx(score)
+    with pytest.raises(UnknownFeedbackId):
+        monitor.feedback(request_id="a", row=4, label=1)
 
 
 def test_row_hash_is_the_cache_digest_of_the_canonical_row(
@@ -157,5 +175,5 @@ def test_row_hash_is_the_cache_digest_of_the_canonical_row(
     assert np.isnan(nan_b[3])
     assert row_hash(nan_a) == row_hash(nan_b)
     monitor = ModelMonitor(fraud_card, clock=clock)
-    monitor.observe(nan_b[None, :], class_scores(np.array([0.4])), [("n", 1)])
+    monitor.observe(nan_b[None, :], class_scores(np.array([0.4])), [("n", 0, 1)])
     assert monitor.feedback(row_hash=row_hash(nan_a), label=0).score == pytest.approx(0.4)

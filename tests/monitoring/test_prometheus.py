@@ -17,7 +17,7 @@ from tests.monitoring.conftest import FakeClock
 def test_gauges_match_the_snapshot(fraud_card: ModelCard, clock: FakeClock) -> None:
     monitor = ModelMonitor(fraud_card, MonitorParams(drift_min_rows=500), clock=clock)
     X, _, names = make_fraud(1_000, seed=21, shift=1.0)
-    monitor.observe(X, class_scores(fake_fraud_scores(X, names)), [("r", 1_000)])
+    monitor.observe(X, class_scores(fake_fraud_scores(X, names)), [("r", 0, 1_000)])
     monitor.feedback(request_id="r", row=0, label=1)
     monitors = [monitor]
     registry = CollectorRegistry()
@@ -61,7 +61,7 @@ def test_registration_takes_no_snapshot_and_follows_the_model_set(
     status = registry.get_sample_value("tabserve_drift_status", {"model": "fraud", "version": "1"})
     assert status == -1.0
     rows = np.zeros((1, fraud_card.input.n_features), dtype=np.float32)
-    monitors[0].observe(rows, class_scores(np.array([0.5])), [("a", 1)])
+    monitors[0].observe(rows, class_scores(np.array([0.5])), [("a", 0, 1)])
     assert (
         registry.get_sample_value("tabserve_drift_window_rows", {"model": "fraud", "version": "1"})
         == 1.0

@@ -32,7 +32,7 @@ def serve(monitor: ModelMonitor, card: ModelCard, session: ort.InferenceSession,
     for start in range(0, len(X), 64):
         rows = np.ascontiguousarray(X[start : start + 64], dtype=np.float32)
         (scores,) = session.run([card.outputs.probabilities], {card.input.name: rows})
-        monitor.observe(rows, np.asarray(scores, dtype=np.float32), [(f"b{start}", len(rows))])
+        monitor.observe(rows, np.asarray(scores, dtype=np.float32), [(f"b{start}", 0, len(rows))])
 
 
 @pytest.mark.parametrize("name", ["logreg", "xgb_small"])

@@ -20,7 +20,7 @@ def test_nan_rows_go_to_the_missing_slot(fraud_card: ModelCard, clock: FakeClock
     monitor = ModelMonitor(fraud_card, MonitorParams(drift_min_rows=10), clock=clock)
     rows = np.full((20, fraud_card.input.n_features), np.nan, dtype=np.float32)
     scores = class_scores(np.full(20, np.nan))
-    monitor.observe(rows, scores, [("a", 20)])
+    monitor.observe(rows, scores, [("a", 0, 20)])
     snap = monitor.snapshot()
     assert snap["window"]["rows"] == 20
     assert all(f["missing_rate"] == 1.0 for f in snap["features"])
@@ -33,7 +33,7 @@ def test_infinite_values_are_binned(fraud_card: ModelCard, clock: FakeClock) -> 
     monitor = ModelMonitor(fraud_card, clock=clock)
     rows = np.full((2, fraud_card.input.n_features), np.inf, dtype=np.float32)
     rows[1] = -np.inf
-    monitor.observe(rows, class_scores(np.array([1.0, 0.0])), [("a", 2)])
+    monitor.observe(rows, class_scores(np.array([1.0, 0.0])), [("a", 0, 2)])
     assert monitor.snapshot()["window"]["rows"] == 2
 
 
@@ -41,12 +41,12 @@ def test_infinite_values_are_binned(fraud_card: ModelCard, clock: FakeClock) -> 
     ("rows", "scores", "requests"),
     [
         (np.zeros((0, 24), np.float32), np.zeros((0, 2), np.float32), []),  # empty batch
-        (np.zeros((3, 5), np.float32), np.zeros((3, 2), np.float32), [("a", 3)]),  # wrong width
-        (np.zeros(24, np.float32), np.zeros(2, np.float32), [("a", 1)]),  # 1-d
-        (np.zeros((3, 24), np.float32), np.zeros((3, 3), np.float32), [("a", 3)]),  # classes
-        (np.zeros((3, 24), np.float32), np.zeros((2, 2), np.float32), [("a", 3)]),  # row count
+        (np.zeros((3, 5), np.float32), np.zeros((3, 2), np.float32), [("a", 0, 3)]),  # wrong width
+        (np.zeros(24, np.float32), np.zeros(2, np.float32), [("a", 0, 1)]),  # 1-d
+        (np.zeros((3, 24), np.float32), np.zeros((3, 3), np.float32), [("a", 0, 3)]),  # classes
+        (np.zeros((3, 24), np.float32), np.zeros((2, 2), np.float32), [("a", 0, 3)]),  # row count
         (None, None, None),  # not arrays at all
-        ([["x"] * 24], [[0.1, 0.9]], [("a", 1)]),  # strings
+        ([["x"] * 24], [[0.1, 0.9]], [("a", 0, 1)]),  # strings
     ],
 )
 def test_observe_never_raises(
@@ -58,7 +58,7 @@ def test_observe_never_raises(
     assert snap["window"]["rows"] == 0
     # And the monitor keeps working afterwards.
     good = np.zeros((4, fraud_card.input.n_features), dtype=np.float32)
-    monitor.observe(good, class_scores(np.full(4, 0.5)), [("b", 4)])
+    monitor.observe(good, class_scores(np.full(4, 0.5)), [("b", 0, 4)])
     assert monitor.snapshot()["window"]["rows"] == 4
 
 
@@ -69,11 +69,11 @@ def test_problems_are_logged_once_and_counted(
     caplog.set_level(logging.WARNING, logger="server.monitoring")
     bad = np.zeros((3, 5), dtype=np.float32)
     for _ in range(10):
-        monitor.observe(bad, np.zeros((3, 2), np.float32), [("a", 3)])
+        monitor.observe(bad, np.zeros((3, 2), np.float32), [("a", 0, 3)])
         monitor.observe(None, None, None)  # type: ignore[arg-type]
     rows = np.zeros((3, fraud_card.input.n_features), dtype=np.float32)
     for _ in range(10):  # request counts that do not add up: binned, not remembered
-        monitor.observe(rows, class_scores(np.full(3, 0.5)), [("a", 2)])
+        monitor.observe(rows, class_scores(np.full(3, 0.5)), [("a", 0, 2)])
     observed = monitor.snapshot()["observed"]
     assert observed["rejected_batches"] == 20
     assert observed["feedback_skipped_batches"] == 10
@@ -85,7 +85,7 @@ def test_problems_are_logged_once_and_counted(
 def test_snapshot_shape_is_json_ready(fraud_card: ModelCard, clock: FakeClock) -> None:
     monitor = ModelMonitor(fraud_card, Settings(), clock=clock, wall_clock=lambda: 1.8e9)
     rows = np.ones((3, fraud_card.input.n_features), dtype=np.float32)
-    monitor.observe(rows, class_scores(np.full(3, 0.9)), [("a", 3)])
+    monitor.observe(rows, class_scores(np.full(3, 0.9)), [("a", 0, 3)])
     monitor.feedback(request_id="a", row=1, label=1)
     snap = monitor.snapshot()
     json.dumps(snap, allow_nan=False)

@@ -168,7 +168,7 @@ async def test_an_idle_model_answers_at_once_without_the_batch_task(
 class _Recorder:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.seen: list[tuple[int, list[tuple[str, int]]]] = []
+        self.seen: list[tuple[int, list[tuple[str, int, int]]]] = []
 
     def observe(self, rows: np.ndarray, scores: np.ndarray, requests: Any) -> None:
         assert len(rows) == len(scores)
@@ -191,7 +191,7 @@ async def test_a_request_run_alone_is_observed_and_a_failing_observer_fails_noth
             holdout[:n], deadline=time.monotonic() + 60, request_id=f"r{i}"
         )
         assert scores.shape == (n, 2)
-    assert observer.seen == [(1, [("r0", 1)]), (3, [("r1", 3)])]
+    assert observer.seen == [(1, [("r0", 0, 1)]), (3, [("r1", 0, 3)])]
     assert batcher.stats.batches == 2 and batcher.stats.rows == 4
     assert batcher.stats.hook_errors == (2 if fail else 0)
     await batcher.stop(timeout_s=1.0)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from server.errors import ModelNotReady, ShuttingDown
+from server.modelcard import load_card
+from server.monitoring import ModelMonitor
 from tests.server.test_backpressure import make_batcher
 
 
@@ -97,3 +99,24 @@ async def test_a_failed_batch_task_fails_waiting_and_later_requests(
     with pytest.raises(ModelNotReady):
         await batcher.predict(holdout[:1], deadline=deadline, request_id="after")
     await batcher.stop(timeout_s=1.0)
+
+
+async def test_feedback_finds_the_rows_of_requests_whose_parts_interleave(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    card = load_card(model_repo / "logreg" / "1")
+    monitor = ModelMonitor(card)
+    batcher = make_batcher(model_repo, max_batch_rows=4, batching=False, observer=monitor)
+    deadline = time.monotonic() + 60
+    a_rows, b_rows = holdout[:12], holdout[12:24]
+    a, b = await asyncio.gather(
+        batcher.predict(a_rows, deadline=deadline, request_id="a"),
+        batcher.predict(b_rows, deadline=deadline, request_id="b"),
+    )
+    await batcher.stop(timeout_s=1.0)
+    monitor.flush()
+    positive = card.positive_index
+    for request_id, scores in (("a", a), ("b", b)):
+        for row in range(len(scores)):
+            found = monitor.feedback(request_id=request_id, row=row, label=1).score
+            assert found == pytest.approx(float(scores[row, positive]))
