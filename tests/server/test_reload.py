@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,23 @@ async def test_reload_under_load_loses_nothing_and_never_mixes_versions(
             responses.append((a, r))
             i += 1
 
+    async def answered(n: int) -> None:
+        """Until ``n`` more requests are answered (a generous deadline, for a loaded machine)."""
+        target = len(responses) + n
+        deadline = time.monotonic() + 30.0
+        while len(responses) < target:
+            assert time.monotonic() < deadline, f"{len(responses)} answered, waiting for {target}"
+            await asyncio.sleep(0.001)
+
     async with make_client(models_dir=repo, admin_token="reload-token", max_batch_rows=8) as client:
         workers = [asyncio.ensure_future(client_loop(client, w)) for w in range(16)]
-        await asyncio.sleep(0.2)
+        await answered(100)  # by version 1
         publish_as(repo, "xgb_small", "logreg", 2)
         first = await client.post("/admin/reload", headers=TOKEN)
-        await asyncio.sleep(0.2)
+        await answered(100)  # by version 2, with version 1 still loaded
         shutil.rmtree(repo / "logreg" / "1")
         second = await client.post("/admin/reload", headers=TOKEN)
-        await asyncio.sleep(0.2)
+        await answered(100)  # by version 2 alone
         stop.set()
         await asyncio.gather(*workers)
         old = await client.post(
