@@ -128,6 +128,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         started: list[Extension] = []
         scan: asyncio.Task[None] | None = None
+        stop_scan = asyncio.Event()
         try:
             for ext in exts:
                 await ext.start(core)
@@ -141,14 +142,14 @@ def create_app(
             )
             if settings.reload_interval_s > 0:
                 scan = asyncio.get_running_loop().create_task(
-                    _periodic_scan(registry, settings.reload_interval_s), name="model-scan"
+                    _periodic_scan(registry, settings.reload_interval_s, stop_scan),
+                    name="model-scan",
                 )
             yield
         finally:
             if scan is not None:
-                scan.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await scan
+                stop_scan.set()  # not cancel(): a reload in progress finishes (or refuses) first
+                await scan
             await registry.close()
             for ext in reversed(started):
                 try:
@@ -188,9 +189,13 @@ def create_app(
     return app
 
 
-async def _periodic_scan(registry: Registry, interval_s: float) -> None:
+async def _periodic_scan(registry: Registry, interval_s: float, stop: asyncio.Event) -> None:
+    """Reload every ``interval_s`` until ``stop`` is set."""
     while True:
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        if stop.is_set():
+            return
         try:
             report = await registry.reload()
             if report.loaded or report.unloaded:

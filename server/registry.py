@@ -95,6 +95,7 @@ class Registry:
         self.loaded_once = False
         self.closing = False
         self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()  # stops of versions a reload dropped
         # version dir -> (card mtime, onnx mtime) of a refused version, so a scan logs it once
         self._refused: dict[Path, tuple[float, float]] = {}
 
@@ -132,46 +133,54 @@ class Registry:
         """
         async with self._lock:
             report = ReloadReport()
+            if self.closing:
+                return report
             old = self.snapshot
             keep: list[LoadedModel] = []
             fresh: list[LoadedModel] = []
-            for vdir in version_dirs(self.settings.models_dir):
-                label = f"{vdir.parent.name}/{vdir.name}"
-                current = old.versions.get(vdir.parent.name, {}).get(int(vdir.name))
-                if current is not None and self._unchanged(current, vdir):
-                    keep.append(current)
-                    continue
-                stamp = _stamp(vdir)
-                if self._refused.get(vdir) == stamp:
-                    report.refused[label] = "unchanged since it was refused"
-                    if current is not None:
+            try:
+                for vdir in version_dirs(self.settings.models_dir):
+                    label = f"{vdir.parent.name}/{vdir.name}"
+                    current = old.versions.get(vdir.parent.name, {}).get(int(vdir.name))
+                    if current is not None and self._unchanged(current, vdir):
                         keep.append(current)
-                    continue
-                try:
-                    if in_thread:
-                        model = await asyncio.to_thread(self._load, vdir)
-                    else:
-                        model = self._load(vdir)
-                except InvalidModelCard as exc:
-                    self._refused[vdir] = stamp
-                    self.metrics.model_load_failures.inc()
-                    report.refused[label] = exc.detail
-                    log.error("event=model_refused model=%s reason=%r", label, exc.detail)
-                    if current is not None:
-                        keep.append(current)  # a broken update does not take down a working one
-                    continue
-                self._refused.pop(vdir, None)
-                model.batcher.start()
-                fresh.append(model)
-                report.loaded.append(label)
-                log.info(
-                    "event=model_loaded model=%s cost_us=%.1f mode=%s",
-                    label,
-                    model.runner.cost_us,
-                    "inline" if model.runner.inline else "thread",
-                )
-            new = Snapshot.of(keep + fresh)
+                        continue
+                    stamp = _stamp(vdir)
+                    if self._refused.get(vdir) == stamp:
+                        report.refused[label] = "unchanged since it was refused"
+                        if current is not None:
+                            keep.append(current)
+                        continue
+                    try:
+                        if in_thread:
+                            model = await asyncio.to_thread(self._load, vdir)
+                        else:
+                            model = self._load(vdir)
+                    except InvalidModelCard as exc:
+                        self._refused[vdir] = stamp
+                        self.metrics.model_load_failures.inc()
+                        report.refused[label] = exc.detail
+                        log.error("event=model_refused model=%s reason=%r", label, exc.detail)
+                        if current is not None:
+                            keep.append(current)  # a broken update does not take down a working one
+                        continue
+                    self._refused.pop(vdir, None)
+                    fresh.append(model)
+                    report.loaded.append(label)
+                    log.info(
+                        "event=model_loaded model=%s cost_us=%.1f mode=%s",
+                        label,
+                        model.runner.cost_us,
+                        "inline" if model.runner.inline else "thread",
+                    )
+                new = Snapshot.of(keep + fresh)
+            except BaseException:  # e.g. cancelled: the versions loaded so far never serve
+                for m in fresh:
+                    m.runner.close()
+                raise
             self.snapshot = new  # the swap: one assignment, no await between lookup and enqueue
+            for m in fresh:
+                m.batcher.start()  # (no await since the swap: no request reached it before)
             self.loaded_once = True
             kept = {id(m) for m in keep}
             gone = [m for m in old.all() if id(m) not in kept]
@@ -180,9 +189,20 @@ class Registry:
             self.metrics.models_loaded.set(len(report.serving))
             for m in gone:
                 log.info("event=model_unloaded model=%s/%d", m.name, m.version)
-        if gone:
-            await asyncio.gather(*(m.batcher.stop(self.settings.drain_timeout_s) for m in gone))
+            if not gone:
+                return report
+            # A task owned by the registry: cancelling this reload does not interrupt the drain,
+            # and close() waits for it.
+            stopping = asyncio.get_running_loop().create_task(
+                self._stop(gone), name="registry-stop-unloaded"
+            )
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+        await asyncio.shield(stopping)
         return report
+
+    async def _stop(self, models: list[LoadedModel]) -> None:
+        await asyncio.gather(*(m.batcher.stop(self.settings.drain_timeout_s) for m in models))
 
     def _unchanged(self, current: LoadedModel, vdir: Path) -> bool:
         try:
@@ -213,13 +233,15 @@ class Registry:
         return LoadedModel(card=card, path=vdir, runner=runner, batcher=batcher)
 
     async def close(self) -> None:
-        """Refuse new work, drain every batcher (up to the drain timeout), stop them."""
+        """Refuse new work, drain every batcher (up to the drain timeout), stop them, and wait
+        for the versions reloads dropped to finish stopping."""
         self.closing = True
         async with self._lock:
-            models = self.snapshot.all()
-            await asyncio.gather(*(m.batcher.stop(self.settings.drain_timeout_s) for m in models))
+            await self._stop(self.snapshot.all())
             self.snapshot = Snapshot()
             self.metrics.models_loaded.set(0)
+        if self._stopping:
+            await asyncio.gather(*self._stopping)
 
 
 def _stamp(vdir: Path) -> tuple[float, float]:
