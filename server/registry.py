@@ -21,7 +21,7 @@ from pathlib import Path
 from server.batcher import Batcher, BatchObserver, ScoreCache
 from server.errors import InvalidModelCard, ModelNotFound, VersionNotFound
 from server.metrics import ServerMetrics
-from server.modelcard import CARD_FILE, ModelCard, load_card, version_dirs
+from server.modelcard import CARD_FILE, ONNX_FILE, ModelCard, load_card, version_dirs
 from server.runner import Runner
 from server.settings import Settings
 
@@ -36,7 +36,6 @@ class LoadedModel:
     """One served model version."""
 
     card: ModelCard
-    path: Path
     runner: Runner
     batcher: Batcher
 
@@ -92,7 +91,6 @@ class Registry:
         self.cache_for = cache_for
         self.observer_for = observer_for
         self.snapshot = Snapshot()
-        self.loaded_once = False
         self.closing = False
         self._lock = asyncio.Lock()
         self._stopping: set[asyncio.Task[None]] = set()  # stops of versions a reload dropped
@@ -121,7 +119,7 @@ class Registry:
     @property
     def ready(self) -> bool:
         """Loaded (and warmed up) at least one model, and not shutting down."""
-        return self.loaded_once and not self.closing and bool(self.snapshot.latest)
+        return not self.closing and bool(self.snapshot.latest)
 
     # --- load / reload -------------------------------------------------------------------------
 
@@ -181,7 +179,6 @@ class Registry:
             self.snapshot = new  # the swap: one assignment, no await between lookup and enqueue
             for m in fresh:
                 m.batcher.start()  # (no await since the swap: no request reached it before)
-            self.loaded_once = True
             kept = {id(m) for m in keep}
             gone = [m for m in old.all() if id(m) not in kept]
             report.unloaded = [f"{m.name}/{m.version}" for m in gone]
@@ -230,7 +227,7 @@ class Registry:
             cache=self.cache_for(card) if self.cache_for is not None else None,
             observer=self.observer_for(card) if self.observer_for is not None else None,
         )
-        return LoadedModel(card=card, path=vdir, runner=runner, batcher=batcher)
+        return LoadedModel(card=card, runner=runner, batcher=batcher)
 
     async def close(self) -> None:
         """Refuse new work, drain every batcher (up to the drain timeout), stop them, and wait
@@ -251,4 +248,4 @@ def _stamp(vdir: Path) -> tuple[float, float]:
         except OSError:
             return 0.0
 
-    return mtime(vdir / CARD_FILE), mtime(vdir / "model.onnx")
+    return mtime(vdir / CARD_FILE), mtime(vdir / ONNX_FILE)
