@@ -136,7 +136,7 @@ class Batcher:
         runner: Runner,
         *,
         metrics: ServerMetrics,
-        max_batch_rows: int = 32,
+        max_batch_rows: int,
         max_queue_rows: int = 4096,
         max_delay_ms: float = 0.0,
         batching: bool = True,

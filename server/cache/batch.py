@@ -64,7 +64,7 @@ class ModelScoreCache:
         *,
         use_remote: bool = True,
         auto_skip_remote: bool = False,
-        max_batch_rows: int = 64,
+        max_batch_rows: int,
         max_pending_writes: int = 32,
     ) -> None:
         if ttl_s <= 0:

@@ -127,7 +127,7 @@ async def miss_overhead_us(n_features: int = 32, repeat: int = 300) -> float:
     rows = np.random.default_rng(0).normal(size=(repeat + 50, 1, n_features)).astype(np.float32)
     scores = np.full((1, 2), 0.5, dtype=np.float32)
     tiered = TieredCache(MemoryCache(repeat + 100, 1 << 24), None, promote_ttl_s=60)
-    cache = ModelScoreCache(card, tiered, ttl_s=60)
+    cache = ModelScoreCache(card, tiered, ttl_s=60, max_batch_rows=1)
     samples: list[float] = []
     try:
         for i, row in enumerate(rows):
@@ -147,7 +147,7 @@ async def measure(redis_url: str | None, n_features: int, repeat: int) -> list[s
     rng = np.random.default_rng(0)
     lines = [f"features={n_features} repeat={repeat}  (median / p99, microseconds)"]
     memory = TieredCache(MemoryCache(100_000, 1 << 26), None, promote_ttl_s=600)
-    local = ModelScoreCache(card, memory, ttl_s=600)
+    local = ModelScoreCache(card, memory, ttl_s=600, max_batch_rows=max(BATCHES))
     remote: RedisCache | None = None
     redis_only: TieredCache | None = None
     if redis_url:
@@ -171,7 +171,9 @@ async def measure(redis_url: str | None, n_features: int, repeat: int) -> list[s
                 f"batch {n:>2}  memory store      {med:8.1f} / {p99:8.1f}   per row {med / n:6.2f}"
             )
             if remote is not None and redis_only is not None:
-                via_redis = ModelScoreCache(card, redis_only, ttl_s=600)
+                via_redis = ModelScoreCache(
+                    card, redis_only, ttl_s=600, max_batch_rows=max(BATCHES)
+                )
                 via_redis.store(rows, scores)
                 await via_redis.close()
                 keys = row_keys(b"measure:", rows)

@@ -60,7 +60,7 @@ def worker(
 @pytest.fixture
 async def local(metrics: CacheMetrics) -> AsyncIterator[ModelScoreCache]:
     tiered = memory_only(metrics)
-    cache = ModelScoreCache(CARD, tiered, ttl_s=60)
+    cache = ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64)
     yield cache
     await cache.close()
     await tiered.close()
@@ -142,9 +142,9 @@ async def test_a_new_model_version_is_never_answered_from_the_old_one(
     metrics: CacheMetrics,
 ) -> None:
     tiered = memory_only(metrics)
-    v1 = ModelScoreCache(CARD, tiered, ttl_s=60)
-    v2 = ModelScoreCache(make_card(version=2), tiered, ttl_s=60)
-    reexported = ModelScoreCache(make_card(sha256="ef" * 32), tiered, ttl_s=60)
+    v1 = ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64)
+    v2 = ModelScoreCache(make_card(version=2), tiered, ttl_s=60, max_batch_rows=64)
+    reexported = ModelScoreCache(make_card(sha256="ef" * 32), tiered, ttl_s=60, max_batch_rows=64)
     rows, scores = rows_and_scores(3)
     v1.store(rows, scores)
     assert (await v1.lookup(rows))[0].all()
@@ -155,8 +155,8 @@ async def test_a_new_model_version_is_never_answered_from_the_old_one(
 
 async def test_flush_drops_one_model_and_keeps_the_others(metrics: CacheMetrics) -> None:
     tiered = memory_only(metrics)
-    fraud = ModelScoreCache(CARD, tiered, ttl_s=60)
-    churn = ModelScoreCache(make_card(name="churn"), tiered, ttl_s=60)
+    fraud = ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64)
+    churn = ModelScoreCache(make_card(name="churn"), tiered, ttl_s=60, max_batch_rows=64)
     rows, scores = rows_and_scores(3)
     fraud.store(rows, scores)
     churn.store(rows, scores)
@@ -182,7 +182,10 @@ async def test_a_row_computed_by_one_worker_is_a_hit_in_another(
 ) -> None:
     metrics = CacheMetrics(registry)
     a, b = worker(redis_process.url, metrics), worker(redis_process.url, None)
-    in_a, in_b = ModelScoreCache(CARD, a, ttl_s=60), ModelScoreCache(CARD, b, ttl_s=60)
+    in_a, in_b = (
+        ModelScoreCache(CARD, a, ttl_s=60, max_batch_rows=64),
+        ModelScoreCache(CARD, b, ttl_s=60, max_batch_rows=64),
+    )
     try:
         rows, scores = rows_and_scores(5)
         await in_a.lookup(rows)  # learns the shared generation
@@ -208,7 +211,10 @@ async def test_memory_misses_go_to_redis_in_one_call_and_are_counted_by_tier(
 ) -> None:
     metrics = CacheMetrics(registry)
     a, b = worker(redis_process.url, None), worker(redis_process.url, metrics)
-    in_a, in_b = ModelScoreCache(CARD, a, ttl_s=60), ModelScoreCache(CARD, b, ttl_s=60)
+    in_a, in_b = (
+        ModelScoreCache(CARD, a, ttl_s=60, max_batch_rows=64),
+        ModelScoreCache(CARD, b, ttl_s=60, max_batch_rows=64),
+    )
     try:
         rows, scores = rows_and_scores(4)
         await in_a.lookup(rows)
@@ -239,7 +245,10 @@ async def test_memory_misses_go_to_redis_in_one_call_and_are_counted_by_tier(
 async def test_a_flush_in_one_worker_reaches_the_others(redis_process: RedisProcess) -> None:
     a = worker(redis_process.url, None, refresh_s=0.05)
     b = worker(redis_process.url, None, refresh_s=0.05)
-    in_a, in_b = ModelScoreCache(CARD, a, ttl_s=60), ModelScoreCache(CARD, b, ttl_s=60)
+    in_a, in_b = (
+        ModelScoreCache(CARD, a, ttl_s=60, max_batch_rows=64),
+        ModelScoreCache(CARD, b, ttl_s=60, max_batch_rows=64),
+    )
     try:
         rows, scores = rows_and_scores(3)
         await in_a.lookup(rows)
@@ -271,7 +280,7 @@ async def test_redis_down_the_score_cache_keeps_answering_misses(
     metrics = CacheMetrics(registry)
     redis_process.kill()
     tiered = worker(redis_process.url, metrics, refresh_s=0.0)
-    cache = ModelScoreCache(CARD, tiered, ttl_s=60)
+    cache = ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64)
     try:
         rows, scores = rows_and_scores(3)
         hit, _ = await cache.lookup(rows)
@@ -288,7 +297,9 @@ async def test_redis_down_the_score_cache_keeps_answering_misses(
         assert failures >= 1
         with pytest.raises(FlushFailed):
             await tiered.flush("fraud")
-        assert not (await ModelScoreCache(CARD, tiered, ttl_s=60).lookup(rows))[0].any()
+        assert not (await ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64).lookup(rows))[
+            0
+        ].any()
     finally:
         await tiered.close()
 
@@ -297,7 +308,7 @@ async def test_without_a_memory_tier_a_write_in_flight_is_already_readable(
     redis_process: RedisProcess,
 ) -> None:
     tiered = worker(redis_process.url, None, memory=False)
-    cache = ModelScoreCache(CARD, tiered, ttl_s=60)
+    cache = ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64)
     try:
         rows, scores = rows_and_scores(2)
         await cache.lookup(rows)
@@ -316,7 +327,7 @@ async def test_writes_to_a_hung_redis_are_bounded_and_dropped_when_too_many(
 ) -> None:
     metrics = CacheMetrics(registry)
     tiered = worker(redis_process.url, metrics, timeout_s=0.2)
-    cache = ModelScoreCache(CARD, tiered, ttl_s=60, max_pending_writes=2)
+    cache = ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64, max_pending_writes=2)
     try:
         rows, scores = rows_and_scores(4)
         await cache.lookup(rows)
@@ -358,8 +369,8 @@ async def test_a_model_cheaper_than_a_round_trip_never_touches_redis(
     assert tiered.remote is not None
     cheap = make_card(name="cheap", us_per_row_batch64=0.1)  # us_batch1 10: never pays at 64
     dear = make_card(name="dear", us_per_row_batch64=50.0)
-    in_cheap = ModelScoreCache(cheap, tiered, ttl_s=60, auto_skip_remote=True)
-    in_dear = ModelScoreCache(dear, tiered, ttl_s=60, auto_skip_remote=True)
+    in_cheap = ModelScoreCache(cheap, tiered, ttl_s=60, max_batch_rows=64, auto_skip_remote=True)
+    in_dear = ModelScoreCache(dear, tiered, ttl_s=60, max_batch_rows=64, auto_skip_remote=True)
     try:
         assert in_cheap.remote_min_rows() is None
         assert in_dear.remote_min_rows() == redis_min_rows(10, 50, tiered.remote.rtt_us)

@@ -40,8 +40,8 @@ async def served(
         metrics=metrics,
     )
     await tiered.flush(card.name)  # the session Redis may hold earlier tests' entries
-    cache = ModelScoreCache(card, tiered, ttl_s=60)
-    batcher = Batcher(runner, metrics=ServerMetrics(), cache=cache)
+    cache = ModelScoreCache(card, tiered, ttl_s=60, max_batch_rows=64)
+    batcher = Batcher(runner, metrics=ServerMetrics(), max_batch_rows=32, cache=cache)
     batcher.start()
     with np.load(version_dir / "holdout.npz") as data:
         rows = data["X"][:40].astype(np.float32)

@@ -40,7 +40,7 @@ def main() -> None:
     def batcher(observer: ModelMonitor | None) -> Batcher:
         runner = Runner(vdir / card.onnx.file, card)
         runner.warm_up(60.0, 32)
-        return Batcher(runner, metrics=ServerMetrics(), observer=observer)
+        return Batcher(runner, metrics=ServerMetrics(), max_batch_rows=32, observer=observer)
 
     async def one_at_a_time(b: Batcher, n: int) -> float:
         deadline = time.monotonic() + 3600

@@ -70,7 +70,9 @@ def make_batcher(model_repo: Path, **kwargs: Any) -> Batcher:
 async def test_deadline_passing_while_queued_is_not_run(
     model_repo: Path, holdout: np.ndarray
 ) -> None:
-    batcher = make_batcher(model_repo)  # not started yet: requests wait in the queue
+    batcher = make_batcher(
+        model_repo, max_batch_rows=32
+    )  # not started yet: requests wait in the queue
     # The first request finds the model idle and runs at once; the two after it (same
     # event-loop iteration) queue.
     first = asyncio.ensure_future(
@@ -117,7 +119,7 @@ async def test_stop_drains_the_queue(model_repo: Path, holdout: np.ndarray, mode
 async def test_stop_fails_what_the_drain_timeout_leaves(
     model_repo: Path, holdout: np.ndarray
 ) -> None:
-    batcher = make_batcher(model_repo)  # never started: nothing can drain
+    batcher = make_batcher(model_repo, max_batch_rows=32)  # never started: nothing can drain
     deadline = time.monotonic() + 60
     tasks = [
         asyncio.ensure_future(batcher.predict(holdout[:1], deadline=deadline, request_id=str(i)))
@@ -154,7 +156,9 @@ async def test_app_shutdown_drains_in_flight_requests(
 async def test_an_idle_model_answers_at_once_without_the_batch_task(
     model_repo: Path, holdout: np.ndarray
 ) -> None:
-    batcher = make_batcher(model_repo)  # never started: only the idle fast path can answer
+    batcher = make_batcher(
+        model_repo, max_batch_rows=32
+    )  # never started: only the idle fast path can answer
     for i in range(3):
         await asyncio.sleep(0)  # a new event-loop iteration: the model is idle again
         scores = await batcher.predict(
@@ -184,7 +188,7 @@ async def test_a_request_run_alone_is_observed_and_a_failing_observer_fails_noth
 ) -> None:
     observer = _Recorder(fail=fail)
     # never started: with batching on, only the idle fast path can answer
-    batcher = make_batcher(model_repo, batching=batching, observer=observer)
+    batcher = make_batcher(model_repo, max_batch_rows=32, batching=batching, observer=observer)
     for i, n in enumerate((1, 3)):
         await asyncio.sleep(0)  # a new event-loop iteration: the model is idle again
         scores = await batcher.predict(

@@ -4,6 +4,7 @@ supervisor, a batch that fills before ``max_delay_ms``."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.batcher import Batcher
+from server.cache.batch import ModelScoreCache
 from server.errors import ModelNotReady, ShuttingDown
 from server.modelcard import load_card
 from server.monitoring import ModelMonitor
@@ -120,3 +123,10 @@ async def test_feedback_finds_the_rows_of_requests_whose_parts_interleave(
         for row in range(len(scores)):
             found = monitor.feedback(request_id=request_id, row=row, label=1).score
             assert found == pytest.approx(float(scores[row, positive]))
+
+
+@pytest.mark.parametrize("component", [Batcher, ModelScoreCache])
+def test_max_batch_rows_comes_from_the_caller(component: type) -> None:
+    # One default, in Settings: a constructor default drifts from it (it said 32, then 64).
+    parameter = inspect.signature(component).parameters["max_batch_rows"]
+    assert parameter.default is inspect.Parameter.empty
