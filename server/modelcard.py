@@ -291,3 +291,67 @@ def version_dirs(models_dir: Path) -> list[Path]:
         ]
         found.extend(sorted(versions, key=lambda p: int(p.name)))
     return found
+
+
+def placeholder_card(
+    name: str = "placeholder",
+    version: int = 1,
+    *,
+    feature_names: list[str],
+    sha256: str = "0" * 64,
+    classes: list[int] | None = None,
+    threshold: float = 0.5,
+    cost: Cost | None = None,
+    reference: Reference | None = None,
+) -> ModelCard:
+    """A valid card for a model that exists only in code: measurements and tests.
+
+    Its metrics are placeholders; its reference is one trivial bin per feature unless given.
+    Change any other field with ``msgspec.structs.replace``.
+    """
+    hist = Histogram(bin_edges=[0.0, 1.0], counts=[1, 1, 1])
+    classes = classes if classes is not None else [0, 1]
+    return ModelCard(
+        schema_version=SCHEMA_VERSION,
+        name=name,
+        version=version,
+        created_at="2026-01-01T00:00:00+00:00",
+        framework="sklearn",
+        estimator="placeholder",
+        recipe="placeholder",
+        input=InputSpec(name="input", feature_names=feature_names),
+        outputs=OutputSpec(probabilities="probabilities"),
+        classes=classes,
+        positive_class=classes[-1],
+        onnx=OnnxInfo(file=ONNX_FILE, sha256=sha256, opset=15, size_bytes=1),
+        dataset=DatasetInfo(
+            name="placeholder",
+            rows_train=1,
+            rows_validation=1,
+            rows_test=1,
+            positive_rate_train=0.5,
+        ),
+        metrics=Metrics(
+            threshold=threshold,
+            precision=0.5,
+            recall=0.5,
+            f1=0.5,
+            roc_auc=0.5,
+            pr_auc=0.5,
+            log_loss=0.5,
+            brier=0.25,
+            accuracy=0.5,
+            baseline_accuracy=0.5,
+            confusion_matrix=[[1, 1], [1, 1]],
+            positive_rate_test=0.5,
+        ),
+        parity=Parity(max_abs_diff=0.0, rows=1, tolerance=1e-4),
+        cost=cost or Cost(us_batch1=10.0, us_per_row_batch64=5.0, us_per_row_batch512=1.0),
+        reference=reference
+        or Reference(
+            features=[FeatureReference(name=f, histogram=hist) for f in feature_names],
+            scores=hist,
+            base_rate=0.5,
+            predicted_positive_rate=0.5,
+        ),
+    )

@@ -28,19 +28,7 @@ from server.cache.keys import row_keys
 from server.cache.memory import MemoryCache
 from server.cache.redis import RedisCache
 from server.cache.tiered import TieredCache
-from server.modelcard import (
-    Cost,
-    DatasetInfo,
-    FeatureReference,
-    Histogram,
-    InputSpec,
-    Metrics,
-    ModelCard,
-    OnnxInfo,
-    OutputSpec,
-    Parity,
-    Reference,
-)
+from server.modelcard import ModelCard, placeholder_card
 
 BATCHES = (1, 16, 64)
 
@@ -73,47 +61,7 @@ def _time_sync(run: Callable[[], object], repeat: int) -> tuple[float, float]:
 
 def _card(n_features: int) -> ModelCard:
     """A stand-in card: only name, version, sha256, width and classes matter to the cache."""
-    names = [f"f{i}" for i in range(n_features)]
-    hist = Histogram(bin_edges=[0.0], counts=[1, 1])
-    return ModelCard(
-        schema_version=1,
-        name="measure",
-        version=1,
-        created_at="",
-        framework="sklearn",
-        estimator="",
-        recipe="measure",
-        input=InputSpec(name="x", feature_names=names),
-        outputs=OutputSpec(probabilities="p"),
-        classes=[0, 1],
-        positive_class=1,
-        onnx=OnnxInfo(file="model.onnx", sha256="0" * 64, opset=17, size_bytes=0),
-        dataset=DatasetInfo(
-            name="", rows_train=0, rows_validation=0, rows_test=0, positive_rate_train=0.0
-        ),
-        metrics=Metrics(
-            threshold=0.5,
-            precision=0,
-            recall=0,
-            f1=0,
-            roc_auc=0,
-            pr_auc=0,
-            log_loss=0,
-            brier=0,
-            accuracy=0,
-            baseline_accuracy=0,
-            confusion_matrix=[],
-            positive_rate_test=0,
-        ),
-        parity=Parity(max_abs_diff=0, rows=0, tolerance=1),
-        cost=Cost(us_batch1=0, us_per_row_batch64=0, us_per_row_batch512=0),
-        reference=Reference(
-            features=[FeatureReference(name=n, histogram=hist) for n in names],
-            scores=hist,
-            base_rate=0,
-            predicted_positive_rate=0,
-        ),
-    )
+    return placeholder_card("measure", feature_names=[f"f{i}" for i in range(n_features)])
 
 
 async def miss_overhead_us(n_features: int = 32, repeat: int = 300) -> float:

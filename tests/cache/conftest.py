@@ -12,20 +12,7 @@ from server.cache.memory import MemoryCache
 from server.cache.metrics import CacheMetrics
 from server.cache.redis import RedisCache
 from server.cache.tiered import TieredCache
-from server.modelcard import (
-    Cost,
-    DatasetInfo,
-    FeatureReference,
-    Histogram,
-    InputSpec,
-    Metrics,
-    ModelCard,
-    OnnxInfo,
-    OutputSpec,
-    Parity,
-    Reference,
-    card_problems,
-)
+from server.modelcard import Cost, ModelCard, card_problems, placeholder_card
 from tests.support.redis_server import RedisProcess
 
 # Generous for a shared, noisy machine: these tests are about behaviour, not speed.
@@ -42,46 +29,13 @@ def make_card(
     us_per_row_batch64: float = 5.0,
 ) -> ModelCard:
     """A valid model.json for a model that exists only in the test."""
-    features = [f"f{i}" for i in range(n_features)]
-    hist = Histogram(bin_edges=[0.0, 1.0], counts=[1, 1, 1])
-    card = ModelCard(
-        schema_version=1,
-        name=name,
-        version=version,
-        created_at="2026-01-01T00:00:00Z",
-        framework="sklearn",
-        estimator="sklearn.linear_model.LogisticRegression",
-        recipe="test",
-        input=InputSpec(name="input", feature_names=features),
-        outputs=OutputSpec(probabilities="probabilities"),
+    card = placeholder_card(
+        name,
+        version,
+        feature_names=[f"f{i}" for i in range(n_features)],
+        sha256=sha256,
         classes=list(range(n_classes)),
-        positive_class=1,
-        onnx=OnnxInfo(file="model.onnx", sha256=sha256, opset=17, size_bytes=1),
-        dataset=DatasetInfo(
-            name="t", rows_train=1, rows_validation=1, rows_test=1, positive_rate_train=0.5
-        ),
-        metrics=Metrics(
-            threshold=0.5,
-            precision=1,
-            recall=1,
-            f1=1,
-            roc_auc=1,
-            pr_auc=1,
-            log_loss=0,
-            brier=0,
-            accuracy=1,
-            baseline_accuracy=0.5,
-            confusion_matrix=[[1, 0], [0, 1]],
-            positive_rate_test=0.5,
-        ),
-        parity=Parity(max_abs_diff=0.0, rows=1, tolerance=1e-5),
         cost=Cost(us_batch1=10.0, us_per_row_batch64=us_per_row_batch64, us_per_row_batch512=1.0),
-        reference=Reference(
-            features=[FeatureReference(name=f, histogram=hist) for f in features],
-            scores=hist,
-            base_rate=0.5,
-            predicted_positive_rate=0.5,
-        ),
     )
     assert card_problems(card) == []
     return card

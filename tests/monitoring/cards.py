@@ -6,21 +6,12 @@ code), so the tests also check that exporter and monitor bin values the same way
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
 from export.reference import reference_stats
-from server.modelcard import (
-    SCHEMA_VERSION,
-    Cost,
-    DatasetInfo,
-    InputSpec,
-    Metrics,
-    ModelCard,
-    OnnxInfo,
-    OutputSpec,
-    Parity,
-)
+from server.modelcard import ModelCard, placeholder_card
 
 
 def card_from_data(
@@ -34,44 +25,17 @@ def card_from_data(
     version: int = 1,
 ) -> ModelCard:
     """A valid card whose reference is ``X``'s quantile histograms and ``scores``' histogram."""
-    return ModelCard(
-        schema_version=SCHEMA_VERSION,
-        name=name,
-        version=version,
-        created_at="2026-11-26T00:00:00+00:00",
-        framework="sklearn",
-        estimator="tests.Fake",
-        recipe="test",
-        input=InputSpec(name="input", feature_names=feature_names),
-        outputs=OutputSpec(probabilities="probabilities"),
-        classes=[0, 1],
-        positive_class=1,
-        onnx=OnnxInfo(file="model.onnx", sha256="0" * 64, opset=17, size_bytes=1),
-        dataset=DatasetInfo(
-            name="test",
-            rows_train=len(X),
-            rows_validation=0,
-            rows_test=0,
-            positive_rate_train=float(np.mean(y)),
-        ),
-        metrics=Metrics(
-            threshold=threshold,
-            precision=0.5,
-            recall=0.5,
-            f1=0.5,
-            roc_auc=0.5,
-            pr_auc=0.5,
-            log_loss=0.5,
-            brier=0.1,
-            accuracy=0.5,
-            baseline_accuracy=0.5,
-            confusion_matrix=[[1, 1], [1, 1]],
-            positive_rate_test=0.5,
-        ),
-        parity=Parity(max_abs_diff=0.0, rows=1, tolerance=1e-5),
-        cost=Cost(us_batch1=1.0, us_per_row_batch64=1.0, us_per_row_batch512=1.0),
+    card = placeholder_card(
+        name,
+        version,
+        feature_names=feature_names,
+        threshold=threshold,
         reference=reference_stats(X, y, scores, feature_names, threshold),
     )
+    dataset = msgspec.structs.replace(
+        card.dataset, rows_train=len(X), positive_rate_train=float(np.mean(y))
+    )
+    return msgspec.structs.replace(card, dataset=dataset)
 
 
 def class_scores(positive: NDArray[np.floating]) -> NDArray[np.float32]:
