@@ -103,6 +103,7 @@ def main(argv: list[str]) -> int:
         print(render(args.run_dir, args.budget))
         return 0
 
+    from loadtests.holdout import available_models
     from loadtests.sweep import SweepOptions, run
 
     if args.seconds is not None and not 1 <= args.seconds <= 3600:
@@ -120,5 +121,12 @@ def main(argv: list[str]) -> int:
         client_cpus=args.client_cpus or None,
         workers=args.workers,
     )
+    if not args.dry_run and not available_models(args.models_dir):
+        # A fresh clone: build the bundled models first, as `make serve` does.
+        from export.cli import main as export_main
+
+        print(f"no models under {args.models_dir}: building the bundled models first", flush=True)
+        if export_main(["build", "--models-dir", str(args.models_dir)]) != 0:
+            return 2
     run(options, dry_run=args.dry_run, progress=functools.partial(print, flush=True))
     return 0
