@@ -101,28 +101,28 @@ class RedisCache:
 
     async def read_generation(self, model: str, seed: int) -> int | None:
         """The model's flush generation, seeded with ``seed`` if absent (new or restarted Redis)."""
-        key = GENERATION_KEY.format(model=model)
-
-        async def run() -> Any:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.set(key, seed, nx=True)
-                pipe.get(key)
-                return await pipe.execute()
-
-        _, replies = await self._call("generation", run)
-        return None if replies is None else int(replies[1])
+        return await self._seeded_generation("generation", model, seed, increment=False)
 
     async def bump_generation(self, model: str, seed: int) -> int | None:
         """INCR the model's generation (seeded first if absent); None if Redis was unreachable."""
+        return await self._seeded_generation("flush", model, seed, increment=True)
+
+    async def _seeded_generation(
+        self, op: str, model: str, seed: int, *, increment: bool
+    ) -> int | None:
+        """``SET key seed NX`` then ``GET`` or ``INCR`` in one round trip; None on failure."""
         key = GENERATION_KEY.format(model=model)
 
         async def run() -> Any:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.set(key, seed, nx=True)
-                pipe.incr(key)
+                if increment:
+                    pipe.incr(key)
+                else:
+                    pipe.get(key)
                 return await pipe.execute()
 
-        _, replies = await self._call("flush", run)
+        _, replies = await self._call(op, run)
         return None if replies is None else int(replies[1])
 
     # --- internals --------------------------------------------------------------------------------
