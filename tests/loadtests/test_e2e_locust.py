@@ -17,6 +17,16 @@ from tests.support.server_process import ServerProcess
 LOCUSTFILE = Path(__file__).parents[2] / "loadtests" / "locustfile.py"
 
 
+def _bounded_headless(host: str, tmp_path: Path) -> list[str]:
+    """Headless, 4 users, 4 s, a 1 s stop timeout, CSVs under tmp_path: stops by itself."""
+    return [
+        "--headless",
+        *("-u", "4", "-r", "4", "-t", "4s"),
+        *("--host", host, "--only-summary", "--stop-timeout", "1"),
+        *("--csv", str(tmp_path / "locust")),
+    ]
+
+
 @pytest.mark.e2e
 def test_locustfile_scores_a_real_server(model_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "accuracy.json"
@@ -29,20 +39,7 @@ def test_locustfile_scores_a_real_server(model_repo: Path, tmp_path: Path) -> No
                 "locust",
                 "-f",
                 str(LOCUSTFILE),
-                "--headless",
-                "-u",
-                "4",
-                "-r",
-                "4",
-                "-t",
-                "4s",
-                "--host",
-                server.url,
-                "--only-summary",
-                "--stop-timeout",
-                "1",
-                "--csv",
-                str(tmp_path / "locust"),
+                *_bounded_headless(server.url, tmp_path),
                 "SteadyOneRow",
                 "BatchRows",
                 "--model",
@@ -96,20 +93,7 @@ def test_distributed_run_gathers_worker_scores_on_the_master(
                 str(master_port),
                 "--expect-workers",
                 "1",
-                "--headless",
-                "-u",
-                "4",
-                "-r",
-                "4",
-                "-t",
-                "4s",
-                "--host",
-                server.url,
-                "--only-summary",
-                "--stop-timeout",
-                "1",
-                "--csv",
-                str(tmp_path / "locust"),
+                *_bounded_headless(server.url, tmp_path),
                 "SteadyOneRow",
                 "--model",
                 "xgb_small",
