@@ -21,7 +21,7 @@ import numpy as np
 
 from server.batcher import Batcher
 from server.metrics import ServerMetrics
-from server.modelcard import HOLDOUT_FILE, load_card
+from server.modelcard import HOLDOUT_FILE, load_card, version_dirs
 from server.monitoring import ModelMonitor
 from server.runner import Runner
 
@@ -31,7 +31,7 @@ REQUESTS = 20_000
 
 def main() -> None:
     model_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "models/xgb_small")
-    vdir = max((d for d in model_dir.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+    vdir = [d for d in version_dirs(model_dir.parent) if d.parent.name == model_dir.name][-1]
     card = load_card(vdir, verify_sha256=False)
     with np.load(vdir / HOLDOUT_FILE) as data:
         X = data["X"][:64].astype(np.float32)
