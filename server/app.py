@@ -25,7 +25,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import ControllerRouterHandler
 
-from server import routes_admin, routes_health, routes_v1, routes_v2
+from server import dispatch, routes_admin, routes_health, routes_v1, routes_v2
 from server.batcher import BatchObserver, ScoreCache
 from server.core import Core
 from server.http_errors import EXCEPTION_HANDLERS
@@ -186,6 +186,8 @@ def create_app(
         logging_config=None,  # tabserve configures its own loggers (server.logsetup)
     )
     app.state.core = core
+    if settings.fast_dispatch:
+        dispatch.install(app, core, floor=settings.bench_floor_route)
     return app
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from litestar import Request
 from litestar.types import Receive, Scope, Send
 
 from server.errors import InvalidInput, PayloadTooLarge
@@ -108,7 +107,8 @@ class Core:
 
     async def predict(
         self,
-        request: Request[Any, Any, Any],
+        scope: Scope,
+        receive: Receive,
         name: str,
         version: int | None,
         decode: Decode[T],
@@ -116,14 +116,13 @@ class Core:
     ) -> JSONBytes:
         """Read, resolve, decode, batch, encode: the request path shared by /v1 and /v2."""
         started = time.perf_counter()
-        scope = request.scope
         label = "unknown"  # never a client-chosen string as a metrics label
         try:
             meta = request_meta(scope["headers"])
             state = scope.get("state")
             if isinstance(state, dict):
                 state["request_id"] = meta.request_id
-            body = await read_body(request.receive, self.settings.max_body_bytes)
+            body = await read_body(receive, self.settings.max_body_bytes)
             # From here to the enqueue there is no await: a reload cannot swap the version away.
             model = self.registry.get(name, version)
             label = model.card.name

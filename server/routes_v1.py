@@ -18,11 +18,11 @@ from server.payload import PredictResponse, decode_predict, encode_predict
 from server.registry import LoadedModel
 
 
-def _decode(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, None]:
+def decode_v1(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, None]:
     return decode_predict(body, card, max_rows), None
 
 
-def _encode(card: ModelCard, request_id: str, _: None, scores: np.ndarray) -> bytes:
+def encode_v1(card: ModelCard, request_id: str, _: None, scores: np.ndarray) -> bytes:
     return encode_predict(card, request_id, scores)
 
 
@@ -135,7 +135,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     async def predict_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> JSONBytes:
         """Score rows with the model's highest version. Headers: X-Request-ID (echoed),
         X-Deadline-Ms (overrides the default deadline; 504 when it passes before the rows run)."""
-        return await core.predict(request, name, None, _decode, _encode)
+        return await core.predict(request.scope, request.receive, name, None, decode_v1, encode_v1)
 
     @post(
         "/v1/models/{name:str}/versions/{version:int}/predict",
@@ -149,7 +149,9 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
     ) -> JSONBytes:
         """Score rows with one version of the model."""
-        return await core.predict(request, name, version, _decode, _encode)
+        return await core.predict(
+            request.scope, request.receive, name, version, decode_v1, encode_v1
+        )
 
     @get("/v1/models", tags=["v1"], summary="List models")
     async def list_models() -> list[ModelSummary]:

@@ -10,16 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import numpy as np
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from server.core import Core, JSONBytes
-from server.modelcard import ModelCard
 from server.openapi_docs import INFER_BODY, with_json_body
-from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
+from server.payload import InferResponse, decode_infer, encode_infer
 from server.registry import LoadedModel
 
 
@@ -62,10 +60,6 @@ def _metadata(m: LoadedModel, versions: list[int]) -> ModelMetadata:
             TensorMetadata("label", "INT64", [-1]),
         ],
     )
-
-
-def _decode(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, InferRequest]:
-    return decode_infer(body, card, max_rows)
 
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:
@@ -117,7 +111,9 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         status_code=200,
     )
     async def infer_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> JSONBytes:
-        return await core.predict(request, name, None, _decode, encode_infer)
+        return await core.predict(
+            request.scope, request.receive, name, None, decode_infer, encode_infer
+        )
 
     @post(
         "/v2/models/{name:str}/versions/{version:int}/infer",
@@ -130,7 +126,9 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     async def infer_version(
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
     ) -> JSONBytes:
-        return await core.predict(request, name, version, _decode, encode_infer)
+        return await core.predict(
+            request.scope, request.receive, name, version, decode_infer, encode_infer
+        )
 
     return [
         server_live,

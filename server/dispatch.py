@@ -1,0 +1,119 @@
+"""The request path straight from ASGI: predict and infer ahead of Litestar's router.
+
+``POST /v1/models/{name}/predict``, ``/v1/models/{name}/versions/{v}/predict``,
+``/v2/models/{name}/infer`` and ``/v2/models/{name}/versions/{v}/infer`` are matched here, with
+a split of the path, and go straight to :meth:`server.core.Core.predict`. Everything else, and
+these paths with any other method, goes on to Litestar. The routes are still declared as Litestar
+handlers (the OpenAPI schema documents them; with ``TABSERVE_FAST_DISPATCH=false`` they serve),
+and both ways run the same ``Core.predict`` and render errors with the same exception handlers
+(``server.http_errors``), so a client cannot tell them apart except by speed: Litestar's routing,
+handler signature and response machinery cost ~16 µs per request on this machine, more than
+running the small XGBoost model (``tabserve bench`` prints both floors).
+
+With ``bench_floor_route`` on, ``POST /bench/floor-asgi/{name}`` is the empty handler on this
+dispatch (read the body, answer fixed bytes), the floor ``tabserve bench`` compares predict
+against besides Litestar's own empty handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from server.core import Core, Decode, Encode, json_response, read_body
+from server.http_errors import EXCEPTION_HANDLERS
+from server.payload import decode_infer, encode_infer
+from server.routes_v1 import decode_v1, encode_v1
+
+_ROUTES: dict[tuple[str, str], tuple[Decode[Any], Encode[Any]]] = {
+    ("v1", "predict"): (decode_v1, encode_v1),
+    ("v2", "infer"): (decode_infer, encode_infer),
+}
+
+Match = tuple[str, int | None, Decode[Any], Encode[Any]]
+
+
+def match(path: str) -> Match | None:
+    """``(name, version or None, decode, encode)`` for a predict or infer path, else None."""
+    parts = path.split("/")
+    n = len(parts)
+    if n == 5:  # '', v1, models, {name}, predict
+        version = None
+    elif n == 7 and parts[4] == "versions":  # '', v1, models, {name}, versions, {v}, predict
+        try:
+            version = int(parts[5])
+        except ValueError:
+            return None  # Litestar answers it (404, like any unknown path)
+    else:
+        return None
+    if parts[0] or parts[2] != "models" or not parts[3]:
+        return None
+    route = _ROUTES.get((parts[1], parts[-1]))
+    if route is None:
+        return None
+    return parts[3], version, route[0], route[1]
+
+
+class FastDispatch:
+    """The ASGI handler of the app: predict and infer here, the rest to ``inner`` (Litestar's)."""
+
+    def __init__(self, inner: ASGIApp, core: Core, *, floor: bool) -> None:
+        self.inner = inner
+        self.core = core
+        self.floor = floor
+        self.limit = core.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
+            path: str = scope["path"]
+            found = match(path)
+            if found is not None:
+                name, version, decode, encode = found
+                try:
+                    response = await self.core.predict(
+                        scope, receive, name, version, decode, encode
+                    )
+                except Exception as exc:
+                    await self._error(scope, receive, send, exc)
+                    return
+                await response(scope, receive, send)
+                return
+            if self.floor and path.startswith("/bench/floor-asgi/"):
+                await self._floor(scope, receive, send)
+                return
+        await self.inner(scope, receive, send)
+
+    async def _floor(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await read_body(receive, self.limit)
+        except Exception as exc:
+            await self._error(scope, receive, send, exc)
+            return
+        await _FLOOR(scope, receive, send)
+
+    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """The answer Litestar's exception middleware would give: same handlers, same body."""
+        request: Request[Any, Any, Any] = Request(scope, receive)
+        handler = _handler_for(exc)
+        response = handler(request, exc)
+        await response.to_asgi_response(None, request)(scope, receive, send)
+
+
+_FLOOR = json_response(b'{"ok":true}')
+
+
+def _handler_for(exc: Exception) -> Callable[[Request[Any, Any, Any], Exception], Any]:
+    for cls in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return EXCEPTION_HANDLERS[Exception]
+
+
+def install(app: Litestar, core: Core, *, floor: bool) -> None:
+    """Put :class:`FastDispatch` in front of the app's middleware stack (lifespan untouched)."""
+    app.asgi_handler = FastDispatch(app.asgi_handler, core, floor=floor)
