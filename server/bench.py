@@ -3,9 +3,12 @@
 For the small and the large XGBoost model it measures
 
 * (a) the framework floor: an empty Litestar handler (``POST /bench/floor/{name}``, turned on by
-  ``TABSERVE_BENCH_FLOOR_ROUTE``) on the same server settings, same bodies;
+  ``TABSERVE_BENCH_FLOOR_ROUTE``) on the same server settings, same bodies; and the empty handler
+  on the fast dispatch that predict takes (``/bench/floor-asgi/{name}``, ``server.dispatch``),
+  the floor of predict's own path;
 * (b) ``POST /v1/models/{name}/predict`` with one row per request, batching on and off;
-* (c) ONNX Runtime alone, in-process, batch 1 (and per row at batch 64);
+* (c) ONNX Runtime alone, in-process, at batch 1, 16 and 64 (rows/s): how much batching could
+  gain if HTTP cost nothing;
 
 at concurrency 1 and 64, and prints throughput, p50/p99, the CPU each process used and the ratios
 the issue sets targets for. The server is pinned to one core and the load generator to another
@@ -37,13 +40,17 @@ from server.modelcard import HOLDOUT_FILE, load_card
 from server.process import ServeProcess
 
 DEFAULT_MODELS = ("xgb_small", "xgb_large")
+FLOORS = (("floor", "/bench/floor"), ("floor-asgi", "/bench/floor-asgi"))
+"""The two empty handlers: Litestar's (the framework floor) and the fast dispatch's (the floor
+of the path predict takes, ``server.dispatch``)."""
+ORT_BATCHES = (1, 16, 64)
 ROTATION = 64
 """Distinct one-row bodies (hold-out rows) sent in turn, so no run sees one row over and over."""
 
 
 @dataclass
 class Cell:
-    kind: str  # floor | predict | ort
+    kind: str  # floor | floor-asgi | predict | ort
     model: str
     batching: bool
     concurrency: int
@@ -330,7 +337,7 @@ def ort_alone(models_dir: Path, name: str, seconds: float, cpu: int | None) -> l
         os.sched_setaffinity(0, {cpu})
     cells = []
     try:
-        for batch in (1, 64):
+        for batch in ORT_BATCHES:
             inputs = [np.ascontiguousarray(rows[i : i + batch]) for i in range(0, 64, batch)]
             for x in inputs * 2:
                 runner.run(x)
@@ -460,13 +467,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.start()
                 for m in models:
                     for c in conc:
-                        if batching:
+                        floors = FLOORS if batching else ()
+                        for kind, prefix in floors:
                             cells.append(
                                 measure(
                                     server,
                                     gen,
-                                    Cell("floor", m, batching, c),
-                                    f"/bench/floor/{m}",
+                                    Cell(kind, m, batching, c),
+                                    f"{prefix}/{m}",
                                     bodies[m],
                                     args.seconds,
                                 )
@@ -503,7 +511,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _progress(cell: Cell) -> None:
     print(
-        f"  {cell.kind:<8} {cell.model:<10} batching={'on ' if cell.batching else 'off'} "
+        f"  {cell.kind:<10} {cell.model:<10} batching={'on ' if cell.batching else 'off'} "
         f"c={cell.concurrency:<3} {cell.rps:>9.0f} req/s",
         file=sys.stderr,
         flush=True,
@@ -531,15 +539,18 @@ def ratios(cells: list[Cell]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in sorted({c.model for c in cells}):
         for c in (1, 64):
-            floor = find("floor", model, True, c)
             on = find("predict", model, True, c)
             off = find("predict", model, False, c)
-            if floor and on and floor.rps:
-                out[f"{model} c={c}: predict/floor throughput (target >= 0.8 for xgb_small)"] = (
-                    round(on.rps / floor.rps, 3)
+            for kind in ("floor", "floor-asgi"):
+                floor = find(kind, model, True, c)
+                if not (floor and on and floor.rps):
+                    continue
+                target = " (target >= 0.8 for xgb_small)" if kind == "floor" else ""
+                out[f"{model} c={c}: predict/{kind} throughput{target}"] = round(
+                    on.rps / floor.rps, 3
                 )
                 if on.server_cpu and floor.server_cpu:
-                    out[f"{model} c={c}: predict/floor requests per server CPU-second"] = round(
+                    out[f"{model} c={c}: predict/{kind} requests per server CPU-second"] = round(
                         per_cpu_second(on) / per_cpu_second(floor), 3
                     )
             if on and off and off.rps and c == 64:
@@ -554,6 +565,15 @@ def ratios(cells: list[Cell]) -> dict[str, Any]:
                     round(on.p99_ms, 3),
                     round(off.p99_ms, 3),
                 )
+            if c == 1:
+                b1 = find("ort", model, False, 1)
+                for batch in ORT_BATCHES[1:]:
+                    bn = find("ort", model, False, batch)
+                    if b1 and bn and b1.rps:
+                        out[
+                            f"{model}: ORT alone rows/s at batch {batch} over batch 1 (the most "
+                            "batching can gain with no HTTP at all)"
+                        ] = round(bn.rps / b1.rps, 2)
             if on and off and c == 1:
                 out[f"{model} c=1: p50 added by batching, us (target <= 50)"] = round(
                     (on.p50_ms - off.p50_ms) * 1000, 1
@@ -570,7 +590,7 @@ def print_report(report: dict[str, Any]) -> None:
     if report["missing_models"]:
         print(f"skipped (not in the model repository): {', '.join(report['missing_models'])}")
     header = (
-        f"{'what':<8} {'model':<10} {'batching':<8} {'conc':>4} {'req/s':>9} "
+        f"{'what':<10} {'model':<10} {'batching':<8} {'conc':>4} {'req/s':>9} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'srv cpu':>7} {'req/cpu-s':>9} {'gen cpu':>7} {'errors':>6}"
     )
     print(header)
@@ -584,7 +604,7 @@ def print_report(report: dict[str, Any]) -> None:
         per_cpu = c["rps"] / c["server_cpu"] if c["server_cpu"] and c["kind"] != "ort" else 0.0
         per_cpu_text = f"{per_cpu:>9.0f}" if per_cpu else f"{'-':>9}"
         print(
-            f"{what:<8} {c['model']:<10} {batching:<8} {conc:>4} {rate} "
+            f"{what:<10} {c['model']:<10} {batching:<8} {conc:>4} {rate} "
             f"{c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c['server_cpu']:>7.2f} {per_cpu_text} "
             f"{gen} {c['errors']:>6}"
         )

@@ -117,7 +117,8 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
         shown = "unset" if default is None else str(default)
-        rows.append(f"| `TABSERVE_{name.upper()}` | `{shown}` | {' '.join((field.description or '').split())} |")
+        meaning = " ".join((field.description or "").split())
+        rows.append(f"| `TABSERVE_{name.upper()}` | `{shown}` | {meaning} |")
     return "\n".join(rows)
 
 
