@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -59,6 +59,15 @@ class ScoreCache(Protocol):
 
     def store(self, rows: np.ndarray, scores: np.ndarray) -> None:
         """Remember freshly computed rows; must not block (schedules any remote write)."""
+        ...
+
+    def recall(self, route: int, body: bytes) -> tuple[np.ndarray, Any, np.ndarray] | None:
+        """(rows, decoded extra, scores) remembered for a whole request body, or None; counted
+        as hits (the response memo, consulted before decoding)."""
+        ...
+
+    def remember(self, route: int, body: bytes, answer: tuple[np.ndarray, Any, np.ndarray]) -> None:
+        """Remember the answer to a request body; must not block."""
         ...
 
 
@@ -86,6 +95,8 @@ class BatcherStats:
     largest_batch_rows: int = 0
     coalesced_batches: int = 0
     """Batches that carried rows of more than one request."""
+    memo_rows: int = 0
+    """Rows answered by the cache's response memo, with no batch (see :meth:`Batcher.answered`)."""
     rejected: int = 0
     expired: int = 0
     hook_errors: int = 0
@@ -268,14 +279,7 @@ class Batcher:
         cache_mode: CacheMode = "default",
     ) -> np.ndarray:
         """Scores float32 [n, n_classes] for ``rows`` float32 [n, n_features], in row order."""
-        if self._closing:
-            if self._failed:
-                raise self._not_ready()
-            raise ShuttingDown(f"{self.model}/{self.version} is shutting down")
-        if deadline <= time.monotonic():
-            self.stats.expired += 1
-            self._m_expired.inc()
-            raise DeadlineExceeded("the request's deadline passed before it could run")
+        self._admit(deadline)
         n = len(rows)
         pending = self._queued_rows + self._inflight_rows
         if pending and pending + n > self.max_queue_rows:
@@ -304,6 +308,26 @@ class Batcher:
         ):
             waiter.set_result(None)
         return await future
+
+    def _admit(self, deadline: float) -> None:
+        if self._closing:
+            if self._failed:
+                raise self._not_ready()
+            raise ShuttingDown(f"{self.model}/{self.version} is shutting down")
+        if deadline <= time.monotonic():
+            self.stats.expired += 1
+            self._m_expired.inc()
+            raise DeadlineExceeded("the request's deadline passed before it could run")
+
+    def answered(
+        self, rows: np.ndarray, scores: np.ndarray, *, deadline: float, request_id: str
+    ) -> None:
+        """A request the cache answered whole, with no batch (the response memo): admitted as
+        :meth:`predict` admits (shutdown, deadline: same errors), then counted and observed."""
+        self._admit(deadline)
+        self.stats.memo_rows += len(rows)
+        if self.observer is not None:
+            self._observe(rows, scores, [(request_id, 0, len(rows))])
 
     def _may_run_now(self, loop: asyncio.AbstractEventLoop) -> bool:
         """The idle fast path: an inline model with nothing queued or running, and no other

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 from litestar.types import Receive, Scope, Send
@@ -24,6 +25,17 @@ T = TypeVar("T")
 
 Decode = Callable[[bytes, ModelCard, int], tuple[np.ndarray, T]]
 Encode = Callable[[ModelCard, str, T, np.ndarray], bytes]
+
+
+@dataclass(frozen=True)
+class Route(Generic[T]):
+    """One predict route's wire format: a small id (the response memo keys bodies by route as
+    well, since /v1 and /v2 bodies decode differently), its decoder and its encoder."""
+
+    id: int
+    decode: Decode[T]
+    encode: Encode[T]
+
 
 JSON = "application/json"
 
@@ -111,10 +123,12 @@ class Core:
         receive: Receive,
         name: str,
         version: int | None,
-        decode: Decode[T],
-        encode: Encode[T],
+        route: Route[T],
     ) -> JSONBytes:
-        """Read, resolve, decode, batch, encode: the request path shared by /v1 and /v2."""
+        """Read, resolve, decode, batch, encode: the request path shared by /v1 and /v2.
+
+        A body the model's response memo remembers (``server.cache.memo``) skips decoding and
+        the batcher; its rows are still admitted and observed (:meth:`Batcher.answered`)."""
         started = time.perf_counter()
         label = "unknown"  # never a client-chosen string as a metrics label
         try:
@@ -127,15 +141,26 @@ class Core:
             model = self.registry.get(name, version)
             label = model.card.name
             self.count(label, model.card.version)
-            rows, extra = decode(body, model.card, self.settings.max_request_rows)
             deadline_ms = (
                 self.settings.default_deadline_ms if meta.deadline_ms is None else meta.deadline_ms
             )
             deadline = time.monotonic() - (time.perf_counter() - started) + deadline_ms / 1000.0
-            scores = await model.batcher.predict(
-                rows, deadline=deadline, request_id=meta.request_id, cache_mode=meta.cache_mode
-            )
-            content = encode(model.card, meta.request_id, extra, scores)
+            batcher = model.batcher
+            cache, mode = batcher.cache, meta.cache_mode
+            answer = None
+            if cache is not None and mode == "default":
+                answer = cache.recall(route.id, body)
+            if answer is None:
+                rows, extra = route.decode(body, model.card, self.settings.max_request_rows)
+                scores = await batcher.predict(
+                    rows, deadline=deadline, request_id=meta.request_id, cache_mode=mode
+                )
+                if cache is not None and mode != "no-store":
+                    cache.remember(route.id, body, (rows, extra, scores))
+            else:
+                rows, extra, scores = answer
+                batcher.answered(rows, scores, deadline=deadline, request_id=meta.request_id)
+            content = route.encode(model.card, meta.request_id, extra, scores)
         except Exception as exc:
             self.record(label, status_of(exc), started)
             raise

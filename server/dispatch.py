@@ -24,21 +24,18 @@ from litestar import Litestar, Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from server.core import Core, Decode, Encode, json_response, read_body
+from server.core import Core, Route, json_response, read_body
 from server.http_errors import EXCEPTION_HANDLERS
-from server.payload import decode_infer, encode_infer
-from server.routes_v1 import decode_v1, encode_v1
+from server.routes_v1 import V1
+from server.routes_v2 import V2
 
-_ROUTES: dict[tuple[str, str], tuple[Decode[Any], Encode[Any]]] = {
-    ("v1", "predict"): (decode_v1, encode_v1),
-    ("v2", "infer"): (decode_infer, encode_infer),
-}
+_ROUTES: dict[tuple[str, str], Route[Any]] = {("v1", "predict"): V1, ("v2", "infer"): V2}
 
-Match = tuple[str, int | None, Decode[Any], Encode[Any]]
+Match = tuple[str, int | None, Route[Any]]
 
 
 def match(path: str) -> Match | None:
-    """``(name, version or None, decode, encode)`` for a predict or infer path, else None."""
+    """``(name, version or None, route)`` for a predict or infer path, else None."""
     parts = path.split("/")
     n = len(parts)
     if n == 5:  # '', v1, models, {name}, predict
@@ -55,7 +52,7 @@ def match(path: str) -> Match | None:
     route = _ROUTES.get((parts[1], parts[-1]))
     if route is None:
         return None
-    return parts[3], version, route[0], route[1]
+    return parts[3], version, route
 
 
 class FastDispatch:
@@ -72,11 +69,9 @@ class FastDispatch:
             path: str = scope["path"]
             found = match(path)
             if found is not None:
-                name, version, decode, encode = found
+                name, version, route = found
                 try:
-                    response = await self.core.predict(
-                        scope, receive, name, version, decode, encode
-                    )
+                    response = await self.core.predict(scope, receive, name, version, route)
                 except Exception as exc:
                     await self._error(scope, receive, send, exc)
                     return

@@ -11,7 +11,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
-from server.core import Core, JSONBytes
+from server.core import Core, JSONBytes, Route
 from server.modelcard import Cost, Metrics, ModelCard
 from server.openapi_docs import PREDICT_BODY, with_json_body
 from server.payload import PredictResponse, decode_predict, encode_predict
@@ -24,6 +24,9 @@ def decode_v1(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, 
 
 def encode_v1(card: ModelCard, request_id: str, _: None, scores: np.ndarray) -> bytes:
     return encode_predict(card, request_id, scores)
+
+
+V1 = Route(1, decode_v1, encode_v1)
 
 
 class ModelSummary(msgspec.Struct):
@@ -135,7 +138,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     async def predict_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> JSONBytes:
         """Score rows with the model's highest version. Headers: X-Request-ID (echoed),
         X-Deadline-Ms (overrides the default deadline; 504 when it passes before the rows run)."""
-        return await core.predict(request.scope, request.receive, name, None, decode_v1, encode_v1)
+        return await core.predict(request.scope, request.receive, name, None, V1)
 
     @post(
         "/v1/models/{name:str}/versions/{version:int}/predict",
@@ -149,9 +152,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
     ) -> JSONBytes:
         """Score rows with one version of the model."""
-        return await core.predict(
-            request.scope, request.receive, name, version, decode_v1, encode_v1
-        )
+        return await core.predict(request.scope, request.receive, name, version, V1)
 
     @get("/v1/models", tags=["v1"], summary="List models")
     async def list_models() -> list[ModelSummary]:

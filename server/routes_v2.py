@@ -15,7 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
-from server.core import Core, JSONBytes
+from server.core import Core, JSONBytes, Route
 from server.openapi_docs import INFER_BODY, with_json_body
 from server.payload import InferResponse, decode_infer, encode_infer
 from server.registry import LoadedModel
@@ -60,6 +60,9 @@ def _metadata(m: LoadedModel, versions: list[int]) -> ModelMetadata:
             TensorMetadata("label", "INT64", [-1]),
         ],
     )
+
+
+V2 = Route(2, decode_infer, encode_infer)
 
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:
@@ -111,9 +114,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         status_code=200,
     )
     async def infer_latest(request: Request[Any, Any, Any], name: FromPath[str]) -> JSONBytes:
-        return await core.predict(
-            request.scope, request.receive, name, None, decode_infer, encode_infer
-        )
+        return await core.predict(request.scope, request.receive, name, None, V2)
 
     @post(
         "/v2/models/{name:str}/versions/{version:int}/infer",
@@ -126,9 +127,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     async def infer_version(
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
     ) -> JSONBytes:
-        return await core.predict(
-            request.scope, request.receive, name, version, decode_infer, encode_infer
-        )
+        return await core.predict(request.scope, request.receive, name, version, V2)
 
     return [
         server_live,

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     """In-process cache capacity in rows; 0 turns the in-process tier off."""
     cache_memory_bytes: int = 64 * 1024 * 1024
     """In-process cache capacity in bytes of keys and values."""
+    cache_memo_entries: int = 10_000
+    """Request bodies remembered per cached model version and answered before decoding when
+    they repeat byte for byte (the response memo); 0 turns it off."""
     redis_url: str | None = None
     """redis:// or rediss:// URL (password in the URL) of a shared cache; unset: in-process only."""
     redis_timeout_ms: float = 20.0

@@ -48,7 +48,8 @@ import numpy as np
 
 from server.cache.base import Outcome
 from server.cache.keys import namespace, row_keys
-from server.cache.metrics import MEMORY, REDIS
+from server.cache.memo import Answer, ResponseMemo
+from server.cache.metrics import MEMORY, REDIS, RESPONSE
 from server.cache.tiered import TieredCache
 from server.modelcard import ModelCard
 
@@ -66,6 +67,7 @@ class ModelScoreCache:
         auto_skip_remote: bool = False,
         max_batch_rows: int,
         max_pending_writes: int = 32,
+        memo_entries: int = 0,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive (a TTL of 0 means: build no cache)")
@@ -84,6 +86,11 @@ class ModelScoreCache:
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: dict[bytes, bytes] = {}
         self._closed = False
+        self.memo: ResponseMemo | None = None
+        """Whole request bodies answered before decoding (``server.cache.memo``); None: off."""
+        if memo_entries > 0:
+            generations, model = cache.generations, card.name
+            self.memo = ResponseMemo(memo_entries, ttl_s, lambda: generations.fresh(model))
         self.hits = 0
         """Rows answered from the cache (either tier)."""
         self.lookups = 0
@@ -92,6 +99,7 @@ class ModelScoreCache:
         if metrics is not None:
             self._m_hits = {t: metrics.hits.labels(self.model, t) for t in (MEMORY, REDIS)}
             self._m_misses = {t: metrics.misses.labels(self.model, t) for t in (MEMORY, REDIS)}
+            self._m_memo_hits = metrics.hits.labels(self.model, RESPONSE)
         self._metrics = metrics
 
     @property
@@ -126,7 +134,9 @@ class ModelScoreCache:
             redis = "off"
         else:
             redis = "on" if min_rows is not None else "skipped: inference is cheaper than a trip"
-        tiers = [MEMORY] if self._cache.memory is not None else []
+        tiers = [RESPONSE] if self.memo is not None else []
+        if self._cache.memory is not None:
+            tiers.append(MEMORY)
         if self.use_remote:
             tiers.append(REDIS)
         return {
@@ -138,6 +148,25 @@ class ModelScoreCache:
             "redis": redis,
             "redis_min_rows": min_rows,
         }
+
+    def recall(self, route: int, body: bytes) -> Answer | None:
+        """The response memo's answer for a request body (its rows count as hits), or None."""
+        memo = self.memo
+        if memo is None:
+            return None
+        answer = memo.get(route, body)
+        if answer is not None:
+            n = len(answer[0])
+            self.lookups += n
+            self.hits += n
+            if self._metrics is not None:
+                self._m_memo_hits.inc(n)
+        return answer
+
+    def remember(self, route: int, body: bytes, answer: Answer) -> None:
+        """Give the response memo a computed answer for a request body."""
+        if self.memo is not None:
+            self.memo.put(route, body, answer)
 
     def _prefix(self, generation: int) -> bytes:
         cached = self._prefix_gen

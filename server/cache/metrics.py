@@ -16,13 +16,15 @@ tabserve_cache_roundtrip_seconds           tier,op     one remote call (a whole 
 tabserve_cache_circuit_state               tier        0 closed, 1 half-open, 2 open
 =========================================  ==========  =============================================
 
-``tier`` is ``memory`` or ``redis``; ``op`` is ``get``, ``set``, ``generation`` or ``flush``.
+``tier`` is ``response`` (the response memo, ``server.cache.memo``: hits only, its misses go on to
+the row cache), ``memory`` or ``redis``; ``op`` is ``get``, ``set``, ``generation`` or ``flush``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+RESPONSE = "response"
 MEMORY = "memory"
 REDIS = "redis"
 

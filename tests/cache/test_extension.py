@@ -28,7 +28,8 @@ CACHED = {"xgb_small": 300.0, "logreg": 300.0}
 async def serving(model_repo: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     # The test models are cheaper than a cache miss: a TTL of their own makes them cached.
     overrides.setdefault("cache_model_ttl_s", CACHED)
-    settings = Settings(models_dir=model_repo, admin_token="t", monitoring=False, **overrides)
+    overrides.setdefault("monitoring", False)
+    settings = Settings(models_dir=model_repo, admin_token="t", **overrides)
     app = create_app(settings, extensions=default_extensions(settings))
     transport = httpx.ASGITransport(app=app)
     async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
@@ -64,7 +65,7 @@ async def test_serves_when_redis_is_down_at_start_up(
             r = await client.post("/v1/models/xgb_small/predict", json={"instances": rows})
             assert r.status_code == 200
         state = await cache_state(client, "xgb_small")
-        assert state["tiers"] == ["memory", "redis"]
+        assert state["tiers"] == ["response", "memory", "redis"]
         assert state["rows_hit"] == 16  # the in-process tier still serves
         # A flush that cannot reach Redis is a clear 503, not a silent success.
         flush = await client.post("/admin/models/xgb_small/cache/flush", headers=ADMIN)

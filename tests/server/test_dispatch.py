@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from server.dispatch import match
-from server.payload import decode_infer
-from server.routes_v1 import decode_v1
+from server.routes_v1 import V1
+from server.routes_v2 import V2
 from tests.server.conftest import MakeClient
 from tests.server.test_validation import BAD_BODIES, ROW, case
 
@@ -14,10 +14,10 @@ from tests.server.test_validation import BAD_BODIES, ROW, case
 @pytest.mark.parametrize(
     "path, expected",
     [
-        ("/v1/models/m/predict", ("m", None, decode_v1)),
-        ("/v1/models/m/versions/3/predict", ("m", 3, decode_v1)),
-        ("/v2/models/m/infer", ("m", None, decode_infer)),
-        ("/v2/models/m/versions/12/infer", ("m", 12, decode_infer)),
+        ("/v1/models/m/predict", ("m", None, V1)),
+        ("/v1/models/m/versions/3/predict", ("m", 3, V1)),
+        ("/v2/models/m/infer", ("m", None, V2)),
+        ("/v2/models/m/versions/12/infer", ("m", 12, V2)),
         ("/v1/models/m/infer", None),  # v1 has no infer
         ("/v2/models/m/predict", None),
         ("/v1/models//predict", None),

@@ -1,0 +1,198 @@
+"""The response memo: repeated bodies answered before decoding, never wrongly, still monitored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.cache.batch import ModelScoreCache
+from server.cache.memo import MAX_BODY_BYTES, ResponseMemo
+from tests.cache.test_extension import ADMIN, serving
+
+ROWS = np.zeros((1, 3), dtype=np.float32)
+SCORES = np.array([[0.25, 0.75]], dtype=np.float32)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def memo(capacity: int = 4, ttl_s: float = 10.0) -> tuple[ResponseMemo, Clock, list[int | None]]:
+    clock, generation = Clock(), [7]
+    return ResponseMemo(capacity, ttl_s, lambda: generation[0], clock=clock), clock, generation
+
+
+def test_answers_the_exact_body_on_its_route_only() -> None:
+    m, _, _ = memo()
+    m.put(1, b'{"instances": [[1, 2, 3]]}', (ROWS, None, SCORES))
+    found = m.get(1, b'{"instances": [[1, 2, 3]]}')
+    assert found is not None and found[2] is SCORES
+    assert m.get(2, b'{"instances": [[1, 2, 3]]}') is None  # the other route's decoder
+    assert m.get(1, b'{"instances": [[1, 2, 3.0]]}') is None  # another spelling: the row cache's
+    assert m.get(1, b'{"instances":[[1,2,3]]}') is None
+    assert (m.hits, m.misses) == (1, 3)
+
+
+def test_least_recently_used_goes_first() -> None:
+    m, _, _ = memo(capacity=2)
+    m.put(1, b"a", (ROWS, None, SCORES))
+    m.put(1, b"b", (ROWS, None, SCORES))
+    assert m.get(1, b"a") is not None  # a is now the most recent
+    m.put(1, b"c", (ROWS, None, SCORES))
+    assert len(m) == 2
+    assert m.get(1, b"b") is None
+    assert m.get(1, b"a") is not None and m.get(1, b"c") is not None
+
+
+def test_entries_expire_after_the_ttl() -> None:
+    m, clock, _ = memo(ttl_s=10.0)
+    m.put(1, b"a", (ROWS, None, SCORES))
+    clock.now += 9.9
+    assert m.get(1, b"a") is not None
+    clock.now += 0.2
+    assert m.get(1, b"a") is None
+    assert len(m) == 0
+
+
+def test_a_new_generation_empties_it_and_an_unknown_one_answers_nothing() -> None:
+    m, _, generation = memo()
+    m.put(1, b"a", (ROWS, None, SCORES))
+    generation[0] = 8  # a flush, here or in another worker
+    assert m.get(1, b"a") is None
+    assert len(m) == 0
+    m.put(1, b"a", (ROWS, None, SCORES))
+    generation[0] = None  # the shared generation is due for a re-read
+    assert m.get(1, b"a") is None
+    m.put(1, b"b", (ROWS, None, SCORES))
+    generation[0] = 8
+    assert m.get(1, b"a") is not None
+    assert m.get(1, b"b") is None  # not remembered while the generation was unknown
+
+
+def test_large_bodies_are_not_remembered() -> None:
+    m, _, _ = memo()
+    big = b"x" * (MAX_BODY_BYTES + 1)
+    m.put(1, big, (ROWS, None, SCORES))
+    assert m.get(1, big) is None
+
+
+# --- in the app -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rows(model_repo: Path) -> list[list[float]]:
+    with np.load(model_repo / "xgb_small" / "1" / "holdout.npz") as data:
+        out: list[list[float]] = data["X"][:8].astype(np.float32).tolist()
+    return out
+
+
+def score_cache(client: Any, model: str) -> ModelScoreCache:
+    app = client._transport.app
+    cache = app.state.core.registry.get(model).batcher.cache
+    assert isinstance(cache, ModelScoreCache)
+    return cache
+
+
+async def test_a_repeated_body_is_answered_by_the_memo_with_the_same_scores(
+    model_repo: Path, rows: list[list[float]]
+) -> None:
+    body = json.dumps({"instances": [rows[0], rows[1]]}).encode()
+    async with serving(model_repo) as client:
+        cache = score_cache(client, "xgb_small")
+        batcher = client._transport.app.state.core.registry.get("xgb_small").batcher
+        first = await client.post("/v1/models/xgb_small/predict", content=body)
+        batches = batcher.stats.batches
+        second = await client.post(
+            "/v1/models/xgb_small/predict", content=body, headers={"x-request-id": "again"}
+        )
+        assert batcher.stats.batches == batches  # no batch, no decode
+        assert cache.memo is not None and cache.memo.hits == 1
+        assert batcher.stats.memo_rows == 2
+        state = (await client.get("/v1/models/xgb_small")).json()["detail"][-1]["cache"]
+        metrics = (await client.get("/metrics")).text
+    assert first.status_code == second.status_code == 200
+    a, b = first.json(), second.json()
+    assert b["request_id"] == "again" and second.headers["x-request-id"] == "again"
+    assert a["predictions"] == b["predictions"]
+    assert state["tiers"][0] == "response" and state["rows_hit"] >= 2
+    assert 'tabserve_cache_hits_total{model="xgb_small",tier="response"} 2.0' in metrics
+
+
+async def test_v2_bodies_are_remembered_with_their_own_request(
+    model_repo: Path, rows: list[list[float]]
+) -> None:
+    tensor = {"name": "input", "shape": [1, 24], "datatype": "FP32", "data": rows[2]}
+    body = json.dumps({"id": "client-id", "inputs": [tensor]}).encode()
+    async with serving(model_repo) as client:
+        first = await client.post("/v2/models/xgb_small/infer", content=body)
+        second = await client.post("/v2/models/xgb_small/infer", content=body)
+        assert score_cache(client, "xgb_small").memo.hits == 1  # type: ignore[union-attr]
+    assert first.json() == second.json()
+    assert second.json()["id"] == "client-id"
+
+
+async def test_cache_control_and_deadlines_apply_to_remembered_bodies(
+    model_repo: Path, rows: list[list[float]]
+) -> None:
+    body = json.dumps({"instances": [rows[3]]}).encode()
+    url = "/v1/models/xgb_small/predict"
+    async with serving(model_repo) as client:
+        memo = score_cache(client, "xgb_small").memo
+        assert memo is not None
+        await client.post(url, content=body)
+        for directive in ("no-store", "no-cache"):
+            r = await client.post(url, content=body, headers={"cache-control": directive})
+            assert r.status_code == 200
+        assert memo.hits == 0  # neither reads the memo
+        late = await client.post(url, content=body, headers={"x-deadline-ms": "0"})
+        assert memo.hits == 1
+    assert late.status_code == 504  # answered from the memo, yet past its deadline: like a run
+
+
+async def test_a_flush_forgets_remembered_bodies(model_repo: Path, rows: list[list[float]]) -> None:
+    body = json.dumps({"instances": [rows[4]]}).encode()
+    url = "/v1/models/xgb_small/predict"
+    async with serving(model_repo) as client:
+        memo = score_cache(client, "xgb_small").memo
+        assert memo is not None
+        await client.post(url, content=body)
+        flushed = await client.post("/admin/models/xgb_small/cache/flush", headers=ADMIN)
+        assert flushed.status_code == 200
+        await client.post(url, content=body)
+        assert memo.hits == 0
+        await client.post(url, content=body)
+        assert memo.hits == 1
+
+
+async def test_memo_answers_are_monitored_and_take_feedback(
+    model_repo: Path, rows: list[list[float]]
+) -> None:
+    body = json.dumps({"instances": [rows[5]]}).encode()
+    url = "/v1/models/xgb_small/predict"
+    async with serving(model_repo, monitoring=True) as client:
+        await client.post(url, content=body)
+        hit = await client.post(url, content=body, headers={"x-request-id": "memo-hit"})
+        assert score_cache(client, "xgb_small").memo.hits == 1  # type: ignore[union-attr]
+        monitoring = (await client.get("/v1/models/xgb_small/monitoring")).json()
+        feedback = await client.post(
+            "/v1/models/xgb_small/feedback", json={"request_id": "memo-hit", "label": 1}
+        )
+    assert hit.status_code == 200
+    assert monitoring["window"]["rows"] == 2
+    assert feedback.status_code == 200, feedback.text
+    assert feedback.json()["score"] == hit.json()["predictions"][0]["scores"][1]
+
+
+async def test_memo_is_off_with_zero_entries(model_repo: Path) -> None:
+    async with serving(model_repo, cache_memo_entries=0) as client:
+        assert score_cache(client, "xgb_small").memo is None
+        state = (await client.get("/v1/models/xgb_small")).json()["detail"][-1]["cache"]
+    assert state["tiers"] == ["memory"]
