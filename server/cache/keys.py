@@ -29,6 +29,7 @@ KEY_ROOT = "tabserve"
 DIGEST_BYTES = 16
 CANONICAL_NAN_BITS = np.uint32(0x7FC00000)
 _NEGATIVE_ZERO_BITS = np.uint32(0x80000000)
+_ZERO = np.float32(0.0)
 _BLAKE2B_16 = hashlib.blake2b(digest_size=DIGEST_BYTES)
 
 
@@ -50,9 +51,15 @@ def canonical_rows(rows: np.ndarray) -> np.ndarray:
         raise ValueError(f"rows must be 2-D [n, features], got shape {rows.shape}")
     if rows.shape[1] == 0:
         raise ValueError("rows have no features")
-    canon = np.array(rows, dtype=np.float32, order="C", copy=True)
+    rows32 = np.asarray(rows, dtype=np.float32)
+    nan = np.isnan(rows32)
+    if not nan.any():
+        # x + 0.0 is x for every number but -0.0, which becomes 0.0, in a fresh C-order array:
+        # three numpy calls for the usual row where masking both cases took six (~2x faster).
+        return rows32 + _ZERO
+    canon = np.array(rows32, order="C", copy=True)
     bits = canon.view(np.uint32)
-    bits[np.isnan(canon)] = CANONICAL_NAN_BITS
+    bits[nan] = CANONICAL_NAN_BITS
     bits[bits == _NEGATIVE_ZERO_BITS] = 0
     return canon
 

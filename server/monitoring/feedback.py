@@ -97,9 +97,10 @@ class ServedRows:
         index = self._by_request
         for request_id, first_row, count in requests:
             parts = index.pop(request_id, None)  # (re-inserted last: the map stays in seq order)
-            end_row = first_row + count
-            if parts is None or any(r < end_row and first_row < r + c for r, _, c in parts):
-                index[request_id] = ((first_row, seq, count),)  # new request, or a reused id
+            if parts is None:  # the common case, first: no generator to build
+                index[request_id] = ((first_row, seq, count),)
+            elif any(r < first_row + count and first_row < r + c for r, _, c in parts):
+                index[request_id] = ((first_row, seq, count),)  # a reused id: newest wins
             else:
                 index[request_id] = (*parts, (first_row, seq, count))  # another part of it
             seq += count

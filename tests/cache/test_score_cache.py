@@ -77,6 +77,24 @@ async def test_store_then_lookup_hits_with_the_same_scores(local: ModelScoreCach
     assert got.dtype == np.float32 and got.shape == (8, 2)
 
 
+async def test_store_reuses_the_lookups_keys_only_for_the_same_rows_and_generation(
+    metrics: CacheMetrics,
+) -> None:
+    tiered = memory_only(metrics)
+    cache = ModelScoreCache(CARD, tiered, ttl_s=60, max_batch_rows=64)
+    a, scores_a = rows_and_scores(2, seed=1)
+    b, scores_b = rows_and_scores(2, seed=2)
+    await cache.lookup(a)
+    cache.store(b, scores_b)  # other rows than the lookup's: their own keys
+    assert (await cache.lookup(b))[0].all()
+    assert not (await cache.lookup(a))[0].any()
+    await tiered.flush("fraud")
+    cache.store(a, scores_a)  # looked up before the flush: keys of the new generation
+    hit, got = await cache.lookup(a)
+    assert hit.all() and np.array_equal(got, scores_a)
+    await tiered.close()
+
+
 async def test_partial_hits_within_a_batch(local: ModelScoreCache) -> None:
     rows, scores = rows_and_scores(4)
     local.store(rows[[0, 2]], scores[[0, 2]])
