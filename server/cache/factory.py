@@ -62,16 +62,25 @@ def model_ttl_s(settings: Settings, model: str) -> float:
     return max(0.0, settings.cache_model_ttl_s.get(model, settings.cache_ttl_s))
 
 
+MISS_COST_FACTOR = 3.0
+"""How much more a miss costs in the server than the start-up measurement says. That measurement
+times the cache's lookup and store alone, in a warm loop; in the server a one-row miss also pays
+the memo, the batcher's cache bookkeeping and cold CPU caches between requests. Measured with
+``tabserve bench --suite cache`` (unique rows, c=1): caching ``xgb_small`` cost ~75 µs per miss
+against ~11-13 µs measured at start-up, whose 12.4 µs inference put it on the line, cached in
+some runs and not in others."""
+
+
 def worth_caching(card: ModelCard, settings: Settings, miss_overhead_us: float | None) -> bool:
     """False when the model's one-row inference (model.json's measured ``us_batch1``) costs no
-    more than the in-process cache adds to a one-row miss (``miss_overhead_us``, measured at
-    start-up by :func:`server.cache.measure.miss_overhead_us`): a miss would cost more than the
-    inference it may later save, so no hit ratio pays it back enough to be worth the risk.
-    A TTL set for the model in ``cache_model_ttl_s`` overrides the rule (cached anyway).
+    more than ``MISS_COST_FACTOR`` times what the in-process cache adds to a one-row miss
+    (``miss_overhead_us``, measured at start-up by :func:`server.cache.measure.miss_overhead_us`):
+    misses would cost more than the inference that hits may later save. A TTL set for the model
+    in ``cache_model_ttl_s`` overrides the rule (cached anyway).
     """
     if miss_overhead_us is None or card.name in settings.cache_model_ttl_s:
         return True
-    return card.cost.us_batch1 > miss_overhead_us
+    return card.cost.us_batch1 > MISS_COST_FACTOR * miss_overhead_us
 
 
 def build_model_cache(

@@ -8,6 +8,12 @@ repeat, and the memo answers them from a dict keyed by the body itself: one hash
 answer) and no decode. The answer is re-encoded per request (its request id differs), and the
 request is still admitted (deadline, shutdown) and observed by monitoring like any other.
 
+A body is remembered the second time it is answered, not the first: the first time only its hash
+goes into a bounded "seen" set (a doorkeeper, as in TinyLFU caches). Traffic that never repeats
+then costs a set insert per request instead of an entry (~1 KB of fresh memory each, which
+measurably slowed everything else on a miss); a body that repeats is remembered on its second
+answer and answered from here from its third.
+
 Scope and bounds, one memo per cached model version (so the model's name, version and ONNX file
 are implied): bodies up to ``MAX_BODY_BYTES``, ``capacity`` entries, least recently used evicted
 first, each entry valid for the model's cache TTL and only under the flush generation it was
@@ -53,6 +59,7 @@ class ResponseMemo:
         self._clock = clock
         self._filled_under: int | None = None
         self._entries: OrderedDict[tuple[int, bytes], tuple[float, Answer]] = OrderedDict()
+        self._seen: dict[int, None] = {}  # hashes of bodies answered once, oldest first
         self.hits = 0
         self.misses = 0
 
@@ -64,7 +71,7 @@ class ResponseMemo:
         if generation is None:
             return False
         if generation != self._filled_under:
-            self._entries.clear()
+            self.clear()
             self._filled_under = generation
         return True
 
@@ -88,11 +95,20 @@ class ResponseMemo:
         """Remember ``answer`` for ``body`` (skipped for bodies over ``MAX_BODY_BYTES``)."""
         if len(body) > MAX_BODY_BYTES or not self._current():
             return
+        key = (route, body)
+        digest = hash(key)  # (the body's own hash is cached on it since get())
+        seen = self._seen
+        if digest not in seen:
+            seen[digest] = None
+            if len(seen) > self.capacity:
+                del seen[next(iter(seen))]
+            return
         entries = self._entries
-        entries[(route, body)] = (self._clock() + self.ttl_s, answer)
-        entries.move_to_end((route, body))
+        entries[key] = (self._clock() + self.ttl_s, answer)
+        entries.move_to_end(key)
         if len(entries) > self.capacity:
             entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._seen.clear()

@@ -30,9 +30,23 @@ def memo(capacity: int = 4, ttl_s: float = 10.0) -> tuple[ResponseMemo, Clock, l
     return ResponseMemo(capacity, ttl_s, lambda: generation[0], clock=clock), clock, generation
 
 
+def remember(m: ResponseMemo, route: int, body: bytes, answer: Any) -> None:
+    """Answered twice: the doorkeeper admits a body on its second answer."""
+    m.put(route, body, answer)
+    m.put(route, body, answer)
+
+
+def test_a_body_is_remembered_on_its_second_answer() -> None:
+    m, _, _ = memo()
+    m.put(1, b"once", (ROWS, None, SCORES))
+    assert m.get(1, b"once") is None and len(m) == 0
+    m.put(1, b"once", (ROWS, None, SCORES))
+    assert m.get(1, b"once") is not None
+
+
 def test_answers_the_exact_body_on_its_route_only() -> None:
     m, _, _ = memo()
-    m.put(1, b'{"instances": [[1, 2, 3]]}', (ROWS, None, SCORES))
+    remember(m, 1, b'{"instances": [[1, 2, 3]]}', (ROWS, None, SCORES))
     found = m.get(1, b'{"instances": [[1, 2, 3]]}')
     assert found is not None and found[2] is SCORES
     assert m.get(2, b'{"instances": [[1, 2, 3]]}') is None  # the other route's decoder
@@ -43,10 +57,10 @@ def test_answers_the_exact_body_on_its_route_only() -> None:
 
 def test_least_recently_used_goes_first() -> None:
     m, _, _ = memo(capacity=2)
-    m.put(1, b"a", (ROWS, None, SCORES))
-    m.put(1, b"b", (ROWS, None, SCORES))
+    remember(m, 1, b"a", (ROWS, None, SCORES))
+    remember(m, 1, b"b", (ROWS, None, SCORES))
     assert m.get(1, b"a") is not None  # a is now the most recent
-    m.put(1, b"c", (ROWS, None, SCORES))
+    remember(m, 1, b"c", (ROWS, None, SCORES))
     assert len(m) == 2
     assert m.get(1, b"b") is None
     assert m.get(1, b"a") is not None and m.get(1, b"c") is not None
@@ -54,7 +68,7 @@ def test_least_recently_used_goes_first() -> None:
 
 def test_entries_expire_after_the_ttl() -> None:
     m, clock, _ = memo(ttl_s=10.0)
-    m.put(1, b"a", (ROWS, None, SCORES))
+    remember(m, 1, b"a", (ROWS, None, SCORES))
     clock.now += 9.9
     assert m.get(1, b"a") is not None
     clock.now += 0.2
@@ -64,14 +78,14 @@ def test_entries_expire_after_the_ttl() -> None:
 
 def test_a_new_generation_empties_it_and_an_unknown_one_answers_nothing() -> None:
     m, _, generation = memo()
-    m.put(1, b"a", (ROWS, None, SCORES))
+    remember(m, 1, b"a", (ROWS, None, SCORES))
     generation[0] = 8  # a flush, here or in another worker
     assert m.get(1, b"a") is None
     assert len(m) == 0
-    m.put(1, b"a", (ROWS, None, SCORES))
+    remember(m, 1, b"a", (ROWS, None, SCORES))
     generation[0] = None  # the shared generation is due for a re-read
     assert m.get(1, b"a") is None
-    m.put(1, b"b", (ROWS, None, SCORES))
+    remember(m, 1, b"b", (ROWS, None, SCORES))
     generation[0] = 8
     assert m.get(1, b"a") is not None
     assert m.get(1, b"b") is None  # not remembered while the generation was unknown
@@ -80,7 +94,7 @@ def test_a_new_generation_empties_it_and_an_unknown_one_answers_nothing() -> Non
 def test_large_bodies_are_not_remembered() -> None:
     m, _, _ = memo()
     big = b"x" * (MAX_BODY_BYTES + 1)
-    m.put(1, big, (ROWS, None, SCORES))
+    remember(m, 1, big, (ROWS, None, SCORES))
     assert m.get(1, big) is None
 
 
@@ -109,6 +123,7 @@ async def test_a_repeated_body_is_answered_by_the_memo_with_the_same_scores(
         cache = score_cache(client, "xgb_small")
         batcher = client._transport.app.state.core.registry.get("xgb_small").batcher
         first = await client.post("/v1/models/xgb_small/predict", content=body)
+        await client.post("/v1/models/xgb_small/predict", content=body)  # remembered now
         batches = batcher.stats.batches
         second = await client.post(
             "/v1/models/xgb_small/predict", content=body, headers={"x-request-id": "again"}
@@ -133,6 +148,7 @@ async def test_v2_bodies_are_remembered_with_their_own_request(
     body = json.dumps({"id": "client-id", "inputs": [tensor]}).encode()
     async with serving(model_repo) as client:
         first = await client.post("/v2/models/xgb_small/infer", content=body)
+        await client.post("/v2/models/xgb_small/infer", content=body)
         second = await client.post("/v2/models/xgb_small/infer", content=body)
         assert score_cache(client, "xgb_small").memo.hits == 1  # type: ignore[union-attr]
     assert first.json() == second.json()
@@ -163,13 +179,16 @@ async def test_a_flush_forgets_remembered_bodies(model_repo: Path, rows: list[li
     async with serving(model_repo) as client:
         memo = score_cache(client, "xgb_small").memo
         assert memo is not None
-        await client.post(url, content=body)
+        for _ in range(3):
+            await client.post(url, content=body)
+        assert memo.hits == 1  # remembered on the second answer, answered on the third
         flushed = await client.post("/admin/models/xgb_small/cache/flush", headers=ADMIN)
         assert flushed.status_code == 200
         await client.post(url, content=body)
-        assert memo.hits == 0
         await client.post(url, content=body)
-        assert memo.hits == 1
+        assert memo.hits == 1  # forgotten, then seen and remembered again
+        await client.post(url, content=body)
+        assert memo.hits == 2
 
 
 async def test_memo_answers_are_monitored_and_take_feedback(
@@ -179,6 +198,7 @@ async def test_memo_answers_are_monitored_and_take_feedback(
     url = "/v1/models/xgb_small/predict"
     async with serving(model_repo, monitoring=True) as client:
         await client.post(url, content=body)
+        await client.post(url, content=body)
         hit = await client.post(url, content=body, headers={"x-request-id": "memo-hit"})
         assert score_cache(client, "xgb_small").memo.hits == 1  # type: ignore[union-attr]
         monitoring = (await client.get("/v1/models/xgb_small/monitoring")).json()
@@ -186,7 +206,7 @@ async def test_memo_answers_are_monitored_and_take_feedback(
             "/v1/models/xgb_small/feedback", json={"request_id": "memo-hit", "label": 1}
         )
     assert hit.status_code == 200
-    assert monitoring["window"]["rows"] == 2
+    assert monitoring["window"]["rows"] == 3
     assert feedback.status_code == 200, feedback.text
     assert feedback.json()["score"] == hit.json()["predictions"][0]["scores"][1]
 
