@@ -465,32 +465,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server = bench_server(models_dir, server_cpu, env, workdir / "server.log")
             try:
                 server.start()
+                plan = [(what, f"{prefix}/{{m}}") for what, prefix in FLOORS] if batching else []
+                plan.append(("predict", "/v1/models/{m}/predict"))
                 for m in models:
                     for c in conc:
-                        floors = FLOORS if batching else ()
-                        for kind, prefix in floors:
-                            cells.append(
-                                measure(
+                        # Floors and predict in turn, ``repeat`` rounds: each pair is measured
+                        # close in time, and the median round stands for the cell.
+                        runs: dict[str, list[Cell]] = {}
+                        for _ in range(args.repeat):
+                            for what, path in plan:
+                                cell = measure(
                                     server,
                                     gen,
-                                    Cell(kind, m, batching, c),
-                                    f"{prefix}/{m}",
+                                    Cell(what, m, batching, c),
+                                    path.format(m=m),
                                     bodies[m],
                                     args.seconds,
                                 )
-                            )
-                            _progress(cells[-1])
-                        cells.append(
-                            measure(
-                                server,
-                                gen,
-                                Cell("predict", m, batching, c),
-                                f"/v1/models/{m}/predict",
-                                bodies[m],
-                                args.seconds,
-                            )
-                        )
-                        _progress(cells[-1])
+                                runs.setdefault(what, []).append(cell)
+                                _progress(cell)
+                        cells.extend(median_cell(samples) for samples in runs.values())
             except Exception:
                 print((workdir / "server.log").read_text()[-3000:], file=sys.stderr)
                 raise
@@ -503,10 +497,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu": server_cpu,
         "loadgen_cpu": client_cpu,
         "seconds_per_cell": args.seconds,
+        "repeat": args.repeat,
         "missing_models": missing,
         "cells": [asdict(c) for c in cells],
         "ratios": ratios(cells),
     }
+
+
+def median_cell(samples: list[Cell]) -> Cell:
+    """The round with the median throughput (its latencies and CPU with it); the others' req/s
+    in its notes."""
+    ordered = sorted(samples, key=lambda cell: cell.rps)
+    cell = ordered[len(ordered) // 2]
+    if len(samples) > 1:
+        rates = ", ".join(f"{s.rps:.0f}" for s in samples)
+        cell.notes.append(f"median of {len(samples)} rounds ({rates} req/s)")
+    return cell
 
 
 def _progress(cell: Cell) -> None:
@@ -585,7 +591,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"\ntabserve bench: load generator {report['loadgen']} pinned to cpu "
         f"{report['loadgen_cpu']}, server pinned to cpu {report['server_cpu']}, "
-        f"{report['seconds_per_cell']}s per cell, one worker, response cache off"
+        f"{report['seconds_per_cell']}s per cell, median of {report['repeat']} round(s), one "
+        "worker, response cache off"
     )
     if report["missing_models"]:
         print(f"skipped (not in the model repository): {', '.join(report['missing_models'])}")
@@ -611,6 +618,13 @@ def print_report(report: dict[str, Any]) -> None:
     print("(ort rows: rows/s of one session.run loop in-process; p50/p99 per call)")
     print("(req/cpu-s: requests per second of server CPU; srv cpu < 1 at c=64 means the shared")
     print(" machine gave the server less than its core, and raw req/s understates it)")
+    rounds = [c for c in report["cells"] if any("rounds" in n for n in c["notes"])]
+    if rounds:
+        print("\nrounds (req/s of each round, in order):")
+        for c in rounds:
+            note = next(n for n in c["notes"] if "rounds" in n)
+            on = "on" if c["batching"] else "off"
+            print(f"  {c['kind']:<10} {c['model']:<10} {on:<3} c={c['concurrency']:<3} {note}")
     print("\nratios:")
     for k, v in report["ratios"].items():
         print(f"  {k}: {v}")
@@ -624,6 +638,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated names")
     p.add_argument("--concurrency", default="1,64", help="comma-separated connection counts")
     p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds per serving cell (floors and predict alternate); the median round is shown",
+    )
     p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and load generator")
     p.add_argument(

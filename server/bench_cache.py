@@ -29,7 +29,9 @@ import os
 import sys
 import tempfile
 import urllib.request
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,8 @@ class CacheCell:
     to other processes taking turns on a shared machine."""
     redis: str = "-"
     """The model's Redis policy as the server reports it (on / skipped / off)."""
+    rounds_rps: list[float] = field(default_factory=list)
+    """req/s of every round when the cell ran more than once (the median one is shown)."""
 
 
 def holdout_rows(models_dir: Path, name: str) -> np.ndarray:
@@ -124,23 +128,23 @@ def run_cache(
     models_dir = Path(args.models_dir)
     models = [m for m in args.models.split(",") if (models_dir / m).is_dir()]
     conc = [int(c) for c in args.concurrency.split(",")]
-    # (model, workload, concurrency) -> (measured bodies, warm-up bodies). Zipf warms up on the
-    # same distribution (steady state); each unique cell, and its warm-up, has rows of its own.
-    workloads: dict[tuple[str, str, int], tuple[list[bytes], list[bytes]]] = {}
+    # (model, workload, concurrency) -> round -> (measured bodies, warm-up bodies). Zipf warms up
+    # on the same distribution (steady state) and every round replays it; each unique cell and
+    # round, and its warm-up, has rows of its own (made when the round runs: ~50 MB a set).
+    rounds = max(1, getattr(args, "repeat", 1))
+    workloads: dict[tuple[str, str, int], Callable[[int], tuple[list[bytes], list[bytes]]]] = {}
     for i, m in enumerate(models):
         load_card(_latest_dir(models_dir, m), verify_sha256=False)
         rows = holdout_rows(models_dir, m)
         zipf = zipf_bodies(rows, ZIPF_BODIES, args.zipf_s, seed=i, draw=0)
         zipf_warm = zipf_bodies(rows, ZIPF_BODIES // 10, args.zipf_s, seed=i, draw=1)
         for c in conc:
-            workloads[(m, "zipf", c)] = (zipf, zipf_warm)
+            workloads[(m, "zipf", c)] = partial(_same_round, zipf, zipf_warm)
         copies = -(-UNIQUE_BODIES // len(rows))
-        offset = 1
-        for c in conc:
-            measured = unique_bodies(rows, UNIQUE_BODIES, offset=offset)
-            warm = unique_bodies(rows, UNIQUE_BODIES // 10, offset=offset + copies)
-            workloads[(m, "unique", c)] = (measured, warm)
-            offset += copies + 1
+        per_set = copies + -(-(UNIQUE_BODIES // 10) // len(rows)) + 1
+        for j, c in enumerate(conc):
+            first = 1 + j * rounds * per_set
+            workloads[(m, "unique", c)] = partial(_unique_round, rows, first, per_set, copies)
     cells: list[CacheCell] = []
     base_env = {
         "TABSERVE_LOG_LEVEL": "warning",
@@ -174,11 +178,15 @@ def run_cache(
                 log = workdir / f"server-{config.replace('+', '-')}.log"
                 servers[config] = bench_server(models_dir, server_cpu, env, log)
                 servers[config].start()
-            for (m, workload, c), (bodies, warm) in workloads.items():
-                for config, server in servers.items():
-                    cell = _cell(server, gen, m, workload, config, c, bodies, warm, args)
-                    cells.append(cell)
-                    _progress(cell)
+            for (m, workload, c), make in workloads.items():
+                samples: dict[str, list[CacheCell]] = {}
+                for r in range(rounds):
+                    bodies, warm = make(r)
+                    for config, server in servers.items():
+                        cell = _cell(server, gen, m, workload, config, c, bodies, warm, args)
+                        samples.setdefault(config, []).append(cell)
+                        _progress(cell)
+                cells.extend(_median(s) for s in samples.values())
         except Exception:
             for server in servers.values():
                 print(server.log_tail(), file=sys.stderr)
@@ -193,6 +201,7 @@ def run_cache(
         "server_cpu": server_cpu,
         "loadgen_cpu": client_cpu,
         "seconds_per_cell": args.seconds,
+        "repeat": rounds,
         "zipf_s": args.zipf_s,
         "distinct_rows": DISTINCT,
         "cells": [asdict(c) for c in cells],
@@ -245,6 +254,27 @@ def _cell(
     return out
 
 
+def _same_round(bodies: list[bytes], warm: list[bytes], _: int) -> tuple[list[bytes], list[bytes]]:
+    return bodies, warm
+
+
+def _unique_round(
+    rows: np.ndarray, first: int, per_set: int, copies: int, r: int
+) -> tuple[list[bytes], list[bytes]]:
+    """Round ``r``'s unique rows: copies of their own, measured then warm-up."""
+    offset = first + r * per_set
+    measured = unique_bodies(rows, UNIQUE_BODIES, offset=offset)
+    return measured, unique_bodies(rows, UNIQUE_BODIES // 10, offset=offset + copies)
+
+
+def _median(samples: list[CacheCell]) -> CacheCell:
+    """The round with the median throughput stands for the cell; every round's req/s is kept."""
+    ordered = sorted(samples, key=lambda cell: cell.rps)
+    cell = ordered[len(ordered) // 2]
+    cell.rounds_rps = [s.rps for s in samples]
+    return cell
+
+
 def _progress(cell: CacheCell) -> None:
     hit = "-" if cell.hit_ratio is None else f"{cell.hit_ratio:.0%}"
     print(
@@ -285,7 +315,8 @@ def print_cache_report(report: dict[str, Any]) -> None:
     print(
         f"\ntabserve bench --suite cache: load generator {report['loadgen']} (and Redis) pinned "
         f"to cpu {report['loadgen_cpu']}, server pinned to cpu {report['server_cpu']}, "
-        f"{report['seconds_per_cell']}s per cell, one worker; zipf s={report['zipf_s']} over "
+        f"{report['seconds_per_cell']}s per cell, median of {report.get('repeat', 1)} round(s), "
+        f"one worker; zipf s={report['zipf_s']} over "
         f"{report['distinct_rows']} distinct hold-out rows; unique = no row sent twice"
     )
     cells = report["cells"]
@@ -326,6 +357,16 @@ def print_cache_report(report: dict[str, Any]) -> None:
     print(" 'skip' = inference is cheaper than a round trip, so Redis is not asked;")
     print(" n/c = not cached: one-row inference costs no more than a cache miss adds; 'forced':")
     print(" a TTL set for every model overrides that rule)")
+    if report.get("repeat", 1) > 1:
+        print("\nrounds (req/s of each round, configurations measured in turn within a round):")
+        for model, workload, conc in keys:
+            line = "; ".join(
+                f"{cfg} "
+                + ", ".join(f"{r:.0f}" for r in by[(model, workload, conc, cfg)]["rounds_rps"])
+                for cfg in configs
+                if (model, workload, conc, cfg) in by
+            )
+            print(f"  {model} {workload} c={conc}: {line}")
     print("\ncache ratios:")
     for k, v in report["ratios"].items():
         print(f"  {k}: {v}")
