@@ -209,13 +209,14 @@ class ModelScoreCache:
             for i, value in enumerate(values):
                 if value is None:
                     values[i] = self._inflight.get(unique[i])
-        unique_hit, unique_scores = self._decode(values)
+        unique_hit, unique_scores, found = self._decode(values)
         if inverse is None:
             hit, scores = unique_hit, unique_scores
         else:
             hit, scores = unique_hit[inverse], unique_scores[inverse]
+            found = int(np.count_nonzero(hit)) if found else 0
         self.lookups += n
-        self.hits += int(np.count_nonzero(hit))
+        self.hits += found
         self._count_lookup(
             len(unique),
             fetch.memory_hits,
@@ -225,13 +226,14 @@ class ModelScoreCache:
         )
         return hit, scores
 
-    def _decode(self, values: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Hit mask and scores [k, n_classes] (writable, zero where missed) from cached bytes."""
+    def _decode(self, values: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Hit mask, scores [k, n_classes] (writable, zero where missed) and the number of hits,
+        from cached bytes."""
         size, k = self._value_bytes, len(values)
         found = [v is not None and len(v) == size for v in values]
         n_found = found.count(True)
         if n_found == 0:
-            return np.zeros(k, dtype=bool), np.zeros((k, self._n_classes), dtype=np.float32)
+            return np.zeros(k, dtype=bool), np.zeros((k, self._n_classes), dtype=np.float32), 0
         if n_found == k:
             hit = np.ones(k, dtype=bool)
             raw = b"".join(values)  # type: ignore[arg-type]  # all bytes when all were found
@@ -241,7 +243,7 @@ class ModelScoreCache:
             pairs = zip(values, found, strict=True)
             raw = b"".join([v if ok and v is not None else zero for v, ok in pairs])
         scores = np.frombuffer(bytearray(raw), dtype=np.float32).reshape(k, self._n_classes)
-        return hit, scores
+        return hit, scores, n_found
 
     def store(self, rows: np.ndarray, scores: np.ndarray) -> None:
         """Remember freshly computed rows; never blocks (the Redis write is a background task)."""

@@ -88,3 +88,59 @@ async def test_cache_control_modes_through_the_batcher(
     await predict(batcher, b, "no-cache")  # ...but refreshes the entry
     await predict(batcher, b)
     assert (cache.lookups, cache.hits) == (8, 4)
+
+
+async def test_one_request_partly_cached_gets_exactly_the_models_answer(
+    served: tuple[Batcher, ModelScoreCache, np.ndarray],
+) -> None:
+    batcher, cache, rows = served
+    await predict(batcher, rows[:4])
+    got = await predict(batcher, rows[2:6])  # rows 2-3 hit, 4-5 are computed
+    assert (cache.lookups, cache.hits) == (8, 2)
+    assert np.allclose(got, batcher.runner.run(rows[2:6]), atol=1e-6)
+    assert (await cache.lookup(rows[4:6]))[0].all()  # the computed rows were stored
+
+
+class _BrokenCache:
+    """A score cache whose lookup or store raises."""
+
+    def __init__(self, broken: str) -> None:
+        self.broken = broken
+
+    async def lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.broken == "lookup":
+            raise RuntimeError("lookup broke")
+        return np.zeros(len(rows), dtype=bool), np.zeros((len(rows), 2), dtype=np.float32)
+
+    def store(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        if self.broken == "store":
+            raise RuntimeError("store broke")
+
+    def recall(self, route: int, body: bytes) -> None:
+        return None
+
+    def remember(self, route: int, body: bytes, answer: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("broken", ["lookup", "store"])
+async def test_a_failing_cache_fails_no_prediction(model_repo: Path, broken: str) -> None:
+    version_dir = model_repo / "xgb_small" / "1"
+    card = load_card(version_dir)
+    runner = Runner(version_dir / card.onnx.file, card)
+    runner.warm_up(inline_max_cost_us=60.0, max_batch_rows=64)
+    batcher = Batcher(
+        runner, metrics=ServerMetrics(), max_batch_rows=32, cache=_BrokenCache(broken)
+    )
+    batcher.start()
+    with np.load(version_dir / "holdout.npz") as data:
+        rows = data["X"][:8].astype(np.float32)
+    try:
+        alone = await predict(batcher, rows[:2])  # one request: the single-request path
+        together = await asyncio.gather(*(predict(batcher, rows[i : i + 2]) for i in (2, 4, 6)))
+    finally:
+        await batcher.stop(timeout_s=5.0)
+    direct = runner.run(rows)
+    assert np.allclose(np.concatenate([alone, *together]), direct, atol=1e-6)
+    assert batcher.stats.hook_errors >= 2  # every failure counted (and logged), none raised
+    assert batcher.stats.coalesced_batches >= 1  # the generic path ran too
