@@ -7,8 +7,8 @@ these paths with any other method, goes on to Litestar. The routes are still dec
 handlers (the OpenAPI schema documents them; with ``TABSERVE_FAST_DISPATCH=false`` they serve),
 and both ways run the same ``Core.predict`` and render errors with the same exception handlers
 (``server.http_errors``), so a client cannot tell them apart except by speed: Litestar's routing,
-handler signature and response machinery cost ~16 µs per request on this machine, more than
-running the small XGBoost model (``tabserve bench`` prints both floors).
+handler signature and response machinery cost 30-37 µs of server CPU per request on this
+machine (``tabserve bench`` prints both floors), more than running the small XGBoost model.
 
 With ``bench_floor_route`` on, ``POST /bench/floor-asgi/{name}`` is the empty handler on this
 dispatch (read the body, answer fixed bytes), the floor ``tabserve bench`` compares predict
