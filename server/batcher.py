@@ -32,9 +32,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -61,13 +61,32 @@ class ScoreCache(Protocol):
         """Remember freshly computed rows; must not block (schedules any remote write)."""
         ...
 
-    def recall(self, route: int, body: bytes) -> tuple[np.ndarray, Any, np.ndarray] | None:
-        """(rows, decoded extra, scores) remembered for a whole request body, or None; counted
-        as hits (the response memo, consulted before decoding)."""
+
+@runtime_checkable
+class AnswerMemo(Protocol):
+    """Whole request bodies answered before decoding (a score cache may also be one; see
+    ``server.cache.memo``). The request path calls it; the batcher counts and observes."""
+
+    def memo_token(self) -> Hashable | None:
+        """The flush token to remember an answer computed from now on under (None: do not)."""
         ...
 
-    def remember(self, route: int, body: bytes, answer: tuple[np.ndarray, Any, np.ndarray]) -> None:
-        """Remember the answer to a request body; must not block."""
+    def recall(self, route: int, body: bytes) -> tuple[np.ndarray, Any, np.ndarray] | None:
+        """(rows, decoded extra, scores) remembered for a whole request body, or None."""
+        ...
+
+    def remember(
+        self,
+        route: int,
+        body: bytes,
+        answer: tuple[np.ndarray, Any, np.ndarray],
+        token: Hashable | None,
+    ) -> None:
+        """Remember the answer to a request body, computed under ``token``; must not block."""
+        ...
+
+    def memo_hit(self, rows: int) -> None:
+        """Count a request answered from the memo (after it was admitted)."""
         ...
 
 
@@ -158,6 +177,8 @@ class Batcher:
         self.model = runner.card.name
         self.version = runner.card.version
         self.cache = cache
+        self.memo: AnswerMemo | None = cache if isinstance(cache, AnswerMemo) else None
+        """The cache as a response memo, when it is one (the request path consults it)."""
         self.observer = observer
         self.max_batch_rows = max(1, max_batch_rows)
         self.max_queue_rows = max(1, max_queue_rows)
@@ -326,6 +347,11 @@ class Batcher:
         :meth:`predict` admits (shutdown, deadline: same errors), then counted and observed."""
         self._admit(deadline)
         self.stats.memo_rows += len(rows)
+        if self.memo is not None:
+            try:
+                self.memo.memo_hit(len(rows))
+            except Exception:
+                self.hook_failed("memo_failed")
         if self.observer is not None:
             self._observe(rows, scores, [(request_id, 0, len(rows))])
 
@@ -532,7 +558,7 @@ class Batcher:
                     cached = np.zeros((len(rows), lookup_scores.shape[1]), dtype=np.float32)
                     cached[readable] = lookup_scores
             except Exception:
-                self._hook_failed("cache_lookup_failed")
+                self.hook_failed("cache_lookup_failed")
                 hit = np.zeros(len(rows), dtype=bool)
                 cached = None
         if cached is None or not hit.any():
@@ -556,7 +582,7 @@ class Batcher:
                 else:
                     cache.store(rows[storable], scores[storable])
             except Exception:
-                self._hook_failed("cache_store_failed")
+                self.hook_failed("cache_store_failed")
         return scores
 
     async def _scores_of_one(
@@ -572,7 +598,7 @@ class Batcher:
             try:
                 hit, cached = await cache.lookup(rows)
             except Exception:
-                self._hook_failed("cache_lookup_failed")
+                self.hook_failed("cache_lookup_failed")
         if hit is None or cached is None or not hit.any():
             scores = await self._infer(rows)
             fresh_rows, fresh_scores = rows, scores
@@ -587,10 +613,11 @@ class Batcher:
         try:
             cache.store(fresh_rows, fresh_scores)
         except Exception:
-            self._hook_failed("cache_store_failed")
+            self.hook_failed("cache_store_failed")
         return scores
 
-    def _hook_failed(self, event: str) -> None:
+    def hook_failed(self, event: str) -> None:
+        """Count and log a failing cache hook (it never fails a prediction)."""
         self.stats.hook_errors += 1
         self._m_hook_cache.inc()
         log.exception("event=%s model=%s version=%d", event, self.model, self.version)

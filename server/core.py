@@ -35,6 +35,8 @@ class Route(Generic[T]):
     id: int
     decode: Decode[T]
     encode: Encode[T]
+    keep: Callable[[T], T] = lambda extra: extra
+    """What the response memo keeps of the decoded extra: only what ``encode`` reads."""
 
 
 JSON = "application/json"
@@ -146,17 +148,26 @@ class Core:
             )
             deadline = time.monotonic() - (time.perf_counter() - started) + deadline_ms / 1000.0
             batcher = model.batcher
-            cache, mode = batcher.cache, meta.cache_mode
-            answer = None
-            if cache is not None and mode == "default":
-                answer = cache.recall(route.id, body)
+            memo, mode = batcher.memo, meta.cache_mode
+            answer = token = None
+            if memo is not None and mode != "no-store":
+                try:
+                    token = memo.memo_token()  # read now: an answer from before a flush is dropped
+                    if mode == "default":
+                        answer = memo.recall(route.id, body)
+                except Exception:
+                    batcher.hook_failed("memo_failed")
+                    answer = token = None
             if answer is None:
                 rows, extra = route.decode(body, model.card, self.settings.max_request_rows)
                 scores = await batcher.predict(
                     rows, deadline=deadline, request_id=meta.request_id, cache_mode=mode
                 )
-                if cache is not None and mode != "no-store":
-                    cache.remember(route.id, body, (rows, extra, scores))
+                if memo is not None and token is not None:
+                    try:
+                        memo.remember(route.id, body, (rows, route.keep(extra), scores), token)
+                    except Exception:
+                        batcher.hook_failed("memo_failed")
             else:
                 rows, extra, scores = answer
                 batcher.answered(rows, scores, deadline=deadline, request_id=meta.request_id)

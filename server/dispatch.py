@@ -17,11 +17,13 @@ against besides Litestar's own empty handler.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from litestar import Litestar, Request
 from litestar.enums import ScopeType
+from litestar.exceptions import ClientException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from server.core import Core, Route, json_response, read_body
@@ -67,10 +69,14 @@ class FastDispatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
             path: str = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):  # as Litestar's router: routes under the root
+                path = path[len(root) :]
             found = match(path)
             if found is not None:
                 name, version, route = found
                 try:
+                    _check_host(scope)
                     response = await self.core.predict(scope, receive, name, version, route)
                 except Exception as exc:
                     await self._error(scope, receive, send, exc)
@@ -99,6 +105,17 @@ class FastDispatch:
 
 
 _FLOOR = json_response(b'{"ok":true}')
+
+# Litestar's router refuses a malformed Host header (400); the same rule, so both paths agree.
+_HOST = re.compile(rb"\A[0-9A-Za-z!$&'()*+,;=\-._~:\[\]@%]*\Z", re.IGNORECASE)
+
+
+def _check_host(scope: Scope) -> None:
+    for key, value in scope["headers"]:
+        if key == b"host":
+            if _HOST.match(value) is None:
+                raise ClientException("Invalid host header")
+            return
 
 
 def _handler_for(exc: Exception) -> Callable[[Request[Any, Any, Any], Exception], Any]:

@@ -17,7 +17,7 @@ from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, Route
 from server.openapi_docs import INFER_BODY, with_json_body
-from server.payload import InferResponse, decode_infer, encode_infer
+from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
 from server.registry import LoadedModel
 
 
@@ -62,7 +62,12 @@ def _metadata(m: LoadedModel, versions: list[int]) -> ModelMetadata:
     )
 
 
-V2 = Route(2, decode_infer, encode_infer)
+def _keep(req: InferRequest) -> InferRequest:
+    """What encode_infer reads of a request (its id and requested outputs), not its data."""
+    return InferRequest(inputs=[], id=req.id, outputs=req.outputs)
+
+
+V2 = Route(2, decode_infer, encode_infer, _keep)
 
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:

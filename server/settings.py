@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     cache_memo_entries: int = 10_000
     """Request bodies remembered per cached model version and answered before decoding when
     they repeat byte for byte (the response memo); 0 turns it off."""
+    cache_memo_bytes: int = 16 * 1024 * 1024
+    """Bytes of bodies, rows and scores the response memo may hold per cached model version."""
     redis_url: str | None = None
     """redis:// or rediss:// URL (password in the URL) of a shared cache; unset: in-process only."""
     redis_timeout_ms: float = 20.0

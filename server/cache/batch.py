@@ -42,6 +42,7 @@ import asyncio
 import logging
 import math
 import sys
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,6 +72,7 @@ class ModelScoreCache:
         max_batch_rows: int,
         max_pending_writes: int = 32,
         memo_entries: int = 0,
+        memo_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive (a TTL of 0 means: build no cache)")
@@ -92,9 +94,11 @@ class ModelScoreCache:
         self._closed = False
         self.memo: ResponseMemo | None = None
         """Whole request bodies answered before decoding (``server.cache.memo``); None: off."""
-        if memo_entries > 0:
+        if memo_entries > 0 and memo_bytes > 0:
             generations, model = cache.generations, card.name
-            self.memo = ResponseMemo(memo_entries, ttl_s, lambda: generations.fresh(model))
+            self.memo = ResponseMemo(
+                memo_entries, memo_bytes, ttl_s, lambda: generations.memo_token(model)
+            )
         self.hits = 0
         """Rows answered from the cache (either tier)."""
         self.lookups = 0
@@ -154,24 +158,27 @@ class ModelScoreCache:
             "redis_min_rows": min_rows,
         }
 
-    def recall(self, route: int, body: bytes) -> Answer | None:
-        """The response memo's answer for a request body (its rows count as hits), or None."""
-        memo = self.memo
-        if memo is None:
-            return None
-        answer = memo.get(route, body)
-        if answer is not None:
-            n = len(answer[0])
-            self.lookups += n
-            self.hits += n
-            if self._metrics is not None:
-                self._m_memo_hits.inc(n)
-        return answer
+    # --- the response memo (the batcher's AnswerMemo protocol) --------------------------------
 
-    def remember(self, route: int, body: bytes, answer: Answer) -> None:
-        """Give the response memo a computed answer for a request body."""
+    def memo_token(self) -> Hashable | None:
+        """The flush token to remember an answer computed from now on under; None: do not."""
+        return None if self.memo is None else self.memo.token()
+
+    def recall(self, route: int, body: bytes) -> Answer | None:
+        """The response memo's answer for a whole request body, or None."""
+        return None if self.memo is None else self.memo.get(route, body)
+
+    def remember(self, route: int, body: bytes, answer: Answer, token: Hashable | None) -> None:
+        """Give the response memo an answer computed under ``token`` (see :meth:`memo_token`)."""
         if self.memo is not None:
-            self.memo.put(route, body, answer)
+            self.memo.put(route, body, answer, token)
+
+    def memo_hit(self, rows: int) -> None:
+        """Count a request answered by the memo (once admitted): its rows are cache hits."""
+        self.lookups += rows
+        self.hits += rows
+        if self._metrics is not None:
+            self._m_memo_hits.inc(rows)
 
     def _prefix(self, generation: int) -> bytes:
         cached = self._prefix_gen
@@ -352,7 +359,10 @@ def redis_min_rows(us_batch1: float, us_per_row: float, rtt_us: float) -> int:
 
 
 if TYPE_CHECKING:
-    from server.batcher import ScoreCache
+    from server.batcher import AnswerMemo, ScoreCache
 
     def _implements_the_batchers_protocol(cache: ModelScoreCache) -> ScoreCache:
         return cache  # mypy checks ModelScoreCache against server.batcher.ScoreCache
+
+    def _implements_the_memo_protocol(cache: ModelScoreCache) -> AnswerMemo:
+        return cache

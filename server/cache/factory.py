@@ -104,4 +104,5 @@ def build_model_cache(
         auto_skip_remote=settings.cache_redis_auto_skip,
         max_batch_rows=settings.max_batch_rows,
         memo_entries=settings.cache_memo_entries,
+        memo_bytes=settings.cache_memo_bytes,
     )

@@ -62,16 +62,17 @@ class Generations:
             value = self._values[model] = secrets.randbits(48) if self._remote else 0
         return value
 
-    def fresh(self, model: str) -> int | None:
-        """The generation when it is known to be current without I/O: always without Redis,
-        else only within ``refresh_s`` of the last re-read (None otherwise: a lookup's
-        :meth:`refresh` re-reads it). For answers that skip the lookup (the response memo)."""
+    def memo_token(self, model: str) -> tuple[int, int] | None:
+        """For answers that skip the lookup (the response memo): (generation, flushes tried
+        here), known current without I/O -- always without Redis, else only within
+        ``refresh_s`` of the last re-read (None otherwise: a lookup's :meth:`refresh` re-reads
+        it). Every flush changes it, even one that could not reach Redis."""
         if self._remote is None:
-            return self.current(model)
+            return self.current(model), 0
         checked = self._checked_at.get(model)
         if checked is None or self._clock() - checked >= self.refresh_s:
             return None
-        return self._values[model]
+        return self._values[model], self._epochs.get(model, 0)
 
     async def refresh(self, model: str) -> int:
         """The generation to use now; re-reads the shared one if older than ``refresh_s``.

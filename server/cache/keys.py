@@ -54,7 +54,8 @@ def canonical_rows(rows: np.ndarray) -> np.ndarray:
     rows32 = np.asarray(rows, dtype=np.float32)
     nan = np.isnan(rows32)
     if not nan.any():
-        # x + 0.0 is x for every number but -0.0, which becomes 0.0, in a fresh C-order array:
+        # x + 0.0 is x for every number but -0.0, which becomes 0.0, in a fresh array (its
+        # order may follow the input's; the digests read ``tobytes()``, always C order):
         # three numpy calls for the usual row where masking both cases took six (~2x faster).
         return rows32 + _ZERO
     canon = np.array(rows32, order="C", copy=True)

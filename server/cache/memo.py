@@ -10,31 +10,35 @@ request is still admitted (deadline, shutdown) and observed by monitoring like a
 
 A body is remembered the second time it is answered, not the first: the first time only its hash
 goes into a bounded "seen" set (a doorkeeper, as in TinyLFU caches). Traffic that never repeats
-then costs a set insert per request instead of an entry (~1 KB of fresh memory each, which
+then costs a set insert per request instead of an entry (fresh memory each time, which
 measurably slowed everything else on a miss); a body that repeats is remembered on its second
 answer and answered from here from its third.
 
 Scope and bounds, one memo per cached model version (so the model's name, version and ONNX file
-are implied): bodies up to ``MAX_BODY_BYTES``, ``capacity`` entries, least recently used evicted
-first, each entry valid for the model's cache TTL and only under the flush generation it was
-filled in (a flush, here or in another worker, empties it; see ``server.cache.generations``).
+are implied): bodies up to ``MAX_BODY_BYTES``; at most ``capacity`` entries and ``max_bytes``
+bytes (the body, the rows and the scores of each, plus ``ENTRY_OVERHEAD``), least recently used
+evicted first; each entry valid for the model's cache TTL and only under the flush token it was
+computed under. The token (``server.cache.generations.Generations.memo_token``) changes with
+every flush of the model, here or -- with Redis -- in another worker (seen within the
+generation refresh interval), and also when a flush could not reach Redis; a changed token
+empties the memo, and an answer computed under an older token is not remembered.
 Different spellings of the same rows (``1`` and ``1.0``, other key orders or spacing) are
 different bodies: they miss here and meet in the row cache, whose keys are canonical.
-Memory: about 1 KB an entry for a one-row body of 24 features (the body, its rows, the scores),
-so 10,000 entries hold ~10 MB per model version.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
 
 MAX_BODY_BYTES = 8 * 1024
 """Larger bodies are not remembered (big requests rarely repeat byte for byte)."""
+ENTRY_OVERHEAD = 400
+"""Bytes counted per entry beyond the body and the arrays' data (Python objects, dict slots)."""
 
 Answer = tuple[np.ndarray, Any, np.ndarray]
 """(rows float32 [n, f], what the route's decoder returned beside them, scores [n, k])."""
@@ -46,54 +50,59 @@ class ResponseMemo:
     def __init__(
         self,
         capacity: int,
+        max_bytes: int,
         ttl_s: float,
-        generation: Callable[[], int | None],
+        token: Callable[[], Hashable | None],
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``generation()`` is the model's flush generation now, or None while it is not known
-        (then nothing is answered or remembered)."""
+        """``token()`` is the model's flush token now, or None while it is not known (then
+        nothing is answered or remembered)."""
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.ttl_s = ttl_s
-        self._generation = generation
+        self._token = token
         self._clock = clock
-        self._filled_under: int | None = None
-        self._entries: OrderedDict[tuple[int, bytes], tuple[float, Answer]] = OrderedDict()
+        self._filled_under: Hashable | None = None
+        self._entries: OrderedDict[tuple[int, bytes], tuple[float, int, Answer]] = OrderedDict()
         self._seen: dict[int, None] = {}  # hashes of bodies answered once, oldest first
+        self.size_bytes = 0
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _current(self) -> bool:
-        generation = self._generation()
-        if generation is None:
-            return False
-        if generation != self._filled_under:
+    def token(self) -> Hashable | None:
+        """The flush token now (None: unknown); empties the memo when it changed."""
+        token = self._token()
+        if token is not None and token != self._filled_under:
             self.clear()
-            self._filled_under = generation
-        return True
+            self._filled_under = token
+        return token
 
     def get(self, route: int, body: bytes) -> Answer | None:
         """The answer remembered for ``body`` on ``route`` (v1 or v2: their decoders differ)."""
         key = (route, body)
-        found = self._entries.get(key) if self._current() else None
+        found = self._entries.get(key) if self.token() is not None else None
         if found is None:
             self.misses += 1
             return None
-        expires, answer = found
+        expires, size, answer = found
         if expires <= self._clock():
             del self._entries[key]
+            self.size_bytes -= size
             self.misses += 1
             return None
         self._entries.move_to_end(key)
         self.hits += 1
         return answer
 
-    def put(self, route: int, body: bytes, answer: Answer) -> None:
-        """Remember ``answer`` for ``body`` (skipped for bodies over ``MAX_BODY_BYTES``)."""
-        if len(body) > MAX_BODY_BYTES or not self._current():
+    def put(self, route: int, body: bytes, answer: Answer, token: Hashable | None) -> None:
+        """Remember ``answer`` for ``body``, computed under flush ``token`` (read before the
+        request was answered): dropped when the token has changed since, when the body is over
+        ``MAX_BODY_BYTES``, or on the body's first answer (the doorkeeper)."""
+        if token is None or len(body) > MAX_BODY_BYTES or self.token() != token:
             return
         key = (route, body)
         digest = hash(key)  # (the body's own hash is cached on it since get())
@@ -103,12 +112,21 @@ class ResponseMemo:
             if len(seen) > self.capacity:
                 del seen[next(iter(seen))]
             return
+        rows, _, scores = answer
+        size = len(body) + rows.nbytes + scores.nbytes + ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return
         entries = self._entries
-        entries[key] = (self._clock() + self.ttl_s, answer)
-        entries.move_to_end(key)
-        if len(entries) > self.capacity:
-            entries.popitem(last=False)
+        old = entries.pop(key, None)
+        if old is not None:
+            self.size_bytes -= old[1]
+        entries[key] = (self._clock() + self.ttl_s, size, answer)
+        self.size_bytes += size
+        while len(entries) > self.capacity or self.size_bytes > self.max_bytes:
+            _, (_, dropped, _) = entries.popitem(last=False)
+            self.size_bytes -= dropped
 
     def clear(self) -> None:
         self._entries.clear()
         self._seen.clear()
+        self.size_bytes = 0

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from server.cache.batch import ModelScoreCache
-from server.cache.memo import MAX_BODY_BYTES, ResponseMemo
+from server.cache.memo import ENTRY_OVERHEAD, MAX_BODY_BYTES, ResponseMemo
 from tests.cache.test_extension import ADMIN, serving
+from tests.support.redis_server import RedisProcess
 
 ROWS = np.zeros((1, 3), dtype=np.float32)
 SCORES = np.array([[0.25, 0.75]], dtype=np.float32)
@@ -25,23 +26,49 @@ class Clock:
         return self.now
 
 
-def memo(capacity: int = 4, ttl_s: float = 10.0) -> tuple[ResponseMemo, Clock, list[int | None]]:
+def memo(
+    capacity: int = 4, ttl_s: float = 10.0, max_bytes: int = 1 << 20
+) -> tuple[ResponseMemo, Clock, list[int | None]]:
     clock, generation = Clock(), [7]
-    return ResponseMemo(capacity, ttl_s, lambda: generation[0], clock=clock), clock, generation
+    m = ResponseMemo(capacity, max_bytes, ttl_s, lambda: generation[0], clock=clock)
+    return m, clock, generation
 
 
 def remember(m: ResponseMemo, route: int, body: bytes, answer: Any) -> None:
     """Answered twice: the doorkeeper admits a body on its second answer."""
-    m.put(route, body, answer)
-    m.put(route, body, answer)
+    m.put(route, body, answer, m.token())
+    m.put(route, body, answer, m.token())
 
 
 def test_a_body_is_remembered_on_its_second_answer() -> None:
     m, _, _ = memo()
-    m.put(1, b"once", (ROWS, None, SCORES))
+    m.put(1, b"once", (ROWS, None, SCORES), m.token())
     assert m.get(1, b"once") is None and len(m) == 0
-    m.put(1, b"once", (ROWS, None, SCORES))
+    m.put(1, b"once", (ROWS, None, SCORES), m.token())
     assert m.get(1, b"once") is not None
+
+
+def test_an_answer_computed_before_a_flush_is_not_remembered() -> None:
+    m, _, generation = memo()
+    remember(m, 1, b"a", (ROWS, None, SCORES))
+    before = m.token()  # a request reads the token, then runs...
+    generation[0] = 8  # ...while the model is flushed
+    m.put(1, b"b", (ROWS, None, SCORES), before)
+    m.put(1, b"b", (ROWS, None, SCORES), before)
+    assert m.get(1, b"b") is None and m.get(1, b"a") is None and len(m) == 0
+
+
+def test_bounded_by_bytes_of_bodies_rows_and_scores() -> None:
+    rows = np.zeros((16, 24), dtype=np.float32)  # 1,536 bytes
+    size = 99 + rows.nbytes + SCORES.nbytes + ENTRY_OVERHEAD  # 99-byte bodies
+    m, _, _ = memo(capacity=100, max_bytes=3 * size)
+    for i in range(5):
+        remember(m, 1, b"%099d" % i, (rows, None, SCORES))
+    assert len(m) == 3 and m.size_bytes == 3 * size
+    assert m.get(1, b"%099d" % 0) is None and m.get(1, b"%099d" % 4) is not None
+    huge = np.zeros((1000, 24), dtype=np.float32)
+    remember(m, 1, b"big", (huge, None, SCORES))  # larger than the whole budget: skipped
+    assert m.get(1, b"big") is None and len(m) == 3
 
 
 def test_answers_the_exact_body_on_its_route_only() -> None:
@@ -168,9 +195,12 @@ async def test_cache_control_and_deadlines_apply_to_remembered_bodies(
             r = await client.post(url, content=body, headers={"cache-control": directive})
             assert r.status_code == 200
         assert memo.hits == 0  # neither reads the memo
+        cache = score_cache(client, "xgb_small")
+        hits_before = cache.hits
         late = await client.post(url, content=body, headers={"x-deadline-ms": "0"})
-        assert memo.hits == 1
-    assert late.status_code == 504  # answered from the memo, yet past its deadline: like a run
+        assert memo.hits == 1  # found in the memo...
+        assert cache.hits == hits_before  # ...but not counted as a cache hit: it was not answered
+    assert late.status_code == 504  # past its deadline: refused like a run would be
 
 
 async def test_a_flush_forgets_remembered_bodies(model_repo: Path, rows: list[list[float]]) -> None:
@@ -216,3 +246,50 @@ async def test_memo_is_off_with_zero_entries(model_repo: Path) -> None:
         assert score_cache(client, "xgb_small").memo is None
         state = (await client.get("/v1/models/xgb_small")).json()["detail"][-1]["cache"]
     assert state["tiers"] == ["memory"]
+
+
+class _BrokenMemo:
+    """A memo whose every call raises."""
+
+    def memo_token(self) -> object:
+        raise RuntimeError("memo broke")
+
+    def recall(self, route: int, body: bytes) -> None:
+        raise RuntimeError("memo broke")
+
+    def remember(self, route: int, body: bytes, answer: object, token: object) -> None:
+        raise RuntimeError("memo broke")
+
+    def memo_hit(self, rows: int) -> None:
+        raise RuntimeError("memo broke")
+
+
+async def test_a_failing_memo_fails_no_request(model_repo: Path, rows: list[list[float]]) -> None:
+    body = json.dumps({"instances": [rows[6]]}).encode()
+    async with serving(model_repo) as client:
+        batcher = client._transport.app.state.core.registry.get("xgb_small").batcher
+        batcher.memo = _BrokenMemo()
+        answers = [await client.post("/v1/models/xgb_small/predict", content=body) for _ in "ab"]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json()["predictions"] == answers[1].json()["predictions"]
+    assert batcher.stats.hook_errors == 2  # counted (and logged), never raised
+
+
+async def test_a_flush_that_cannot_reach_redis_still_empties_the_memo(
+    model_repo: Path, rows: list[list[float]], redis_process: RedisProcess
+) -> None:
+    body = json.dumps({"instances": [rows[7]]}).encode()
+    url = "/v1/models/xgb_small/predict"
+    # A long refresh interval: the memo's token can only change by the flush itself.
+    settings = {"redis_url": redis_process.url, "cache_generation_refresh_s": 600.0}
+    async with serving(model_repo, **settings) as client:
+        memo = score_cache(client, "xgb_small").memo
+        assert memo is not None
+        for _ in range(4):  # (the first request reads the shared generation)
+            await client.post(url, content=body)
+        assert memo.hits == 1
+        redis_process.stop()
+        flushed = await client.post("/admin/models/xgb_small/cache/flush", headers=ADMIN)
+        assert flushed.status_code == 503  # other workers could not be told...
+        await client.post(url, content=body)
+        assert memo.hits == 1  # ...but this one no longer answers from before the flush

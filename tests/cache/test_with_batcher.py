@@ -116,12 +116,6 @@ class _BrokenCache:
         if self.broken == "store":
             raise RuntimeError("store broke")
 
-    def recall(self, route: int, body: bytes) -> None:
-        return None
-
-    def remember(self, route: int, body: bytes, answer: object) -> None:
-        pass
-
 
 @pytest.mark.parametrize("broken", ["lookup", "store"])
 async def test_a_failing_cache_fails_no_prediction(model_repo: Path, broken: str) -> None:

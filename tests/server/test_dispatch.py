@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
 
 from server.dispatch import match
@@ -64,7 +67,7 @@ async def test_fast_and_litestar_paths_answer_alike(make_client: MakeClient, cas
     for fast in (True, False):
         async with make_client(max_request_rows=10, fast_dispatch=fast) as client:
             r = await client.post(path, content=body, headers=headers)
-            answers.append((r.status_code, r.headers.get("content-type"), r.content))
+            answers.append((r.status_code, sorted(r.headers.multi_items()), r.content))
             assert r.headers["x-request-id"] == f"same-{case_id}"
     assert answers[0] == answers[1]
     assert answers[0][0] == (200 if case_id in GOOD else BAD_BODIES[case_id][2])
@@ -102,3 +105,33 @@ async def test_oversized_body_is_refused_on_the_fast_path(make_client: MakeClien
     assert r.status_code == 413
     assert r.json()["type"] == "urn:tabserve:problem:payload-too-large"
     assert after.status_code == 200
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_a_malformed_host_header_is_refused_alike(
+    make_client: MakeClient, fast: bool
+) -> None:
+    body = case({"instances": [ROW]})
+    async with make_client(fast_dispatch=fast) as client:
+        r = await client.post(
+            "/v1/models/logreg/predict", content=body, headers={"host": "bad host<>"}
+        )
+    assert r.status_code == 400
+    assert r.json()["detail"] == "Invalid host header"
+
+
+async def test_predict_under_a_root_path_takes_the_fast_path(make_client: MakeClient) -> None:
+    async with make_client() as client:
+        core_predict = client.app.state.core.predict
+        seen: list[tuple[str, bool]] = []
+
+        async def spy(scope: Any, *args: Any) -> Any:
+            seen.append((scope["path"], "route_handler" in scope))  # set by Litestar's router
+            return await core_predict(scope, *args)
+
+        client.app.state.core.predict = spy
+        transport = httpx.ASGITransport(app=client.app, root_path="/api")
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as rooted:
+            r = await rooted.post("/api/v1/models/logreg/predict", json={"instances": [ROW]})
+    assert r.status_code == 200
+    assert seen == [("/api/v1/models/logreg/predict", False)]
