@@ -75,8 +75,9 @@ class Runner:
         self._run_options = ort.RunOptions()
         # The binding under InferenceSession.run: the wrapper re-checks the input names on every
         # call (checked once above) and adds a fallback only other execution providers use.
-        # Measured on xgb_small at batch 1: 5.2 against 6.5 us with warm CPU caches, 26 against
-        # 30 us with cold ones (as between requests in the server). Public API if it is absent.
+        # `python -m tests.server.bench_ort_call` on xgb_small at batch 1: 6.2 against 7.9 us
+        # with warm CPU caches, 30 against 39 us with cold ones (as between requests in the
+        # server), one run. The public API if the binding is absent.
         self._run = getattr(self._session, "_sess", self._session).run
         self._checked = False
         self.n_features = card.input.n_features

@@ -10,9 +10,8 @@ request is still admitted (deadline, shutdown) and observed by monitoring like a
 
 A body is remembered the second time it is answered, not the first: the first time only its hash
 goes into a bounded "seen" set (a doorkeeper, as in TinyLFU caches). Traffic that never repeats
-then costs a set insert per request instead of an entry (fresh memory each time, which
-measurably slowed everything else on a miss); a body that repeats is remembered on its second
-answer and answered from here from its third.
+then costs a set insert per request instead of an entry (fresh memory on every miss); a body
+that repeats is remembered on its second answer and answered from here from its third.
 
 Scope and bounds, one memo per cached model version (so the model's name, version and ONNX file
 are implied): bodies up to ``MAX_BODY_BYTES``; at most ``capacity`` entries and ``max_bytes``
