@@ -35,8 +35,9 @@ class Route(Generic[T]):
     id: int
     decode: Decode[T]
     encode: Encode[T]
-    keep: Callable[[T], T] = lambda extra: extra
-    """What the response memo keeps of the decoded extra: only what ``encode`` reads."""
+    keep: Callable[[ModelCard, T, np.ndarray], T] = lambda card, extra, scores: extra
+    """What the response memo keeps in place of the decoded extra, given the model and the
+    scores: only what ``encode`` needs to answer again (it may encode ahead)."""
 
 
 JSON = "application/json"
@@ -165,7 +166,8 @@ class Core:
                 )
                 if memo is not None and token is not None:
                     try:
-                        memo.remember(route.id, body, (rows, route.keep(extra), scores), token)
+                        kept = route.keep(model.card, extra, scores)
+                        memo.remember(route.id, body, (rows, kept, scores), token)
                     except Exception:
                         batcher.hook_failed("memo_failed")
             else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -14,19 +14,49 @@ from litestar.params import FromPath
 from server.core import Core, JSONBytes, Route
 from server.modelcard import Cost, Metrics, ModelCard
 from server.openapi_docs import PREDICT_BODY, with_json_body
-from server.payload import PredictResponse, decode_predict, encode_predict
+from server.payload import PredictResponse, decode_predict, encode, encode_predict
 from server.registry import LoadedModel
 
+_MARK = "\x00tabserve-request-id\x00"
+"""Stands in for the request id while a remembered response is encoded ahead (a model's name
+cannot hold a NUL, so its JSON form appears once, where the id goes)."""
+_MARK_JSON = encode(_MARK)
 
-def decode_v1(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, None]:
+
+class ResponseAround(NamedTuple):
+    """A /v1 response encoded ahead, but for its request id: ``prefix + id (JSON) + suffix``."""
+
+    prefix: bytes
+    suffix: bytes
+
+    @classmethod
+    def of(cls, encoded: bytes) -> ResponseAround | None:
+        """Split at the mark; None unless it appears exactly once (then encode per request)."""
+        if encoded.count(_MARK_JSON) != 1:
+            return None
+        prefix, _, suffix = encoded.partition(_MARK_JSON)
+        return cls(prefix, suffix)
+
+
+def decode_v1(
+    body: bytes, card: ModelCard, max_rows: int
+) -> tuple[np.ndarray, ResponseAround | None]:
     return decode_predict(body, card, max_rows), None
 
 
-def encode_v1(card: ModelCard, request_id: str, _: None, scores: np.ndarray) -> bytes:
+def encode_v1(
+    card: ModelCard, request_id: str, ahead: ResponseAround | None, scores: np.ndarray
+) -> bytes:
+    if ahead is not None:  # the response memo's: everything but the request id is encoded
+        return ahead.prefix + encode(request_id) + ahead.suffix
     return encode_predict(card, request_id, scores)
 
 
-V1 = Route(1, decode_v1, encode_v1)
+def _keep(card: ModelCard, _: ResponseAround | None, scores: np.ndarray) -> ResponseAround | None:
+    return ResponseAround.of(encode_predict(card, _MARK, scores))
+
+
+V1 = Route(1, decode_v1, encode_v1, _keep)
 
 
 class ModelSummary(msgspec.Struct):

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import numpy as np
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, Route
+from server.modelcard import ModelCard
 from server.openapi_docs import INFER_BODY, with_json_body
 from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
 from server.registry import LoadedModel
@@ -62,7 +64,7 @@ def _metadata(m: LoadedModel, versions: list[int]) -> ModelMetadata:
     )
 
 
-def _keep(req: InferRequest) -> InferRequest:
+def _keep(_: ModelCard, req: InferRequest, scores: np.ndarray) -> InferRequest:
     """What encode_infer reads of a request (its id and requested outputs), not its data."""
     return InferRequest(inputs=[], id=req.id, outputs=req.outputs)
 

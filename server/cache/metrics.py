@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from server.metrics import FastCounter
+
 RESPONSE = "response"
 MEMORY = "memory"
 REDIS = "redis"
@@ -48,13 +50,14 @@ _RTT_BUCKETS = (
 
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.hits = Counter(
+        # Hits and misses move on every lookup, on the event loop only: lock-free counters.
+        self.hits = FastCounter(
             "tabserve_cache_hits",
             "Rows answered by a cache tier.",
             ["model", "tier"],
             registry=registry,
         )
-        self.misses = Counter(
+        self.misses = FastCounter(
             "tabserve_cache_misses",
             "Rows a cache tier did not have (failed calls included).",
             ["model", "tier"],

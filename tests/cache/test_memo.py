@@ -168,6 +168,32 @@ async def test_a_repeated_body_is_answered_by_the_memo_with_the_same_scores(
     assert 'tabserve_cache_hits_total{model="xgb_small",tier="response"} 2.0' in metrics
 
 
+async def test_a_remembered_answer_is_byte_for_byte_a_fresh_one(
+    model_repo: Path, rows: list[list[float]]
+) -> None:
+    body = json.dumps({"instances": [rows[0], rows[3]]}).encode()
+    url = "/v1/models/xgb_small/predict"
+    ids = ["plain", 'quote"and\\backslash', "x" * 128]
+    async with serving(model_repo) as client:
+        memo = score_cache(client, "xgb_small").memo
+        assert memo is not None
+        fresh = [
+            await client.post(
+                url, content=body, headers={"x-request-id": i, "cache-control": "no-cache"}
+            )
+            for i in ids
+        ]
+        remembered = [
+            await client.post(url, content=body, headers={"x-request-id": i}) for i in ids
+        ]
+        assert memo.hits == len(ids)
+    for a, b in zip(fresh, remembered, strict=True):
+        assert a.status_code == b.status_code == 200
+        assert a.content == b.content
+        assert a.headers["content-length"] == b.headers["content-length"]
+    assert remembered[1].json()["request_id"] == ids[1]
+
+
 async def test_v2_bodies_are_remembered_with_their_own_request(
     model_repo: Path, rows: list[list[float]]
 ) -> None:
