@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -79,10 +79,11 @@ class AnswerMemo(Protocol):
         self,
         route: int,
         body: bytes,
-        answer: tuple[np.ndarray, Any, np.ndarray],
+        answer: Callable[[], tuple[np.ndarray, Any, np.ndarray]],
         token: Hashable | None,
     ) -> None:
-        """Remember the answer to a request body, computed under ``token``; must not block."""
+        """Remember the answer to a request body, computed under ``token``; ``answer()`` makes
+        it, called only if the memo keeps it. Must not block."""
         ...
 
     def memo_hit(self, rows: int) -> None:

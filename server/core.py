@@ -166,8 +166,13 @@ class Core:
                 )
                 if memo is not None and token is not None:
                     try:
-                        kept = route.keep(model.card, extra, scores)
-                        memo.remember(route.id, body, (rows, kept, scores), token)
+                        card = model.card
+                        memo.remember(
+                            route.id,
+                            body,
+                            lambda: (rows, route.keep(card, extra, scores), scores),
+                            token,
+                        )
                     except Exception:
                         batcher.hook_failed("memo_failed")
             else:

@@ -42,7 +42,7 @@ import asyncio
 import logging
 import math
 import sys
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -168,7 +168,13 @@ class ModelScoreCache:
         """The response memo's answer for a whole request body, or None."""
         return None if self.memo is None else self.memo.get(route, body)
 
-    def remember(self, route: int, body: bytes, answer: Answer, token: Hashable | None) -> None:
+    def remember(
+        self,
+        route: int,
+        body: bytes,
+        answer: Answer | Callable[[], Answer],
+        token: Hashable | None,
+    ) -> None:
         """Give the response memo an answer computed under ``token`` (see :meth:`memo_token`)."""
         if self.memo is not None:
             self.memo.put(route, body, answer, token)

@@ -97,10 +97,17 @@ class ResponseMemo:
         self.hits += 1
         return answer
 
-    def put(self, route: int, body: bytes, answer: Answer, token: Hashable | None) -> None:
+    def put(
+        self,
+        route: int,
+        body: bytes,
+        answer: Answer | Callable[[], Answer],
+        token: Hashable | None,
+    ) -> None:
         """Remember ``answer`` for ``body``, computed under flush ``token`` (read before the
         request was answered): dropped when the token has changed since, when the body is over
-        ``MAX_BODY_BYTES``, or on the body's first answer (the doorkeeper)."""
+        ``MAX_BODY_BYTES``, or on the body's first answer (the doorkeeper). A callable
+        ``answer`` is called only when the entry is kept (what it keeps may cost an encode)."""
         if token is None or len(body) > MAX_BODY_BYTES or self.token() != token:
             return
         key = (route, body)
@@ -111,6 +118,8 @@ class ResponseMemo:
             if len(seen) > self.capacity:
                 del seen[next(iter(seen))]
             return
+        if callable(answer):
+            answer = answer()
         rows, _, scores = answer
         size = len(body) + rows.nbytes + scores.nbytes + ENTRY_OVERHEAD
         if size > self.max_bytes:

@@ -48,6 +48,22 @@ def test_a_body_is_remembered_on_its_second_answer() -> None:
     assert m.get(1, b"once") is not None
 
 
+def test_what_is_kept_is_made_only_when_an_entry_is_kept() -> None:
+    m, _, _ = memo()
+    made: list[int] = []
+
+    def make() -> Any:
+        made.append(1)
+        return (ROWS, "encoded ahead", SCORES)
+
+    m.put(1, b"body", make, m.token())  # first answer: only seen
+    assert made == []
+    m.put(1, b"body", make, m.token())
+    assert made == [1]
+    found = m.get(1, b"body")
+    assert found is not None and found[1] == "encoded ahead"
+
+
 def test_an_answer_computed_before_a_flush_is_not_remembered() -> None:
     m, _, generation = memo()
     remember(m, 1, b"a", (ROWS, None, SCORES))
