@@ -66,9 +66,9 @@ MISS_COST_FACTOR = 3.0
 """How much more a miss costs in the server than the start-up measurement says. That measurement
 times the cache's lookup and store alone, in a warm loop; in the server a one-row miss also pays
 the memo, the batcher's cache bookkeeping and cold CPU caches between requests. Measured with
-``tabserve bench --suite cache`` (unique rows, c=1): caching ``xgb_small`` cost ~75 µs per miss
-against ~11-13 µs measured at start-up, whose 12.4 µs inference put it on the line, cached in
-some runs and not in others."""
+``tabserve bench --suite cache`` (unique rows, c=1, its "forced" column): caching ``xgb_small``
+cost 80-170 µs more server CPU per miss in two runs, against ~10-13 µs measured at start-up,
+where its 12.4 µs inference put it on the line, cached in some runs and not in others."""
 
 
 def worth_caching(card: ModelCard, settings: Settings, miss_overhead_us: float | None) -> bool:
