@@ -86,6 +86,7 @@ async def main(model: str, traffic: str) -> None:
                 bodies = (repeated * (REQUESTS // len(repeated) + 1))[:REQUESTS]
             results["floor-asgi"].append(await _drive(app, "/bench/floor-asgi/x", bodies))
             results["predict"].append(await _drive(app, predict, bodies))
+        cached = app.state.core.registry.get(model).batcher.cache is not None
     finally:
         await inbox.put({"type": "lifespan.shutdown"})
         await outbox.get()
@@ -93,6 +94,12 @@ async def main(model: str, traffic: str) -> None:
     floor, pred = (statistics.median(results[k]) for k in ("floor-asgi", "predict"))
     print(f"{model} {traffic}: CPU µs per request, median of {ROUNDS} rounds")
     print(f"  floor-asgi {floor:7.1f}\n  predict    {pred:7.1f}\n  difference {pred - floor:7.1f}")
+    print(f"  response cache: {'on' if cached else 'off'} for {model}")
+    children = list(app.state.core.metrics.inference._children.values())
+    runs, seconds = sum(sum(c.counts) for c in children), sum(c.sum for c in children)
+    if runs:
+        per_run = seconds / runs * 1e6
+        print(f"  ONNX Runtime, µs per run (the server's inference histogram): {per_run:.1f}")
 
 
 if __name__ == "__main__":
