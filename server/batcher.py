@@ -61,6 +61,11 @@ class ScoreCache(Protocol):
         """Remember freshly computed rows; must not block (schedules any remote write)."""
         ...
 
+    def skip(self, rows: int) -> bool:
+        """True when a batch of ``rows`` should run without the cache (neither looked up nor
+        stored): the cache has been finding next to nothing."""
+        ...
+
 
 @runtime_checkable
 class AnswerMemo(Protocol):
@@ -536,6 +541,13 @@ class Batcher:
     async def _scores(self, rows: np.ndarray, batch: list[_Segment]) -> np.ndarray:
         cache = self.cache
         if cache is None:
+            return await self._infer(rows)
+        try:
+            skip = cache.skip(len(rows))
+        except Exception:
+            self.hook_failed("cache_skip_failed")
+            skip = False
+        if skip:
             return await self._infer(rows)
         if len(batch) == 1:
             return await self._scores_of_one(cache, rows, batch[0][0].cache_mode)

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from server.cache.base import Outcome
+from server.cache.bypass import Bypass
 from server.cache.keys import namespace, row_keys
 from server.cache.memo import Answer, ResponseMemo
 from server.cache.metrics import MEMORY, REDIS, RESPONSE
@@ -99,6 +100,8 @@ class ModelScoreCache:
             self.memo = ResponseMemo(
                 memo_entries, memo_bytes, ttl_s, lambda: generations.memo_token(model)
             )
+        self.bypass = Bypass()
+        """Skips the cache while its recent lookups find next to nothing (``bypass.py``)."""
         self.hits = 0
         """Rows answered from the cache (either tier)."""
         self.lookups = 0
@@ -109,6 +112,7 @@ class ModelScoreCache:
             self._m_misses = {t: metrics.misses.labels(self.model, t) for t in (MEMORY, REDIS)}
             self._m_memo_hits = metrics.hits.labels(self.model, RESPONSE)
             self._m_written_memory = metrics.written_bytes.labels(self.model, MEMORY)
+            self._m_bypassed = metrics.bypassed.labels(self.model)
         self._metrics = metrics
 
     @property
@@ -156,6 +160,8 @@ class ModelScoreCache:
             "rows_hit": self.hits,
             "redis": redis,
             "redis_min_rows": min_rows,
+            "bypassed": self.bypass.active,
+            "rows_bypassed": self.bypass.rows_bypassed,
         }
 
     # --- the response memo (the batcher's AnswerMemo protocol) --------------------------------
@@ -185,6 +191,14 @@ class ModelScoreCache:
         self.hits += rows
         if self._metrics is not None:
             self._m_memo_hits.inc(rows)
+
+    def skip(self, rows: int) -> bool:
+        """Whether the batcher should run a batch of ``rows`` without the cache (bypassed)."""
+        if not self.bypass.skip(rows):
+            return False
+        if self._metrics is not None:
+            self._m_bypassed.inc(rows)
+        return True
 
     def _prefix(self, generation: int) -> bytes:
         cached = self._prefix_gen
@@ -230,6 +244,7 @@ class ModelScoreCache:
             found = int(np.count_nonzero(hit)) if found else 0
         self.lookups += n
         self.hits += found
+        self.bypass.record(n, found)
         self._count_lookup(
             len(unique),
             fetch.memory_hits,

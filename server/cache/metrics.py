@@ -12,6 +12,8 @@ tabserve_cache_timeouts_total              model,tier, remote calls that exceede
 tabserve_cache_skipped_total               model,tier, remote calls not made: breaker open or write
                                            op          queue full
 tabserve_cache_written_bytes_total         model,tier  bytes of keys and values written
+tabserve_cache_bypassed_rows_total         model       rows run without the cache while it was
+                                                       bypassed (``server.cache.bypass``)
 tabserve_cache_roundtrip_seconds           tier,op     one remote call (a whole batch), not per row
 tabserve_cache_circuit_state               tier        0 closed, 1 half-open, 2 open
 =========================================  ==========  =============================================
@@ -61,6 +63,12 @@ class CacheMetrics:
             "tabserve_cache_misses",
             "Rows a cache tier did not have (failed calls included).",
             ["model", "tier"],
+            registry=registry,
+        )
+        self.bypassed = FastCounter(
+            "tabserve_cache_bypassed_rows",
+            "Rows run without the cache while it was bypassed (recent lookups found ~nothing).",
+            ["model"],
             registry=registry,
         )
         self.errors = Counter(

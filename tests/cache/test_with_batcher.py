@@ -116,6 +116,9 @@ class _BrokenCache:
         if self.broken == "store":
             raise RuntimeError("store broke")
 
+    def skip(self, rows: int) -> bool:
+        return False
+
 
 @pytest.mark.parametrize("broken", ["lookup", "store"])
 async def test_a_failing_cache_fails_no_prediction(model_repo: Path, broken: str) -> None:
