@@ -234,15 +234,23 @@ class Batcher:
         self._closing = True
         self._failed = True
         self._task = None
+        self._fail_waiting(self._not_ready)
+        self._check_drained()
+
+    def _fail_waiting(self, error: Callable[[], Exception]) -> int:
+        """Empty the queue and the running batch; fail each request still waiting with
+        ``error()``. Returns how many were failed."""
         left = [seg[0] for seg in self._current] + list(self._queue)
         self._current = []
         self._queue.clear()
         self._queued_rows = 0
         self._m_queue_depth.set(0)
+        failed = 0
         for item in left:
             if not item.future.done():
-                item.future.set_exception(self._not_ready())
-        self._check_drained()
+                item.future.set_exception(error())
+                failed += 1
+        return failed
 
     def _not_ready(self) -> ModelNotReady:
         return ModelNotReady(f"{self.model}/{self.version} stopped serving after an internal error")
@@ -267,18 +275,9 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        left = [seg[0] for seg in self._current] + list(self._queue)
-        self._current = []
-        self._queue.clear()
-        self._queued_rows = 0
-        self._m_queue_depth.set(0)
-        failed = 0
-        for item in left:
-            if not item.future.done():
-                item.future.set_exception(
-                    ShuttingDown(f"{self.model}/{self.version} stopped before this request ran")
-                )
-                failed += 1
+        failed = self._fail_waiting(
+            lambda: ShuttingDown(f"{self.model}/{self.version} stopped before this request ran")
+        )
         if failed:
             log.warning(
                 "event=batcher_drain_timeout model=%s version=%d failed_requests=%d",

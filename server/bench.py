@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -433,13 +433,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(
             f"tabserve bench: none of {args.models} in {models_dir} (run `make models`)"
         )
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpu = (
-        (cpus[0], cpus[1]) if len(cpus) >= 2 and not args.no_pin else (None, None)
-    )
-    kind = args.loadgen
-    if kind == "auto":
-        kind = "wrk" if shutil.which("wrk") else "python"
+    server_cpu, client_cpu, kind = placement(args)
     conc = [int(c) for c in args.concurrency.split(",")]
     bodies = {}
     for m in models:
@@ -504,11 +498,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class _Rated(Protocol):
+    rps: float
+
+
+R = TypeVar("R", bound=_Rated)
+
+
+def median_round(samples: list[R]) -> R:
+    """The round with the median throughput, its latencies and CPU with it (both suites)."""
+    return sorted(samples, key=lambda cell: cell.rps)[len(samples) // 2]
+
+
 def median_cell(samples: list[Cell]) -> Cell:
-    """The round with the median throughput (its latencies and CPU with it); the others' req/s
-    in its notes."""
-    ordered = sorted(samples, key=lambda cell: cell.rps)
-    cell = ordered[len(ordered) // 2]
+    """:func:`median_round`, with every round's req/s in its notes."""
+    cell = median_round(samples)
     if len(samples) > 1:
         rates = ", ".join(f"{s.rps:.0f}" for s in samples)
         cell.notes.append(f"median of {len(samples)} rounds ({rates} req/s)")

@@ -43,6 +43,7 @@ from server.bench import (
     _latest_dir,
     bench_server,
     measure,
+    median_round,
 )
 from server.modelcard import HOLDOUT_FILE, load_card
 from server.process import ServeProcess, free_port
@@ -268,9 +269,8 @@ def _unique_round(
 
 
 def _median(samples: list[CacheCell]) -> CacheCell:
-    """The round with the median throughput stands for the cell; every round's req/s is kept."""
-    ordered = sorted(samples, key=lambda cell: cell.rps)
-    cell = ordered[len(ordered) // 2]
+    """The median round stands for the cell; every round's req/s is kept."""
+    cell = median_round(samples)
     cell.rounds_rps = [s.rps for s in samples]
     return cell
 
