@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from server.process import ServeProcess, http_ok, stop_process
-from server.redisproc import RedisProcess, find_redis_binary
+from loadtests.redisproc import RedisProcess, find_redis_binary
+from loadtests.serveproc import ServeProcess, http_ok, stop_process
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -113,7 +113,7 @@ class RedisServer:
     """A Redis-protocol server for the cells that use the Redis tier.
 
     The same binary finder and process wrapper as the tests and the bench
-    (``server.redisproc``): ``redis-server``/``valkey-server`` from PATH or the dev extras.
+    (``loadtests.redisproc``): ``redis-server``/``valkey-server`` from PATH or the dev extras.
     """
 
     def __init__(self, workdir: Path, cpus: str | None = None) -> None:

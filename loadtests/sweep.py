@@ -35,7 +35,7 @@ from loadtests.processes import (
 from loadtests.promscrape import Samples, difference, scrape, server_figures
 from loadtests.report import render
 from loadtests.results import RESULTS_FILE, cell_record, read_locust_stats, write_results
-from server.process import pin_prefix
+from loadtests.serveproc import pin_prefix
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SHAPESFILE = Path(__file__).with_name("shapes.py")

@@ -5,7 +5,8 @@ version, warmed up before ready), runs the periodic repository scan, starts and 
 extensions, and on shutdown drains and stops every batcher.
 
 Extensions (the cache in ``server/cache/``, monitoring in ``server/monitoring/``) plug in by
-subclassing :class:`Extension` and being passed to ``create_app(..., extensions=[...])``; for
+subclassing :class:`server.extension.Extension` and being passed to
+``create_app(..., extensions=[...])``; for
 ``tabserve serve`` they are listed in :func:`default_extensions`. An extension can add routes,
 register metrics on ``core.metrics.registry``, hold loop-bound resources between ``start`` and
 ``stop``, and give each model version a score cache and/or a batch observer.
@@ -17,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
@@ -27,68 +27,22 @@ from litestar.types import ControllerRouterHandler
 
 from server import dispatch, routes_admin, routes_health, routes_v1, routes_v2
 from server.batcher import BatchObserver, ScoreCache
+from server.cache.extension import CacheExtension
 from server.core import Core
+from server.extension import Extension, FanOut
 from server.http_errors import EXCEPTION_HANDLERS
 from server.logsetup import configure_logging
 from server.metrics import ServerMetrics
 from server.modelcard import ModelCard
+from server.monitoring.extension import MonitoringExtension
 from server.registry import Registry
 from server.settings import Settings
 
 log = logging.getLogger("tabserve.app")
 
 
-class Extension:
-    """A server add-on. Override what you need; every method has a do-nothing default.
-
-    Order of calls: ``route_handlers()`` when the app is built; in the lifespan ``start(core)``
-    before any model loads (so ``cache_for`` / ``observer_for`` can use what ``start`` opened),
-    then ``cache_for(card)`` / ``observer_for(card)`` once per model version as it loads (also on
-    reload); ``stop()`` after every batcher has drained, in reverse order, even after a failure.
-    """
-
-    def route_handlers(self) -> Sequence[ControllerRouterHandler]:
-        """Extra routes (guard admin ones with ``server.routes_admin.admin_guard``)."""
-        return ()
-
-    async def start(self, core: Core) -> None:
-        """Open loop-bound resources (Redis pools, tasks); register metrics on core.metrics."""
-
-    async def stop(self) -> None:
-        """Close what ``start`` opened."""
-
-    def cache_for(self, card: ModelCard) -> ScoreCache | None:
-        """The score cache of one model version, or None for no cache."""
-        return None
-
-    def observer_for(self, card: ModelCard) -> BatchObserver | None:
-        """The batch observer of one model version, or None."""
-        return None
-
-
-class _FanOut:
-    """Several observers behind one (each one's failure is its own)."""
-
-    def __init__(self, observers: list[BatchObserver]) -> None:
-        self.observers = observers
-
-    def observe(self, rows: Any, scores: Any, requests: Any) -> None:
-        errors: list[Exception] = []
-        for observer in self.observers:
-            try:
-                observer.observe(rows, scores, requests)
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-
 def default_extensions(settings: Settings) -> list[Extension]:
     """The extensions ``tabserve serve`` runs with (the cache and monitoring register here)."""
-    # Imported here: the extensions import server.app for the Extension base class.
-    from server.cache.extension import CacheExtension
-    from server.monitoring.extension import MonitoringExtension
-
     extensions: list[Extension] = []
     if settings.cache:
         extensions.append(CacheExtension(settings))
@@ -119,7 +73,7 @@ def create_app(
         found = [o for o in (ext.observer_for(card) for ext in exts) if o is not None]
         if not found:
             return None
-        return found[0] if len(found) == 1 else _FanOut(found)
+        return found[0] if len(found) == 1 else FanOut(found)
 
     registry = Registry(settings, metrics, cache_for=cache_for, observer_for=observer_for)
     core = Core(settings, metrics, registry)

@@ -12,7 +12,7 @@ import sys
 # subcommand -> (module with ``main(argv: list[str]) -> int``, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("server.serve", "run the inference server (uvicorn, uvloop, httptools)"),
-    "bench": ("server.bench", "benchmark the serving path on loopback, pinned cores"),
+    "bench": ("loadtests.bench.cli", "benchmark the serving path on loopback, pinned cores"),
     "export": (
         "export.cli",
         "train, evaluate, convert to ONNX and publish models (build, list, convert)",

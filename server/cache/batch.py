@@ -29,7 +29,8 @@ So the batcher calls ``lookup(rows[reads])`` with ``reads`` = rows of ``default`
 Per model, Redis can be skipped when it cannot pay (``auto_skip_remote``, from the setting
 ``cache_redis_auto_skip``): a batch asks Redis only if computing its memory misses would cost more
 than one round trip (:func:`redis_min_rows`); a model for which no batch of ``max_batch_rows``
-qualifies neither reads nor writes Redis. ``python -m server.cache.measure`` gives the numbers.
+qualifies neither reads nor writes Redis. ``python -m loadtests.bench.cache_costs`` gives the
+numbers.
 
 Identical rows in one batch share one key and one cache read; the batcher may still compute
 duplicates that miss, but the synchronous memory write makes the next batch hit them. When there

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 from litestar.types import ControllerRouterHandler
 
-from server.app import Extension
 from server.batcher import ScoreCache
 from server.cache.batch import ModelScoreCache
 from server.cache.factory import build_cache, build_model_cache, worth_caching
@@ -33,6 +32,7 @@ from server.cache.measure import miss_overhead_us
 from server.cache.tiered import TieredCache
 from server.core import Core
 from server.errors import CacheDisabled, ModelNotReady
+from server.extension import Extension
 from server.modelcard import ModelCard
 from server.settings import Settings
 

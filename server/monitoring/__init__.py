@@ -5,7 +5,7 @@
   window (``window.py``) in one vectorised pass; ``feedback`` matches late labels to served rows
   (``feedback.py``), ``snapshot`` computes everything at read time (``stats.py``).
 - :func:`register_monitoring_metrics` (``prometheus.py``): gauges read from snapshots at scrape.
-- ``MonitoringExtension`` (``extension.py``, import it from there: it needs the app): one monitor
+- ``MonitoringExtension`` (``extension.py``, import it from there): one monitor
   per served version as its batch observer, the collector on the app's registry, and the routes
   in ``routes.py`` (``GET /v1/models/{name}/monitoring``, ``POST /v1/models/{name}/feedback``).
 

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 
 from litestar.types import ControllerRouterHandler
 
-from server.app import Extension
 from server.batcher import BatchObserver
 from server.core import Core
 from server.errors import ModelNotReady
+from server.extension import Extension
 from server.modelcard import ModelCard
 from server.monitoring.monitor import ModelMonitor, MonitorParams
 from server.monitoring.prometheus import MonitoringCollector, register_monitoring_metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.bench_cache import DISTINCT, unique_bodies, zipf_bodies
+from loadtests.bench.cache import DISTINCT, unique_bodies, zipf_bodies
 
 
 def rows() -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.bench import _python_load, request_bytes
+from loadtests.bench.serving import _python_load, request_bytes
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e

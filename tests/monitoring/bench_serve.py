@@ -1,9 +1,9 @@
 """End to end: throughput of one-row predict with monitoring on versus off, on a real server.
 
 Run: ``.venv/bin/python -m tests.monitoring.bench_serve [--model xgb_small] [--reps 3]``. Not a
-test. It uses ``tabserve bench``'s pieces (``server.bench``): ``tabserve serve`` processes pinned
-to one core, the load generator (wrk when on PATH, else the built-in asyncio client) pinned to the
-other, 64 distinct hold-out rows in rotation, the response cache off.
+test. It uses ``tabserve bench``'s pieces (``loadtests.bench.serving``): ``tabserve serve``
+processes pinned to one core, the load generator (wrk when on PATH, else the built-in asyncio
+client) pinned to the other, 64 distinct hold-out rows in rotation, the response cache off.
 
 Both servers (``TABSERVE_MONITORING=false`` and ``true``) run side by side on the same core, idle
 but for the one being measured; each repetition measures both, in alternating order, at
@@ -23,7 +23,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from server.bench import ROTATION, Cell, LoadGen, _latest_dir, _rows, bench_server, measure
+from loadtests.bench.serving import (
+    ROTATION,
+    Cell,
+    LoadGen,
+    _latest_dir,
+    _rows,
+    bench_server,
+    measure,
+)
 from server.modelcard import load_card
 
 

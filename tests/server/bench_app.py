@@ -62,8 +62,8 @@ async def _drive(app: Any, path: str, bodies: list[bytes]) -> float:
 
 
 async def main(model: str, traffic: str) -> None:
+    from loadtests.bench.cache import holdout_rows, unique_bodies
     from server.app import create_app_from_env
-    from server.bench_cache import holdout_rows, unique_bodies
 
     rows = holdout_rows(Path(os.environ["TABSERVE_MODELS_DIR"]), model)
     app = create_app_from_env()

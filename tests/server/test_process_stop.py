@@ -1,4 +1,4 @@
-"""``server.process.stop_process``: how the server and Locust processes are stopped (real ones)."""
+"""``loadtests.serveproc.stop_process``: how server and Locust processes are stopped (real ones)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from server.process import stop_process
+from loadtests.serveproc import stop_process
 
 IGNORE_SIGTERM = (
     "import signal, sys, time\n"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from server.process import free_port
+from loadtests.serveproc import free_port
 
 __all__ = ["free_port"]

@@ -1,4 +1,4 @@
-"""A real ``tabserve serve`` process for end-to-end tests: ``server.process.ServeProcess``.
+"""A real ``tabserve serve`` process for end-to-end tests: ``loadtests.serveproc.ServeProcess``.
 
 with ServerProcess(models_dir, env={"TABSERVE_ADMIN_TOKEN": "t"}) as server:
     httpx.get(server.url + "/health/ready")
@@ -6,6 +6,6 @@ with ServerProcess(models_dir, env={"TABSERVE_ADMIN_TOKEN": "t"}) as server:
 
 from __future__ import annotations
 
-from server.process import ServeProcess as ServerProcess
+from loadtests.serveproc import ServeProcess as ServerProcess
 
 __all__ = ["ServerProcess"]

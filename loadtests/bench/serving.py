@@ -1,4 +1,4 @@
-"""``tabserve bench``: the serving benchmark of issue #3, on loopback, in one run.
+"""The serving suite of ``tabserve bench``: the request path against its floors, on loopback.
 
 For the small and the large XGBoost model it measures
 
@@ -36,8 +36,8 @@ from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
+from loadtests.serveproc import ServeProcess
 from server.modelcard import HOLDOUT_FILE, load_card
-from server.process import ServeProcess
 
 DEFAULT_MODELS = ("xgb_small", "xgb_large")
 FLOORS = (("floor", "/bench/floor"), ("floor-asgi", "/bench/floor-asgi"))
@@ -198,8 +198,8 @@ async def _python_load(
 
 
 def python_loadgen_main(argv: list[str]) -> int:
-    """``python -m server.bench --loadgen PORT CONCURRENCY SECONDS PATH BODIES_FILE OUT_FILE``
-    (BODIES_FILE: one JSON body per line, sent in rotation)."""
+    """``python -m loadtests.bench.serving --loadgen PORT CONCURRENCY SECONDS PATH BODIES_FILE
+    OUT_FILE`` (BODIES_FILE: one JSON body per line, sent in rotation)."""
     port, conc, secs, path, bodies_file, out_file = argv
     bodies = Path(bodies_file).read_bytes().splitlines()
     requests = [request_bytes(path, body, int(port)) for body in bodies]
@@ -268,7 +268,7 @@ class LoadGen:
             cmd = [
                 sys.executable,
                 "-m",
-                "server.bench",
+                "loadtests.bench.serving",
                 "--loadgen",
                 str(port),
                 str(concurrency),
@@ -634,51 +634,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  {k}: {v}")
 
 
-def main(argv: list[str]) -> int:
-    if argv and argv[0] == "--loadgen":
-        return python_loadgen_main(argv[1:])
-    p = argparse.ArgumentParser(prog="tabserve bench", description=__doc__.splitlines()[0])
-    p.add_argument("--models-dir", default=os.environ.get("TABSERVE_MODELS_DIR", "models"))
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated names")
-    p.add_argument("--concurrency", default="1,64", help="comma-separated connection counts")
-    p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
-    p.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="rounds per serving cell (floors and predict alternate); the median round is shown",
-    )
-    p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
-    p.add_argument("--no-pin", action="store_true", help="do not pin server and load generator")
-    p.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="TABSERVE_X=V",
-        help="extra server settings, e.g. TABSERVE_MAX_DELAY_MS=0.5",
-    )
-    p.add_argument("--json", type=Path, help="also write the report as JSON here")
-    p.add_argument(
-        "--suite",
-        choices=["all", "serving", "cache"],
-        default="all",
-        help="serving (floor, predict, batching, ORT alone), cache (server.bench_cache), or both",
-    )
-    p.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent of the cache suite")
-    args = p.parse_args(argv)
-    report: dict[str, Any] = {}
-    if args.suite in ("all", "serving"):
-        report = run(args)
-        print_report(report)
-    if args.suite in ("all", "cache"):
-        from server.bench_cache import print_cache_report, run_cache
-
-        report["cache"] = run_cache(args, *placement(args))
-        print_cache_report(report["cache"])
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # The built-in load generator runs as its own process (see LoadGen).
+    if sys.argv[1:2] != ["--loadgen"]:
+        sys.exit("usage: python -m loadtests.bench.serving --loadgen PORT CONC SECS PATH IN OUT")
+    sys.exit(python_loadgen_main(sys.argv[2:]))

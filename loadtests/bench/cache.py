@@ -17,9 +17,9 @@ large model with zipf traffic, memory+redis >= 3x the throughput of cache off; o
 model, the cache on costs <= 5% throughput at any hit ratio (the forced column shows what
 caching it regardless would cost).
 
-Same harness as the serving suite (:mod:`server.bench`): one worker pinned to one core, the load
-generator (and Redis) on another, every process stopped by PID in ``finally``. The hit ratio is
-read from the server (``GET /v1/models/{name}``), over the measured seconds only.
+Same harness as the serving suite (:mod:`loadtests.bench.serving`): one worker pinned to one
+core, the load generator (and Redis) on another, every process stopped by PID in ``finally``. The
+hit ratio is read from the server (``GET /v1/models/{name}``), over the measured seconds only.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from server.bench import (
+from loadtests.bench.serving import (
     Cell,
     LoadGen,
     _latest_dir,
@@ -45,9 +45,9 @@ from server.bench import (
     measure,
     median_round,
 )
+from loadtests.redisproc import RedisProcess, find_redis_binary
+from loadtests.serveproc import ServeProcess, free_port
 from server.modelcard import HOLDOUT_FILE, load_card
-from server.process import ServeProcess, free_port
-from server.redisproc import RedisProcess, find_redis_binary
 
 DISTINCT = 10_000
 """Distinct hold-out rows the zipf workload draws from."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.process import free_port
+from loadtests.serveproc import free_port
 
 
 def find_redis_binary() -> str | None:
