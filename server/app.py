@@ -1,8 +1,12 @@
 """The Litestar app: everything wired in one place.
 
 ``create_app(settings)`` builds the app; its lifespan loads the registry (one batcher per model
-version, warmed up before ready), runs the periodic repository scan, starts and stops the
-extensions, and on shutdown drains and stops every batcher.
+version, warmed up before ready), completes the OpenAPI document from the loaded model cards
+(``server.openapi_docs``), runs the periodic repository scan, starts and stops the extensions,
+and on shutdown drains and stops every batcher. Under ``tabserve serve`` the drain starts as soon
+as the server stops listening (``server.connections`` calls the hook the lifespan installs), not
+after uvicorn's graceful wait, so queued requests are answered, or refused with 503, within the
+drain timeout; the lifespan's exit then waits for that drain.
 
 Extensions (the cache in ``server/cache/``, monitoring in ``server/monitoring/``) plug in by
 subclassing :class:`server.extension.Extension` and being passed to
@@ -22,12 +26,13 @@ from collections.abc import AsyncIterator, Sequence
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from server import dispatch, routes_admin, routes_health, routes_v1, routes_v2
+from server import dispatch, openapi_docs, routes_admin, routes_health, routes_v1, routes_v2
 from server.batcher import BatchObserver, ScoreCache
 from server.cache.extension import CacheExtension
+from server.connections import ConnectionPolicy
 from server.core import Core
 from server.extension import Extension, FanOut
 from server.http_errors import EXCEPTION_HANDLERS
@@ -35,6 +40,7 @@ from server.logsetup import configure_logging
 from server.metrics import ServerMetrics
 from server.modelcard import ModelCard
 from server.monitoring.extension import MonitoringExtension
+from server.oip.extension import GrpcExtension
 from server.registry import Registry
 from server.settings import Settings
 
@@ -48,6 +54,8 @@ def default_extensions(settings: Settings) -> list[Extension]:
         extensions.append(CacheExtension(settings))
     if settings.monitoring:
         extensions.append(MonitoringExtension(settings))
+    if settings.grpc_port is not None:
+        extensions.append(GrpcExtension(settings))
     return extensions
 
 
@@ -77,12 +85,23 @@ def create_app(
 
     registry = Registry(settings, metrics, cache_for=cache_for, observer_for=observer_for)
     core = Core(settings, metrics, registry)
+    connections = ConnectionPolicy.from_settings(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         started: list[Extension] = []
         scan: asyncio.Task[None] | None = None
         stop_scan = asyncio.Event()
+        drain: asyncio.Task[None] | None = None
+
+        def begin_drain() -> None:
+            """The server stopped listening (``server.connections``): drain now, not after
+            uvicorn's graceful wait, so queued requests are answered within the drain timeout."""
+            nonlocal drain
+            if drain is None:
+                log.info("event=shutdown_started drain_timeout_s=%g", settings.drain_timeout_s)
+                drain = asyncio.get_running_loop().create_task(registry.close(), name="drain")
+
         try:
             for ext in exts:
                 await ext.start(core)
@@ -94,6 +113,8 @@ def create_app(
                 report.serving,
                 len(report.refused),
             )
+            openapi_docs.document(app.openapi_schema, [m.card for m in registry.snapshot.all()])
+            connections.on_shutdown = begin_drain
             if settings.reload_interval_s > 0:
                 scan = asyncio.get_running_loop().create_task(
                     _periodic_scan(registry, settings.reload_interval_s, stop_scan),
@@ -101,6 +122,9 @@ def create_app(
                 )
             yield
         finally:
+            connections.on_shutdown = None
+            if drain is not None:
+                await drain
             if scan is not None:
                 stop_scan.set()  # not cancel(): a reload in progress finishes (or refuses) first
                 await scan
@@ -121,6 +145,13 @@ def create_app(
     if settings.bench_floor_route:
         ours += routes_health.floor_handlers(settings.max_body_bytes)
     route_handlers.extend(ours)
+    route_handlers.append(
+        create_static_files_router(
+            openapi_docs.ASSETS_PATH,
+            directories=[openapi_docs.swagger_ui_assets()],
+            include_in_schema=False,
+        )
+    )
     for ext in exts:
         route_handlers.extend(ext.route_handlers())
 
@@ -134,12 +165,14 @@ def create_app(
             version="0.1.0",
             description="Low-latency inference for tabular models (ONNX Runtime).",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=[openapi_docs.swagger_ui()],
         ),
         debug=False,
         logging_config=None,  # tabserve configures its own loggers (server.logsetup)
     )
     app.state.core = core
+    app.state.connections = connections  # read by server.connections.TabserveHttpProtocol
+    app.state.admin_auth = routes_admin.AdminAuth(settings)
     if settings.fast_dispatch:
         dispatch.install(app, core, floor=settings.bench_floor_route)
     return app

@@ -41,6 +41,10 @@ LATENCY_BUCKETS = (
 BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The exposition's Content-Type, e.g. ``text/plain; version=1.0.0; charset=utf-8``."""
+MEDIA_TYPE = CONTENT_TYPE.split("; charset=")[0]
+"""The same without its charset: Litestar appends ``; charset=utf-8`` to every ``text/`` type
+(given the full type, it would send the charset twice)."""
 
 
 class HistogramChild:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.batcher import Batcher, BatchObserver, ScoreCache
-from server.errors import InvalidModelCard, ModelNotFound, VersionNotFound
+from server.errors import InvalidModelCard, ModelNotFound, ShuttingDown, VersionNotFound
 from server.metrics import ServerMetrics
 from server.modelcard import CARD_FILE, ONNX_FILE, ModelCard, load_card, version_dirs
 from server.runner import Runner
@@ -104,17 +104,23 @@ class Registry:
         if version is None:
             found = snapshot.latest.get(name)
             if found is None:
-                raise ModelNotFound(f"no model named {name!r}")
+                raise self._not_found(name)
             return found
         by_version = snapshot.versions.get(name)
         if by_version is None:
-            raise ModelNotFound(f"no model named {name!r}")
+            raise self._not_found(name)
         found = by_version.get(version)
         if found is None:
             raise VersionNotFound(
                 f"model {name!r} has no version {version} (versions: {sorted(by_version)})"
             )
         return found
+
+    def _not_found(self, name: str) -> ModelNotFound | ShuttingDown:
+        # After close() the snapshot is empty: a request still arriving gets 503, not 404.
+        if self.closing:
+            return ShuttingDown("the server is shutting down")
+        return ModelNotFound(f"no model named {name!r}")
 
     @property
     def ready(self) -> bool:

@@ -11,7 +11,7 @@ from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, json_response, read_body
 from server.errors import ModelNotReady
-from server.metrics import CONTENT_TYPE
+from server.metrics import MEDIA_TYPE
 
 
 class Health(msgspec.Struct):
@@ -31,9 +31,10 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
             raise ModelNotReady("not ready: models are loading, none loaded, or shutting down")
         return Health("ready", len(core.registry.snapshot.all()))
 
-    @get("/metrics", tags=["health"], summary="Prometheus metrics", media_type=CONTENT_TYPE)
+    @get("/metrics", tags=["health"], summary="Prometheus metrics", media_type=MEDIA_TYPE)
     async def metrics() -> Response[bytes]:
-        return Response(core.metrics.render(), media_type=CONTENT_TYPE)
+        """The Prometheus text exposition (``text/plain; version=1.0.0; charset=utf-8``)."""
+        return Response(core.metrics.render(), media_type=MEDIA_TYPE)
 
     return [live, ready, metrics]
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -73,3 +76,26 @@ async def test_real_server_serves_v1_v2_metrics_admin_and_stops(
     assert "e2e-token" not in log  # the admin token is never logged
     assert "e2e-token" not in " ".join(server.command())  # nor on the command line (ps)
     assert "Application shutdown complete" in log
+
+
+def test_a_busy_port_is_reported_in_one_line_before_the_models_load(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = ServerProcess(model_repo, port=port, log_path=tmp_path / "serve.log")
+        done = subprocess.run(
+            server.command(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TABSERVE_")},
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert "in use" in lines[0]
+    assert "event=ready" not in done.stdout + done.stderr  # no model was loaded
