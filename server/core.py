@@ -6,7 +6,7 @@ One :class:`Core` per app lives in ``app.state.core``; extension routes get it f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -17,13 +17,14 @@ from server.errors import InvalidInput, PayloadTooLarge
 from server.http_errors import status_of
 from server.metrics import CounterChild, HistogramChild, ServerMetrics
 from server.modelcard import ModelCard
-from server.payload import request_meta
+from server.payload import LARGE_BODY, request_meta
 from server.registry import Registry
 from server.settings import Settings
 
 T = TypeVar("T")
 
 Decode = Callable[[bytes, ModelCard, int], tuple[np.ndarray, T]]
+DecodeLarge = Callable[[bytes, ModelCard, int], Awaitable[tuple[np.ndarray, T]]]
 Encode = Callable[[ModelCard, str, T, np.ndarray], bytes]
 
 
@@ -38,6 +39,9 @@ class Route(Generic[T]):
     keep: Callable[[ModelCard, T, np.ndarray], T] = lambda card, extra, scores: extra
     """What the response memo keeps in place of the decoded extra, given the model and the
     scores: only what ``encode`` needs to answer again (it may encode ahead)."""
+    decode_large: DecodeLarge[T] | None = None
+    """For bodies over ``payload.LARGE_BODY``: the same answer as ``decode``, a slice of rows at
+    a time with the event loop free between slices."""
 
 
 JSON = "application/json"
@@ -140,7 +144,8 @@ class Core:
             if isinstance(state, dict):
                 state["request_id"] = meta.request_id
             body = await read_body(receive, self.settings.max_body_bytes)
-            # From here to the enqueue there is no await: a reload cannot swap the version away.
+            # From here to the enqueue there is no await (but for a large body's decoding, which
+            # looks the version up again after): a reload cannot swap the version away.
             model = self.registry.get(name, version)
             label = model.card.name
             self.count(label, model.card.version)
@@ -160,7 +165,16 @@ class Core:
                     batcher.hook_failed("memo_failed")
                     answer = token = None
             if answer is None:
-                rows, extra = route.decode(body, model.card, self.settings.max_request_rows)
+                batcher.admit(deadline)  # refuse before decoding when the queue has no room
+                max_rows = self.settings.max_request_rows
+                if len(body) > LARGE_BODY and route.decode_large is not None:
+                    rows, extra = await route.decode_large(body, model.card, max_rows)
+                    current = self.registry.get(name, version)
+                    if current is not model:  # a reload landed while the slices were decoded
+                        model, batcher, token = current, current.batcher, None
+                        rows, extra = route.decode(body, model.card, max_rows)
+                else:
+                    rows, extra = route.decode(body, model.card, max_rows)
                 scores = await batcher.predict(
                     rows, deadline=deadline, request_id=meta.request_id, cache_mode=mode
                 )

@@ -28,6 +28,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from server.core import Core, Route, json_response, read_body
 from server.http_errors import EXCEPTION_HANDLERS
+from server.payload import canonical_version
 from server.routes_v1 import V1
 from server.routes_v2 import V2
 
@@ -43,10 +44,9 @@ def match(path: str) -> Match | None:
     if n == 5:  # '', v1, models, {name}, predict
         version = None
     elif n == 7 and parts[4] == "versions":  # '', v1, models, {name}, versions, {v}, predict
-        try:
-            version = int(parts[5])
-        except ValueError:
-            return None  # Litestar answers it (404, like any unknown path)
+        version = canonical_version(parts[5])
+        if version is None:
+            return None  # Litestar's handler answers it (404), the same way on both paths
     else:
         return None
     if parts[0] or parts[2] != "models" or not parts[3]:

@@ -13,6 +13,7 @@
     ├── ModelNotReady           loaded but not (yet, or any more) serving
     ├── InvalidInput            the request's rows do not fit the model's schema
     ├── PayloadTooLarge         body or batch over the configured limit
+    ├── UnsupportedMediaType    a JSON route got a body declared as something else
     ├── Overloaded              queue full; carries retry_after seconds
     ├── DeadlineExceeded        the request's deadline passed before it ran
     ├── ShuttingDown            the server is draining and takes no new work
@@ -70,6 +71,10 @@ class InvalidInput(TabserveError):
 
 class PayloadTooLarge(TabserveError):
     """The body or the batch is over the configured limit."""
+
+
+class UnsupportedMediaType(TabserveError):
+    """A JSON route got a body whose Content-Type is not JSON."""
 
 
 class Overloaded(TabserveError):

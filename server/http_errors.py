@@ -5,12 +5,14 @@ Litestar itself (no such route, wrong method, body over the size limit), is
 ``application/problem+json``::
 
     {"type": "urn:tabserve:problem:invalid-input", "title": "Invalid input", "status": 400,
-     "detail": "model logreg expects 30 features per row, got 29", "request_id": "…"}
+     "detail": "model logreg expects 30 features per row, got 29", "request_id": "…",
+     "error": "model logreg expects 30 features per row, got 29"}
 
-Open Inference Protocol (``/v2/...``) responses also carry ``"error": detail``, the member V2
-clients read. Unexpected exceptions are logged with the request id and answered 500 without
-internals; answers expected under overload or a Redis outage (503 overloaded, 504 deadline
-exceeded, 503 cache unavailable) are counted in the metrics, not logged.
+One shape on every path: ``error`` repeats ``detail`` because Open Inference Protocol (KServe
+V2) clients read ``error``; /v1 carries it too, so a client parses one body. Unexpected
+exceptions are logged with the request id and answered 500 without internals; answers expected
+under overload or a Redis outage (503 overloaded, 504 deadline exceeded, 503 cache unavailable)
+are counted in the metrics, not logged.
 
 Disabled admin endpoints (no admin token configured) answer 404, so the admin surface is
 invisible unless it is turned on; a wrong or missing token answers 401.
@@ -40,6 +42,7 @@ _DOMAIN: dict[type[errors.TabserveError], tuple[int, str, str]] = {
     errors.ModelNotReady: (503, "model-not-ready", "Model not ready"),
     errors.InvalidInput: (400, "invalid-input", "Invalid input"),
     errors.PayloadTooLarge: (413, "payload-too-large", "Payload too large"),
+    errors.UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     errors.Overloaded: (503, "overloaded", "Overloaded"),
     errors.DeadlineExceeded: (504, "deadline-exceeded", "Deadline exceeded"),
     errors.ShuttingDown: (503, "shutting-down", "Shutting down"),
@@ -69,17 +72,23 @@ _HTTP_SLUGS = {
     405: ("method-not-allowed", "Method not allowed"),
     413: ("payload-too-large", "Payload too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("too-many-requests", "Too many requests"),
 }
 
 
-class Problem(msgspec.Struct, omit_defaults=True):
+class Problem(msgspec.Struct):
+    """The one error body (RFC 9457 problem details plus two members)."""
+
     type: str
     title: str
     status: int
     detail: str
     request_id: str
     error: str | None = None
-    """Open Inference Protocol clients read this member; set on /v2 paths only."""
+    """Always ``detail`` (set when left out): Open Inference Protocol clients read this member."""
+
+    def __post_init__(self) -> None:
+        self.error = self.detail
 
 
 _encode = msgspec.json.Encoder().encode
@@ -123,14 +132,12 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
     request_id = request_id_of(request)
-    is_v2 = request.scope.get("path", "").startswith("/v2/")
     body = Problem(
         type=f"urn:tabserve:problem:{slug}",
         title=title,
         status=status,
         detail=detail,
         request_id=request_id,
-        error=detail if is_v2 else None,
     )
     out_headers = {"x-request-id": request_id}
     if headers:

@@ -14,7 +14,14 @@ from litestar.params import FromPath
 from server.core import Core, JSONBytes, Route
 from server.modelcard import Cost, Metrics, ModelCard
 from server.openapi_docs import PREDICT_BODY, with_json_body
-from server.payload import PredictResponse, decode_predict, encode, encode_predict
+from server.payload import (
+    PredictResponse,
+    decode_predict,
+    decode_predict_large,
+    encode,
+    encode_predict,
+    path_version,
+)
 from server.registry import LoadedModel
 
 _MARK = "\x00tabserve-request-id\x00"
@@ -44,6 +51,12 @@ def decode_v1(
     return decode_predict(body, card, max_rows), None
 
 
+async def decode_v1_large(
+    body: bytes, card: ModelCard, max_rows: int
+) -> tuple[np.ndarray, ResponseAround | None]:
+    return await decode_predict_large(body, card, max_rows), None
+
+
 def encode_v1(
     card: ModelCard, request_id: str, ahead: ResponseAround | None, scores: np.ndarray
 ) -> bytes:
@@ -56,7 +69,7 @@ def _keep(card: ModelCard, _: ResponseAround | None, scores: np.ndarray) -> Resp
     return ResponseAround.of(encode_predict(card, _MARK, scores))
 
 
-V1 = Route(1, decode_v1, encode_v1, _keep)
+V1 = Route(1, decode_v1, encode_v1, _keep, decode_v1_large)
 
 
 class ModelSummary(msgspec.Struct):
@@ -171,7 +184,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         return await core.predict(request.scope, request.receive, name, None, V1)
 
     @post(
-        "/v1/models/{name:str}/versions/{version:int}/predict",
+        "/v1/models/{name:str}/versions/{version:str}/predict",
         operation_class=predict_op,
         responses=ok,
         tags=["v1"],
@@ -179,10 +192,12 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         status_code=200,
     )
     async def predict_version(
-        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
+        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[str]
     ) -> JSONBytes:
-        """Score rows with one version of the model."""
-        return await core.predict(request.scope, request.receive, name, version, V1)
+        """Score rows with one version of the model. The version is a plain decimal integer
+        (``1``, not ``+1``, ``01`` or ``0_1``); any other spelling is 404."""
+        number = path_version(name, version)
+        return await core.predict(request.scope, request.receive, name, number, V1)
 
     @get("/v1/models", tags=["v1"], summary="List models")
     async def list_models() -> list[ModelSummary]:

@@ -19,7 +19,14 @@ from litestar.params import FromPath
 from server.core import Core, JSONBytes, Route
 from server.modelcard import ModelCard
 from server.openapi_docs import INFER_BODY, with_json_body
-from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
+from server.payload import (
+    InferRequest,
+    InferResponse,
+    decode_infer,
+    decode_infer_large,
+    encode_infer,
+    path_version,
+)
 from server.registry import LoadedModel
 
 
@@ -69,7 +76,7 @@ def _keep(_: ModelCard, req: InferRequest, scores: np.ndarray) -> InferRequest:
     return InferRequest(inputs=[], id=req.id, outputs=req.outputs)
 
 
-V2 = Route(2, decode_infer, encode_infer, _keep)
+V2 = Route(2, decode_infer, encode_infer, _keep, decode_infer_large)
 
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:
@@ -94,9 +101,10 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     async def model_metadata(name: FromPath[str]) -> ModelMetadata:
         return _metadata(core.registry.get(name), _all_versions(name))
 
-    @get("/v2/models/{name:str}/versions/{version:int}", tags=["v2"], summary="Model metadata")
-    async def model_version_metadata(name: FromPath[str], version: FromPath[int]) -> ModelMetadata:
-        return _metadata(core.registry.get(name, version), [version])
+    @get("/v2/models/{name:str}/versions/{version:str}", tags=["v2"], summary="Model metadata")
+    async def model_version_metadata(name: FromPath[str], version: FromPath[str]) -> ModelMetadata:
+        number = path_version(name, version)
+        return _metadata(core.registry.get(name, number), [number])
 
     @get("/v2/models/{name:str}/ready", tags=["v2"], summary="Model ready")
     async def model_ready(name: FromPath[str]) -> Response[ModelReady]:
@@ -104,11 +112,11 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         ready = m.batcher.accepting
         return Response(ModelReady(name=name, ready=ready), status_code=200 if ready else 503)
 
-    @get("/v2/models/{name:str}/versions/{version:int}/ready", tags=["v2"], summary="Model ready")
+    @get("/v2/models/{name:str}/versions/{version:str}/ready", tags=["v2"], summary="Model ready")
     async def model_version_ready(
-        name: FromPath[str], version: FromPath[int]
+        name: FromPath[str], version: FromPath[str]
     ) -> Response[ModelReady]:
-        m = core.registry.get(name, version)
+        m = core.registry.get(name, path_version(name, version))
         ready = m.batcher.accepting
         return Response(ModelReady(name=name, ready=ready), status_code=200 if ready else 503)
 
@@ -124,7 +132,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         return await core.predict(request.scope, request.receive, name, None, V2)
 
     @post(
-        "/v2/models/{name:str}/versions/{version:int}/infer",
+        "/v2/models/{name:str}/versions/{version:str}/infer",
         operation_class=infer_op,
         responses=ok,
         tags=["v2"],
@@ -132,9 +140,10 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         status_code=200,
     )
     async def infer_version(
-        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
+        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[str]
     ) -> JSONBytes:
-        return await core.predict(request.scope, request.receive, name, version, V2)
+        number = path_version(name, version)
+        return await core.predict(request.scope, request.receive, name, number, V2)
 
     return [
         server_live,

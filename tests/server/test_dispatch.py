@@ -11,7 +11,7 @@ from server.dispatch import match
 from server.routes_v1 import V1
 from server.routes_v2 import V2
 from tests.server.conftest import MakeClient
-from tests.server.test_validation import BAD_BODIES, ROW, case
+from tests.server.test_validation import BAD_BODIES, ROW, case, headers_of
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,13 @@ from tests.server.test_validation import BAD_BODIES, ROW, case
         ("/v1/models/m/infer", None),  # v1 has no infer
         ("/v2/models/m/predict", None),
         ("/v1/models//predict", None),
-        ("/v1/models/m/versions/x/predict", None),  # Litestar's 404
+        ("/v1/models/m/versions/x/predict", None),  # Litestar's handler: 404
+        ("/v1/models/m/versions/+1/predict", None),  # int() reads these as 1: not canonical
+        ("/v1/models/m/versions/0_1/predict", None),
+        ("/v1/models/m/versions/01/predict", None),
+        ("/v1/models/m/versions/ 1/predict", None),
+        ("/v1/models/m/versions/\u0661/predict", None),
+        ("/v2/models/m/versions/0/infer", ("m", 0, V2)),
         ("/v1/models/m/things/3/predict", None),
         ("/v1/models/m", None),
         ("/v1/models/m/predict/", None),
@@ -60,9 +66,7 @@ CASES = {**GOOD, **{k: (p, b) for k, (p, b, _, _) in BAD_BODIES.items()}}
 @pytest.mark.parametrize("case_id", sorted(CASES))
 async def test_fast_and_litestar_paths_answer_alike(make_client: MakeClient, case_id: str) -> None:
     path, body = CASES[case_id]
-    headers = {"content-type": "application/json", "x-request-id": f"same-{case_id}"}
-    if case_id == "bad-deadline-header":
-        headers["X-Deadline-Ms"] = "soon"
+    headers = {**headers_of(case_id), "x-request-id": f"same-{case_id}"}
     answers = []
     for fast in (True, False):
         async with make_client(max_request_rows=10, fast_dispatch=fast) as client:

@@ -58,3 +58,21 @@ def test_only_unexpected_server_errors_are_logged(
     assert r.status_code == status
     errors_logged = [rec for rec in error_log.records if rec.levelno >= logging.ERROR]
     assert bool(errors_logged) is logged
+
+
+def test_every_problem_has_one_shape() -> None:
+    """/v1, /v2, Litestar's own errors and unexpected ones: the same members, ``error`` =
+    ``detail`` (the member Open Inference Protocol clients read)."""
+    app = Litestar([_raise], exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        answers = [
+            client.get("/raise/overloaded"),
+            client.get("/raise/bug"),
+            client.get("/v2/no/such/route"),
+            client.post("/raise/deadline"),  # 405
+        ]
+    for r in answers:
+        problem = r.json()
+        assert list(problem) == ["type", "title", "status", "detail", "request_id", "error"]
+        assert problem["error"] == problem["detail"]
+        assert problem["status"] == r.status_code

@@ -1,0 +1,1 @@
+"""Stress measurements: overload, event-loop stalls and long soaks against a real server."""
