@@ -10,10 +10,20 @@ requests are split across batches).
     cache.lookup(all rows)  ->  runner.infer(misses only)  ->  cache.store(misses)
     ->  resolve each request's future with exactly its rows  ->  observer.observe(batch)
 
-Backpressure: the queue holds at most ``max_queue_rows`` rows; past it ``submit`` raises
-:class:`Overloaded` (an empty queue always admits one request, so a big request is not starved).
-Each request carries a deadline (``time.monotonic()``); one that passed before its rows were taken
-fails with :class:`DeadlineExceeded` and never runs.
+Backpressure: the queue holds at most ``max_queue_rows`` rows, and no more than the model drains
+before the request's deadline; past either, :meth:`Batcher.predict` raises :class:`Overloaded` (an
+empty queue always admits one request, so a big request is not starved). :meth:`Batcher.admit`
+makes the same refusal before a body is decoded, so refusing costs next to nothing. Each request
+carries a deadline (``time.monotonic()``); one whose answer could no longer go out before it
+(a batch, then the event loop's turn that sends answers) when its rows are taken fails with
+:class:`DeadlineExceeded` and never runs.
+
+Overload: while requests wait, the batch task runs batch after batch for a slice of time, then
+yields the event loop once (new requests are read, admitted or refused, answers are sent). The
+slice is :data:`BATCH_SHARE` times the CPU time the loop spent away, within bounds: however many
+requests arrive (or are refused) per loop iteration, inference keeps most of the core, and
+goodput stays near capacity instead of collapsing to one batch per iteration. (CPU time, not
+wall time: on a core shared with other processes the share holds all the same.)
 
 Lifecycle: :meth:`Batcher.start` creates the task, :meth:`Batcher.stop` refuses new work, lets the
 queue drain until a timeout, cancels the task, and fails what is left with :class:`ShuttingDown`.
@@ -43,6 +53,20 @@ from server.metrics import ServerMetrics
 from server.runner import Runner
 
 log = logging.getLogger("tabserve.batcher")
+
+BATCH_SHARE = 4.0
+"""While requests wait, batches run for this many times the CPU time the rest of the event loop
+used in its last turn: inference keeps about 4/5 of a saturated core, however many requests
+each turn reads, admits or refuses."""
+MIN_SLICE_S = 0.002
+"""Batches run for at least this much CPU time before the batch task yields (requests waiting)."""
+MAX_SLICE_S = 0.1
+"""...and at most this much CPU time,"""
+MAX_SLICE_WALL_S = 0.25
+"""...and this much wall time: the longest the batch task holds the event loop in one go."""
+_EWMA = 0.1
+"""Weight of the newest sample in the drain-rate and batch-time estimates (and how fast the
+recent worst turn of the event loop decays)."""
 
 CacheMode = Literal["default", "no-cache", "no-store"]
 """Per request: ``default`` reads and fills the cache; ``no-cache`` skips the lookup but stores
@@ -201,6 +225,10 @@ class Batcher:
         self._failed = False  # the batch task died of an error (see _on_task_done)
         self._ran_this_tick = False
         self._drained: asyncio.Event | None = None  # set by the last batch once stop() waits
+        self._batch_s = 0.0  # estimated wall time of one batch (EWMA)
+        self._row_s = 0.0  # estimated wall time per row drained while requests wait (EWMA)
+        self._backlog_mark: float | None = None  # last batch end that left requests waiting
+        self._turn_s = 0.0  # wall time of a slice plus the loop's turn after it (recent worst)
         labels = (self.model, str(self.version))
         self._m_queue_wait = metrics.queue_wait.labels(*labels)
         self._m_inference = metrics.inference.labels(*labels)
@@ -305,17 +333,8 @@ class Batcher:
         cache_mode: CacheMode = "default",
     ) -> np.ndarray:
         """Scores float32 [n, n_classes] for ``rows`` float32 [n, n_features], in row order."""
-        self._admit(deadline)
         n = len(rows)
-        pending = self._queued_rows + self._inflight_rows
-        if pending and pending + n > self.max_queue_rows:
-            self.stats.rejected += 1
-            self._m_rejected.inc()
-            raise Overloaded(
-                f"{self.model}/{self.version} has {pending} rows queued (limit "
-                f"{self.max_queue_rows}); retry later",
-                retry_after=1.0,
-            )
+        self._check_room(n, deadline, self._admit(deadline))
         loop = asyncio.get_running_loop()
         item = _Pending(rows, deadline, request_id, cache_mode)
         if not self.batching or (n <= self.max_batch_rows and self._may_run_now(loop)):
@@ -335,15 +354,47 @@ class Batcher:
             waiter.set_result(None)
         return await future
 
-    def _admit(self, deadline: float) -> None:
+    def admit(self, deadline: float) -> None:
+        """Refuse a request before its body is decoded, as :meth:`predict` would refuse one row:
+        shutting down, deadline passed, queue full, or queued work that outlasts the deadline.
+        Under overload most requests are refused here, for the cost of a few comparisons."""
+        self._check_room(1, deadline, self._admit(deadline))
+
+    def _admit(self, deadline: float) -> float:
+        """Refuse when shutting down or past the deadline; the current ``time.monotonic()``."""
         if self._closing:
             if self._failed:
                 raise self._not_ready()
             raise ShuttingDown(f"{self.model}/{self.version} is shutting down")
-        if deadline <= time.monotonic():
+        now = time.monotonic()
+        if deadline <= now:
             self.stats.expired += 1
             self._m_expired.inc()
             raise DeadlineExceeded("the request's deadline passed before it could run")
+        return now
+
+    def _slack(self) -> float:
+        """Time a request spends outside the queue, unseen by its deadline, while requests wait:
+        up to one turn of the event loop before it is read, and one before its answer is sent."""
+        return 2.0 * self._turn_s
+
+    def _check_room(self, n: int, deadline: float, now: float) -> None:
+        """Refuse ``n`` more rows when the queue cannot take them, or when the rows already
+        waiting take longer to drain (at the measured rate) than the deadline leaves: such a
+        request would only expire in the queue, after holding a place others could use."""
+        pending = self._queued_rows + self._inflight_rows
+        if not pending:
+            return
+        if pending + n > self.max_queue_rows:
+            detail = f"has {pending} rows queued (limit {self.max_queue_rows})"
+        elif now + pending * self._row_s + self._slack() > deadline:
+            wait_ms = (pending * self._row_s + self._slack()) * 1000
+            detail = f"cannot reach this request before its deadline (~{wait_ms:.0f} ms queued)"
+        else:
+            return
+        self.stats.rejected += 1
+        self._m_rejected.inc()
+        raise Overloaded(f"{self.model}/{self.version} {detail}; retry later", retry_after=1.0)
 
     def answered(
         self, rows: np.ndarray, scores: np.ndarray, *, deadline: float, request_id: str
@@ -405,11 +456,15 @@ class Batcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        away = 0.0  # CPU time the rest of the event loop used between two slices of batches
+        resumed: float | None = None  # the thread's CPU time when the batch task last resumed
         while True:
             if not self._queue:
                 self._waiter = loop.create_future()
                 await self._waiter
                 self._waiter = None
+                away, resumed = 0.0, None
+                self._turn_s = 0.0  # the queue emptied: answers go out at once again
                 continue
             if self.max_delay_s > 0 and self._queued_rows < self.max_batch_rows:
                 wait = min(self.max_delay_s, self._queue[0].deadline - time.monotonic())
@@ -418,24 +473,71 @@ class Batcher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._waiter, wait)
                     self._waiter = None
+                    resumed = None
+            budget = min(MAX_SLICE_S, max(MIN_SLICE_S, BATCH_SHARE * away))
+            began = time.monotonic()
+            await self._run_slice(budget, resumed)
+            if self._queue:
+                # Let finished responses go out and new requests be read (first yield), then
+                # those requests be admitted or refused (second: their tasks were scheduled
+                # after this one's) before the next slice.
+                yielded = time.thread_time()
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                resumed = time.thread_time()
+                away = resumed - yielded
+                # A recent worst, not an average: it bounds how late answers go out.
+                self._turn_s = max(time.monotonic() - began, self._turn_s * (1 - _EWMA))
+
+    async def _run_slice(self, budget_s: float, cpu_start: float | None) -> None:
+        """Batch after batch, until the queue is empty or the event loop's thread has used
+        ``budget_s`` of CPU time since ``cpu_start`` (its ``time.thread_time()``; None: measure
+        wall time, never less than CPU time), or :data:`MAX_SLICE_WALL_S` have passed; with
+        ``max_delay_ms``, until no full batch is left. Measures the drain rate as it goes."""
+        start = time.monotonic()
+        while True:
             batch = self._take()
             if batch:
                 self._current = batch
+                began = time.monotonic()
                 await self._process(batch)
                 self._current = []  # (kept when this raises: stop() or the supervisor fails it)
+                now = time.monotonic()
+                self._batch_s += _EWMA * (now - began - self._batch_s)
+                mark = self._backlog_mark
+                if mark is not None:
+                    # Wall time per row while requests wait, the loop's turns included.
+                    sample = (now - mark) / sum(k for _, _, k in batch)
+                    self._row_s += _EWMA * (sample - self._row_s) if self._row_s else sample
+                self._backlog_mark = now if self._queue else None
+            else:
+                now = time.monotonic()
             self._check_drained()
-            if self._queue:
-                await asyncio.sleep(0)  # let new requests and finished responses have a turn
+            if not self._queue or (
+                self.max_delay_s > 0 and self._queued_rows < self.max_batch_rows
+            ):
+                return
+            # CPU time never exceeds wall time: the thread's clock (a system call) is read
+            # only once the wall clock says the budget may be spent.
+            elapsed = now - start
+            if elapsed >= budget_s and (
+                cpu_start is None
+                or elapsed >= MAX_SLICE_WALL_S
+                or time.thread_time() - cpu_start >= budget_s
+            ):
+                return
 
     def _take(self) -> list[_Segment]:
         """Up to ``max_batch_rows`` rows from the head of the queue; expired requests fail here."""
         batch: list[_Segment] = []
         room = self.max_batch_rows
-        now = time.monotonic()
+        late = time.monotonic() + self._batch_s + self._slack()
         queue = self._queue
         while queue and room > 0:
             item = queue[0]
-            if item.taken == 0 and (item.deadline <= now or item.future.done()):
+            # A request whose answer could not go out before its deadline (a batch, then the
+            # loop's turns) is failed unrun.
+            if item.taken == 0 and (item.deadline <= late or item.future.done()):
                 queue.popleft()
                 self._queued_rows -= item.n
                 if not item.future.done():  # (done: the caller went away)

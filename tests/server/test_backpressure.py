@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from server.batcher import Batcher
-from server.errors import DeadlineExceeded, ShuttingDown
+from server.errors import DeadlineExceeded, Overloaded, ShuttingDown
 from server.metrics import ServerMetrics
 from server.modelcard import load_card
 from server.runner import Runner
@@ -198,4 +198,100 @@ async def test_a_request_run_alone_is_observed_and_a_failing_observer_fails_noth
     assert observer.seen == [(1, [("r0", 0, 1)]), (3, [("r1", 0, 3)])]
     assert batcher.stats.batches == 2 and batcher.stats.rows == 4
     assert batcher.stats.hook_errors == (2 if fail else 0)
+    await batcher.stop(timeout_s=1.0)
+
+
+def _spin(cpu_s: float) -> None:
+    """Burn ``cpu_s`` of this thread's CPU time: stands for the work of reading, admitting and
+    refusing many requests in one event-loop turn."""
+    end = time.thread_time() + cpu_s
+    while time.thread_time() < end:
+        pass
+
+
+async def test_a_flooded_event_loop_still_runs_batch_after_batch(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    """Issue 11, finding 1: when each event-loop turn is full of other work (hundreds of requests
+    admitted or refused), the batch task must not run one batch per turn. Counted in turns, not
+    timed: 64 one-batch requests wait while 8 tasks each burn 1 ms of CPU per turn; one batch per
+    turn would take 63 turns (the request that found the model idle runs at once)."""
+    batcher = make_batcher(model_repo, max_batch_rows=1)
+    batcher.start()
+    deadline = time.monotonic() + 600
+    requests = [
+        asyncio.ensure_future(
+            batcher.predict(holdout[i : i + 1], deadline=deadline, request_id=str(i))
+        )
+        for i in range(64)
+    ]
+    turns = 0
+
+    async def flood(counts: bool) -> None:
+        nonlocal turns
+        while not all(r.done() for r in requests):
+            _spin(0.001)
+            await asyncio.sleep(0)
+            turns += counts
+
+    await asyncio.gather(*(flood(i == 0) for i in range(8)))
+    assert [r.result().shape for r in requests] == [(1, 2)] * 64
+    assert batcher.stats.batches == 64
+    assert turns <= 10, f"{turns} event-loop turns for 63 queued batches"
+    await batcher.stop(timeout_s=1.0)
+
+
+async def test_admit_refuses_a_full_queue_before_any_row_is_decoded(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    """Under overload most requests are refused by ``admit`` (called before the body is
+    decoded), and a refused request never reaches the runner."""
+    batcher = make_batcher(model_repo, max_batch_rows=4, max_queue_rows=8)
+    deadline = time.monotonic() + 600
+    # Never started: the first request runs at once (idle model), the next two fill the queue.
+    waiting = [
+        asyncio.ensure_future(
+            batcher.predict(holdout[i : i + 4], deadline=deadline, request_id=str(i))
+        )
+        for i in range(0, 12, 4)
+    ]
+    await asyncio.sleep(0)
+    assert batcher.queued_rows == 8
+    with pytest.raises(Overloaded):
+        batcher.admit(deadline)
+    with pytest.raises(Overloaded):
+        await batcher.predict(holdout[:1], deadline=deadline, request_id="late")
+    with pytest.raises(DeadlineExceeded):
+        batcher.admit(time.monotonic() - 1)
+    assert batcher.stats.rejected == 2 and batcher.stats.rows_inferred == 4
+    batcher.start()
+    assert [r.shape for r in await asyncio.gather(*waiting)] == [(4, 2)] * 3
+    batcher.admit(deadline)  # room again
+    await batcher.stop(timeout_s=1.0)
+
+
+async def test_a_backlog_past_its_deadline_costs_no_inference(
+    model_repo: Path, holdout: np.ndarray
+) -> None:
+    """Queued work whose deadline passed is failed when the batch task reaches it, without a
+    single ONNX Runtime run; the request after it is served."""
+    batcher = make_batcher(model_repo, max_batch_rows=2)
+    soon = time.monotonic() + 0.05
+    first = asyncio.ensure_future(
+        batcher.predict(holdout[:1], deadline=time.monotonic() + 600, request_id="first")
+    )
+    stale = [
+        asyncio.ensure_future(batcher.predict(holdout[:2], deadline=soon, request_id=str(i)))
+        for i in range(100)
+    ]
+    await asyncio.sleep(0.1)  # every queued deadline passes before the batch task starts
+    assert (await first).shape == (1, 2)
+    inferred = batcher.stats.rows_inferred
+    batcher.start()
+    outcomes = await asyncio.gather(*stale, return_exceptions=True)
+    assert all(isinstance(o, DeadlineExceeded) for o in outcomes)
+    assert batcher.stats.rows_inferred == inferred == 1
+    assert batcher.stats.expired == 100
+    fresh = await batcher.predict(holdout[:2], deadline=time.monotonic() + 600, request_id="x")
+    assert fresh.shape == (2, 2)
     await batcher.stop(timeout_s=1.0)
