@@ -22,6 +22,7 @@ from litestar.params import FromPath
 
 from server.errors import InvalidInput, UnknownFeedbackId
 from server.monitoring.monitor import ModelMonitor
+from server.payload import check_json_media_type, path_version
 
 if TYPE_CHECKING:
     from server.monitoring.extension import MonitoringExtension
@@ -54,7 +55,13 @@ class FeedbackResponse(msgspec.Struct):
 _decode_feedback = msgspec.json.Decoder(FeedbackRequest).decode
 
 
-def _parse(body: bytes) -> FeedbackRequest:
+async def _parse(request: Request[Any, Any, Any]) -> FeedbackRequest:
+    """The feedback body: JSON by Content-Type (415 otherwise, none is read as JSON), then
+    decoded strictly (400)."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        check_json_media_type(content_type.encode("latin-1"))
+    body = await request.body()
     try:
         return _decode_feedback(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -90,13 +97,13 @@ def handlers(ext: MonitoringExtension) -> list[HTTPRouteHandler]:
         return ext.monitor(name).snapshot()
 
     @get(
-        "/v1/models/{name:str}/versions/{version:int}/monitoring",
+        "/v1/models/{name:str}/versions/{version:str}/monitoring",
         tags=["monitoring"],
         summary="Drift and quality of a version",
     )
-    async def monitoring_version(name: FromPath[str], version: FromPath[int]) -> dict[str, Any]:
+    async def monitoring_version(name: FromPath[str], version: FromPath[str]) -> dict[str, Any]:
         """Input drift, score drift and live quality of one version."""
-        return ext.monitor(name, version).snapshot()
+        return ext.monitor(name, path_version(name, version)).snapshot()
 
     @post(
         "/v1/models/{name:str}/feedback",
@@ -108,20 +115,19 @@ def handlers(ext: MonitoringExtension) -> list[HTTPRouteHandler]:
         request: Request[Any, Any, Any], name: FromPath[str]
     ) -> FeedbackResponse:
         """The true label of a served row, for live precision, recall, F1 and calibration."""
-        body = _parse(await request.body())
-        return _give(ext.monitors_newest_first(name), body)
+        return _give(ext.monitors_newest_first(name), await _parse(request))
 
     @post(
-        "/v1/models/{name:str}/versions/{version:int}/feedback",
+        "/v1/models/{name:str}/versions/{version:str}/feedback",
         tags=["monitoring"],
         summary="Label a row served by a version",
         status_code=200,
     )
     async def feedback_version(
-        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[int]
+        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[str]
     ) -> FeedbackResponse:
         """The true label of a row served by one version."""
-        body = _parse(await request.body())
-        return _give([ext.monitor(name, version)], body)
+        monitor = ext.monitor(name, path_version(name, version))
+        return _give([monitor], await _parse(request))
 
     return [monitoring_latest, monitoring_version, feedback_latest, feedback_version]

@@ -162,3 +162,27 @@ async def test_feedback_finds_rows_of_an_older_version_after_a_new_one_loads(
             ("xgb_small", 1),
         ]
         assert (await client.get("/v1/models/logreg/versions/1/monitoring")).status_code == 404
+
+
+@pytest.mark.parametrize("version", ["+1", "01", "0_1", "%201", "\u0661"])
+async def test_monitoring_and_feedback_take_canonical_versions_only(
+    client: AsyncTestClient[Litestar], version: str
+) -> None:
+    r = await client.get(f"/v1/models/logreg/versions/{version}/monitoring")
+    assert r.status_code == 404, r.text
+    assert r.json()["type"] == "urn:tabserve:problem:version-not-found"
+    r = await client.post(
+        f"/v1/models/logreg/versions/{version}/feedback", json={"row_hash": "00", "label": 1}
+    )
+    assert r.status_code == 404, r.text
+
+
+async def test_feedback_that_is_not_json_gets_415(client: AsyncTestClient[Litestar]) -> None:
+    r = await client.post(
+        "/v1/models/logreg/feedback",
+        content=b'{"row_hash": "00", "label": 1}',
+        headers={"content-type": "text/plain"},
+    )
+    assert r.status_code == 415, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "not JSON" in r.json()["detail"]
