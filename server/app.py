@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -64,8 +65,15 @@ def create_app(
     *,
     extensions: Sequence[Extension] = (),
     metrics: ServerMetrics | None = None,
+    freeze_heap: bool = False,
 ) -> Litestar:
-    """The app for ``settings`` (read from the environment when omitted)."""
+    """The app for ``settings`` (read from the environment when omitted).
+
+    ``freeze_heap`` (what ``tabserve serve`` does): once the models are loaded, collect once and
+    move every object alive then (modules, sessions, cards, routes) out of the collector's reach
+    (``gc.freeze``), so a full collection on the request path walks only what requests made.
+    Not for tests that build many apps in one process: frozen objects are never freed.
+    """
     settings = settings if settings is not None else Settings()
     metrics = metrics if metrics is not None else ServerMetrics()
     exts = list(extensions)
@@ -115,6 +123,9 @@ def create_app(
             )
             openapi_docs.document(app.openapi_schema, [m.card for m in registry.snapshot.all()])
             connections.on_shutdown = begin_drain
+            if freeze_heap:
+                gc.collect()
+                gc.freeze()
             if settings.reload_interval_s > 0:
                 scan = asyncio.get_running_loop().create_task(
                     _periodic_scan(registry, settings.reload_interval_s, stop_scan),
@@ -197,4 +208,4 @@ def create_app_from_env() -> Litestar:
     """Uvicorn factory for worker processes: settings come from TABSERVE_* variables."""
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings, extensions=default_extensions(settings))
+    return create_app(settings, extensions=default_extensions(settings), freeze_heap=True)
