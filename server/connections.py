@@ -49,8 +49,8 @@ from uvicorn.server import ServerState
 
 from server.http_errors import PROBLEM_JSON, Problem
 from server.metrics import FastCounter, ServerMetrics
-from server.payload import new_request_id
 from server.ratelimit import ThrottledLog
+from server.request_meta import new_request_id
 from server.settings import Settings
 
 log = logging.getLogger("tabserve.connections")

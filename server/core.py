@@ -15,10 +15,11 @@ from litestar.types import Receive, Scope, Send
 
 from server.errors import InvalidInput, PayloadTooLarge
 from server.http_errors import status_of
+from server.large_bodies import LARGE_BODY
 from server.metrics import CounterChild, HistogramChild, ServerMetrics
 from server.modelcard import ModelCard
-from server.payload import LARGE_BODY, request_meta
 from server.registry import Registry
+from server.request_meta import request_meta
 from server.settings import Settings
 
 T = TypeVar("T")

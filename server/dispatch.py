@@ -28,7 +28,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from server.core import Core, Route, json_response, read_body
 from server.http_errors import EXCEPTION_HANDLERS
-from server.payload import canonical_version
+from server.request_meta import canonical_version
 from server.routes_v1 import V1
 from server.routes_v2 import V2
 

@@ -29,7 +29,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from server import errors
-from server.payload import new_request_id, valid_request_id
+from server.request_meta import new_request_id, valid_request_id
 
 log = logging.getLogger("tabserve.http")
 

@@ -12,17 +12,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, Route
+from server.large_bodies import decode_predict_large
 from server.modelcard import Cost, Metrics, ModelCard
 from server.openapi_docs import PREDICT_BODY, with_json_body
-from server.payload import (
-    PredictResponse,
-    decode_predict,
-    decode_predict_large,
-    encode,
-    encode_predict,
-    path_version,
-)
+from server.payload import PredictResponse, decode_predict, encode, encode_predict
 from server.registry import LoadedModel
+from server.request_meta import path_version
 
 _MARK = "\x00tabserve-request-id\x00"
 """Stands in for the request id while a remembered response is encoded ahead (a model's name

@@ -17,17 +17,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, Route
+from server.large_bodies import decode_infer_large
 from server.modelcard import ModelCard
 from server.openapi_docs import INFER_BODY, with_json_body
-from server.payload import (
-    InferRequest,
-    InferResponse,
-    decode_infer,
-    decode_infer_large,
-    encode_infer,
-    path_version,
-)
+from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
 from server.registry import LoadedModel
+from server.request_meta import path_version
 
 
 class TensorMetadata(msgspec.Struct):

@@ -22,7 +22,7 @@ from litestar.params import FromPath
 
 from server.errors import InvalidInput, UnknownFeedbackId
 from server.monitoring.monitor import ModelMonitor
-from server.payload import check_json_media_type, path_version
+from server.request_meta import check_json_media_type, path_version
 
 if TYPE_CHECKING:
     from server.monitoring.extension import MonitoringExtension
