@@ -1,8 +1,14 @@
-"""Build the bundled models: split, train, cross-validate, then hand over to the pipeline.
+"""Build the bundled models: split, train, optionally cross-validate, then publish.
 
 Idempotent: a model's fingerprint hashes everything that determines it (recipe and parameters,
 data parameters, seed, split, library versions, and the pipeline's own source code); when it
 equals the latest published version's, nothing is trained and no version is written.
+
+Cross-validation only adds a number to the card (the mean and spread of PR-AUC over folds of the
+training split): the published model, its threshold and its hold-out metrics are the same without
+it. It runs when asked (``tabserve export build --full``); a build without it leaves the card's
+``cv_pr_auc_mean`` null. A build with it replaces a current version that lacks it; a build without
+it keeps a current version that has it.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ from export.progress import Progress, quiet
 from export.recipes import CANCER_RECIPES, RECIPES, Recipe, TrainData, boosting_rounds
 from export.repository import latest_card
 from export.splits import stratified_split
+from export.threads import training_threads
 from server.modelcard import DatasetInfo, ModelCard
 
 PIPELINE_MODULES: tuple[str, ...] = (
@@ -59,7 +66,10 @@ BUNDLED: tuple[str, ...] = (*RECIPES, *CANCER_RECIPES)
 class BuildSettings:
     models_dir: Path
     seed: int = 0
-    n_jobs: int = 2
+    n_jobs: int = field(default_factory=training_threads)
+    """Training threads (and OpenMP/BLAS threads while building)."""
+    cross_validate: bool = False
+    """Also record the cross-validated PR-AUC of the training split (``--full``)."""
     cv_folds: int = 3
     cost_budget_s: float = 0.4
     """Seconds spent on each of the three cost measurements."""
@@ -94,7 +104,6 @@ def fingerprint(recipe: Recipe, dataset: Dataset, settings: BuildSettings) -> st
         "data": dataset.params,
         "seed": settings.seed,
         "split": [VALIDATION_FRACTION, TEST_FRACTION],
-        "cv_folds": settings.cv_folds,
         "libraries": library_versions(),
     }
     blob = json.dumps(inputs, sort_keys=True, default=str).encode()
@@ -112,7 +121,11 @@ def build_model(
     progress = progress or quiet(recipe.name)
     fp = fingerprint(recipe, dataset, settings)
     latest = latest_card(settings.models_dir, recipe.name)
-    if latest is not None and latest.fingerprint == fp:
+    if (
+        latest is not None
+        and latest.fingerprint == fp
+        and (latest.metrics.cv_pr_auc_mean is not None or not settings.cross_validate)
+    ):
         progress.say(f"unchanged, version {latest.version} is current")
         return BuildResult(latest, published=False)
 
@@ -134,10 +147,12 @@ def build_model(
         fold = TrainData(X_fold, y_fold, settings.seed, settings.n_jobs, rounds=rounds)
         return recipe.fit(fold)
 
-    with progress.step(f"{settings.cv_folds}-fold cross-validated PR-AUC on the training split"):
-        cv_scores = cross_validated_pr_auc(
-            fit_fold, train.X, train.y, settings.seed, settings.cv_folds
-        )
+    cv_scores: list[float] | None = None
+    if settings.cross_validate:
+        with progress.step(f"{settings.cv_folds}-fold cross-validated PR-AUC"):
+            cv_scores = cross_validated_pr_auc(
+                fit_fold, train.X, train.y, settings.seed, settings.cv_folds
+            )
 
     params: dict[str, str | int | float | bool | None] = dict(recipe.params)
     if rounds is not None:
@@ -171,6 +186,7 @@ def build_model(
         progress,
         seed=settings.seed,
         cost_budget_s=settings.cost_budget_s,
+        threads=settings.n_jobs,
         before_rename=before_rename,
     )
     return BuildResult(card, published=True)
@@ -193,16 +209,21 @@ def build_all(
     unknown = sorted(set(names) - set(BUNDLED))
     if unknown:
         raise ValueError(f"unknown bundled model(s) {unknown}; choose from {list(BUNDLED)}")
-    fraud = fraud_dataset(rows, settings.seed) if any(n in RECIPES for n in names) else None
-    cancer = breast_cancer_dataset() if any(n in CANCER_RECIPES for n in names) else None
-    results: list[BuildResult] = []
-    for index, name in enumerate(names, start=1):
-        if name in RECIPES:
-            assert fraud is not None
-            recipe, dataset = RECIPES[name], fraud
-        else:
-            assert cancer is not None
-            recipe, dataset = CANCER_RECIPES[name], cancer
-        progress = Progress(name, index, len(names))
-        results.append(build_model(recipe, dataset, settings, progress))
+    from threadpoolctl import threadpool_limits
+
+    # Every OpenMP/BLAS pool (training, and the native predictions of parity and evaluation)
+    # gets the same bound as the training threads.
+    with threadpool_limits(limits=settings.n_jobs):
+        fraud = fraud_dataset(rows, settings.seed) if any(n in RECIPES for n in names) else None
+        cancer = breast_cancer_dataset() if any(n in CANCER_RECIPES for n in names) else None
+        results: list[BuildResult] = []
+        for index, name in enumerate(names, start=1):
+            if name in RECIPES:
+                assert fraud is not None
+                recipe, dataset = RECIPES[name], fraud
+            else:
+                assert cancer is not None
+                recipe, dataset = CANCER_RECIPES[name], cancer
+            progress = Progress(name, index, len(names))
+            results.append(build_model(recipe, dataset, settings, progress))
     return results

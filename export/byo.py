@@ -52,8 +52,7 @@ def load_model(path: Path) -> tuple[Any, str]:
     ``.json``/``.ubj`` files are read by XGBoost (no code runs); anything else by joblib, which
     executes code stored in the file.
     """
-    if not path.is_file():
-        raise ExportError(f"model file {path} does not exist")
+    _require_file(path, "model file")
     if path.suffix.lower() in XGBOOST_SUFFIXES:
         import xgboost as xgb
 
@@ -61,12 +60,24 @@ def load_model(path: Path) -> tuple[Any, str]:
         try:
             booster.load_model(str(path))
         except xgb.core.XGBoostError as exc:
-            raise ExportError(f"{path}: not a readable XGBoost model ({exc})") from exc
+            reason = str(exc).strip().splitlines()[0]  # XGBoost appends a native stack trace
+            raise ExportError(f"{path}: not a readable XGBoost model ({reason})") from exc
         return _xgb_classifier(booster, path.name), "xgboost"
     import joblib
 
-    model = joblib.load(path)
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # whatever unpickling raises: the file is not a saved model
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        raise ExportError(f"{path}: not a readable joblib model file ({reason})") from exc
     return _check_loaded(model, path.name)
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise ExportError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ExportError(f"{what} {path} is not a file")
 
 
 def _check_loaded(model: Any, origin: str) -> tuple[Any, str]:
@@ -104,15 +115,18 @@ def read_holdout(path: Path, label_column: str) -> Holdout:
 
     Empty cells are missing values (NaN).
     """
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ExportError(f"{path}: empty CSV") from None
-        if label_column not in header:
-            raise ExportError(f"{path}: no label column {label_column!r} in header {header}")
-        rows = [row for row in reader if row]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise ExportError(f"{path}: empty CSV") from None
+            if label_column not in header:
+                raise ExportError(f"{path}: no label column {label_column!r} in header {header}")
+            rows = [row for row in reader if row]
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"{path}: not a UTF-8 text CSV ({exc.reason})") from None
     if not rows:
         raise ExportError(f"{path}: no data rows")
     label_at = header.index(label_column)
@@ -185,6 +199,8 @@ def convert(
     progress = progress or quiet(name)
     if not NAME_PATTERN.match(name):
         raise ExportError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
+    _require_file(model_path, "model file")
+    _require_file(holdout_csv, "hold-out CSV")
     fp = _fingerprint(model_path, holdout_csv, label_column, seed)
     latest = latest_card(models_dir, name)
     if latest is not None and latest.fingerprint == fp:

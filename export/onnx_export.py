@@ -119,11 +119,13 @@ def _convert_xgboost(model: Any, n_features: int) -> onnx.ModelProto:
     return proto
 
 
-def session(onnx_bytes: bytes) -> ort.InferenceSession:
-    """A single-threaded CPU session, as the cost measurement and parity checks use."""
+def session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session: single-threaded (as the cost measurement uses) unless ``threads`` > 1."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle worker threads sleep instead of spinning on cores that other work may need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
@@ -140,18 +142,29 @@ def native_proba(model: Any, X: NDArray[np.float32]) -> NDArray[np.float64]:
         return np.asarray(model.predict_proba(X), dtype=np.float64)
 
 
-def max_abs_diff(model: Any, exported: Exported, X: NDArray[np.float32]) -> float:
+def max_abs_diff(
+    model: Any,
+    exported: Exported,
+    X: NDArray[np.float32],
+    sess: ort.InferenceSession | None = None,
+) -> float:
     """Largest |ONNX - native| over all probabilities of all rows of ``X``."""
-    got = onnx_proba(session(exported.onnx_bytes), exported, X)
+    got = onnx_proba(sess or session(exported.onnx_bytes), exported, X)
     want = native_proba(model, X)
     if got.shape != want.shape:
         raise ParityError(f"ONNX probabilities have shape {got.shape}, native {want.shape}")
     return float(np.max(np.abs(got.astype(np.float64) - want)))
 
 
-def check_parity(model: Any, exported: Exported, X: NDArray[np.float32], label: str) -> float:
+def check_parity(
+    model: Any,
+    exported: Exported,
+    X: NDArray[np.float32],
+    label: str,
+    sess: ort.InferenceSession | None = None,
+) -> float:
     """Return the max abs difference on ``X``; raise ParityError above :data:`TOLERANCE`."""
-    diff = max_abs_diff(model, exported, X)
+    diff = max_abs_diff(model, exported, X, sess)
     if not diff <= TOLERANCE:
         raise ParityError(
             f"{label}: ONNX and native probabilities differ by {diff:.3g} on {len(X)} rows "
@@ -160,13 +173,19 @@ def check_parity(model: Any, exported: Exported, X: NDArray[np.float32], label: 
     return diff
 
 
-def handles_missing(model: Any, exported: Exported, X: NDArray[np.float32], seed: int) -> bool:
+def handles_missing(
+    model: Any,
+    exported: Exported,
+    X: NDArray[np.float32],
+    seed: int,
+    sess: ort.InferenceSession | None = None,
+) -> bool:
     """True if the native model accepts NaN and ONNX matches it with ~10% of values missing."""
     rng = np.random.default_rng(seed)
     X_nan = X.copy()
     X_nan[rng.random(X_nan.shape) < 0.1] = np.nan
     try:
-        diff = max_abs_diff(model, exported, X_nan)
+        diff = max_abs_diff(model, exported, X_nan, sess)
     except ValueError:  # the native model refuses NaN (e.g. LogisticRegression)
         return False
     return diff <= TOLERANCE

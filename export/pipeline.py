@@ -81,9 +81,14 @@ def publish_candidate(
     *,
     seed: int = 0,
     cost_budget_s: float = 0.4,
+    threads: int = 1,
     before_rename: Callable[[Path], None] | None = None,
 ) -> ModelCard:
-    """Convert, verify, evaluate and publish ``candidate``; return the published card."""
+    """Convert, verify, evaluate and publish ``candidate``; return the published card.
+
+    Parity and evaluation score with ``threads`` ONNX Runtime threads; the cost measurement
+    always with one, as the server runs by default.
+    """
     c = candidate
     classes = [int(k) for k in getattr(c.model, "classes_", [0, 1])]
     if classes != [0, 1]:
@@ -91,10 +96,10 @@ def publish_candidate(
     n_features = len(c.feature_names)
     with progress.step("converting to ONNX and checking parity"):
         exported = to_onnx(c.model, n_features, c.framework)
-        diff = check_parity(c.model, exported, c.test.X, c.name)
-        allow_missing = handles_missing(c.model, exported, c.test.X, seed)
+        sess = session(exported.onnx_bytes, threads)
+        diff = check_parity(c.model, exported, c.test.X, c.name, sess)
+        allow_missing = handles_missing(c.model, exported, c.test.X, seed, sess)
     with progress.step("evaluating"):
-        sess = session(exported.onnx_bytes)
 
         def scores(X: NDArray[np.float32]) -> NDArray[np.float64]:
             return np.asarray(onnx_proba(sess, exported, X)[:, 1], dtype=np.float64)

@@ -75,7 +75,7 @@ class Runner:
         self._run_options = ort.RunOptions()
         # The binding under InferenceSession.run: the wrapper re-checks the input names on every
         # call (checked once above) and adds a fallback only other execution providers use.
-        # `python -m tests.server.bench_ort_call` on xgb_small at batch 1: 6.2 against 7.9 us
+        # `python -m loadtests.bench.ort_call` on xgb_small at batch 1: 6.2 against 7.9 us
         # with warm CPU caches, 30 against 39 us with cold ones (as between requests in the
         # server), one run. The public API if the binding is absent.
         self._run = getattr(self._session, "_sess", self._session).run

@@ -11,7 +11,7 @@ import pytest
 from export.build import BuildSettings, build_model, fingerprint
 from export.data import Dataset, fraud_dataset
 from export.recipes import RECIPES
-from export.repository import load_holdout, model_versions
+from export.repository import load_holdout, model_versions, valid_cards
 from export.splits import stratified_split
 
 
@@ -61,7 +61,7 @@ def test_card_and_holdout_are_the_untouched_test_split(
     )
     assert d.rows_train + d.rows_validation + d.rows_test == len(small_fraud.y)
     m = card.metrics
-    assert m.cv_pr_auc_mean is not None and 0.0 <= m.cv_pr_auc_mean <= 1.0
+    assert m.cv_pr_auc_mean is None and m.cv_pr_auc_std is None  # not run: null, not a guess
     assert m.baseline_accuracy == pytest.approx(1 - y.mean())
     assert m.positive_rate_test == pytest.approx(y.mean())
     assert card.input.allow_missing  # XGBoost handles NaN and ONNX matches it
@@ -88,3 +88,23 @@ def test_a_build_that_fails_while_publishing_leaves_no_version(
     assert model_versions(settings.models_dir, "logreg") == []
     assert list((settings.models_dir / "logreg").iterdir()) == []
     assert build_model(RECIPES["logreg"], small_fraud, settings).card.version == 1
+
+
+def test_cross_validation_only_when_asked(small_fraud: Dataset, settings: BuildSettings) -> None:
+    recipe = RECIPES["logreg"]
+    quick = build_model(recipe, small_fraud, settings)
+    assert quick.card.metrics.cv_pr_auc_mean is None
+    assert [c.name for c in valid_cards(settings.models_dir)] == ["logreg"]
+
+    full_settings = dataclasses.replace(settings, cross_validate=True)
+    full = build_model(recipe, small_fraud, full_settings)
+    assert full.published and full.card.version == 2  # the card gains the number it lacked
+    m = full.card.metrics
+    assert m.cv_pr_auc_mean is not None and 0.0 <= m.cv_pr_auc_mean <= 1.0
+    assert m.cv_pr_auc_std is not None
+    assert m.pr_auc == quick.card.metrics.pr_auc  # the same model, evaluated the same way
+
+    # Neither a quick nor a full build replaces a version that already has it.
+    assert not build_model(recipe, small_fraud, settings).published
+    assert not build_model(recipe, small_fraud, full_settings).published
+    assert model_versions(settings.models_dir, "logreg") == [1, 2]

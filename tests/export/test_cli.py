@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from export.cli import main
-from export.repository import model_versions
+from export.repository import model_versions, valid_cards
 from server.modelcard import load_card
 
 
@@ -64,12 +64,44 @@ def test_build_only_shows_progress_and_is_idempotent(
     args += ["--models-dir", str(tmp_path)]
     assert main(args) == 0
     err = capsys.readouterr().err
+    assert err.startswith(
+        f"building 2 models into {tmp_path} with 1 training thread, "
+        "cross-validation off (--full runs it)\n"
+    )
     assert "[1/2] logreg: training" in err and "[2/2] cancer_logreg: published version 1" in err
+    assert "cross-validated" not in err
+    assert [c.name for c in valid_cards(tmp_path)] == ["cancer_logreg", "logreg"]
+    assert all(c.metrics.cv_pr_auc_mean is None for c in valid_cards(tmp_path))
     assert main(args) == 0
     assert "unchanged, version 1 is current" in capsys.readouterr().err
     assert model_versions(tmp_path, "logreg") == [1] and model_versions(
         tmp_path, "cancer_logreg"
     ) == [1]
+
+
+def test_full_build_records_cross_validation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["build", "--only", "cancer_logreg", "--n-jobs", "1", "--models-dir", str(tmp_path)]
+    assert main([*args, "--full"]) == 0
+    err = capsys.readouterr().err
+    assert "with 3-fold cross-validation" in err
+    assert "[1/1] cancer_logreg: 3-fold cross-validated PR-AUC…" in err
+    [card] = valid_cards(tmp_path)
+    assert card.metrics.cv_pr_auc_mean is not None
+
+
+def test_models_dir_defaults_to_the_environment(
+    repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TABSERVE_MODELS_DIR", str(repo_copy))
+    assert main(["build", "--if-missing"]) == 0
+    assert f"{repo_copy} already holds models; nothing to build" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    assert {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]} == {
+        "logreg",
+        "xgb_small",
+    }
 
 
 def test_build_rejects_unknown_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,4 +112,4 @@ def test_build_rejects_unknown_names(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_convert_help_warns_about_joblib(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["convert", "--help"])
-    assert "runs arbitrary code" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("runs arbitrary code") == 1

@@ -1,6 +1,6 @@
 """The monitoring JSON of a real server after unshifted and after shifted traffic.
 
-Run: ``.venv/bin/python -m tests.monitoring.capture_snapshots [--model xgb_small] [--rows 3000]
+Run: ``.venv/bin/python -m loadtests.bench.monitor_snapshots [--model xgb_small] [--rows 3000]
 [--out-dir /tmp]``. Not a test. For each of two scenarios it starts a fresh ``tabserve serve`` on
 the bundled models (``models/``, response cache off), sends ``--rows`` rows to the model's latest
 version as one-row requests (16 in flight), posts the true label of every row to
@@ -25,8 +25,8 @@ import httpx
 import numpy as np
 
 from export.data import make_fraud
+from loadtests.serveproc import ServeProcess
 from server.modelcard import HOLDOUT_FILE, load_card
-from tests.support.server_process import ServerProcess
 
 IN_FLIGHT = 16
 
@@ -61,11 +61,20 @@ async def drive(url: str, model: str, X: np.ndarray, y: np.ndarray) -> dict[str,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--models-dir", type=Path, default=Path("models"))
-    p.add_argument("--model", default="xgb_small")
-    p.add_argument("--rows", type=int, default=3_000)
-    p.add_argument("--out-dir", type=Path, default=Path("/tmp"))
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench.monitor_snapshots",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument(
+        "--models-dir", type=Path, default=Path("models"), help="model repository (default models)"
+    )
+    p.add_argument("--model", default="xgb_small", help="model to drive (default xgb_small)")
+    p.add_argument(
+        "--rows", type=int, default=3_000, help="rows sent in each scenario (default 3000)"
+    )
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("/tmp"), help="where the JSON files go (default /tmp)"
+    )
     args = p.parse_args()
     versions = [d for d in (args.models_dir / args.model).iterdir() if d.name.isdigit()]
     vdir = max(versions, key=lambda d: int(d.name))
@@ -78,7 +87,7 @@ def main() -> None:
     scenarios = {"unshifted": holdout, "shifted": (X_shift.astype(np.float32), y_shift)}
     for scenario, (X, y) in scenarios.items():
         log = args.out_dir / f"capture-{scenario}.log"
-        with ServerProcess(
+        with ServeProcess(
             args.models_dir.resolve(), env={"TABSERVE_CACHE": "false"}, log_path=log
         ) as server:
             snapshot = asyncio.run(drive(server.url, args.model, X, y))

@@ -1,6 +1,6 @@
 """In process: CPU per one-row predict through the Batcher, with a ModelMonitor and without.
 
-Run: ``taskset -c 0 .venv/bin/python -m tests.monitoring.bench_batcher [model_dir]`` (default
+Run: ``taskset -c 0 .venv/bin/python -m loadtests.bench.monitor_batcher [model_dir]`` (default
 ``models/xgb_small``, latest version). Not a test. Two batchers on the same runner settings, one
 with a monitor as its observer, are driven alternately (7 rounds of 20,000 requests each) at
 concurrency 1 (one request at a time: every batch is one row) and 64 (64 requests gathered: the

@@ -1,6 +1,6 @@
 """End to end: throughput of one-row predict with monitoring on versus off, on a real server.
 
-Run: ``.venv/bin/python -m tests.monitoring.bench_serve [--model xgb_small] [--reps 3]``. Not a
+Run: ``.venv/bin/python -m loadtests.bench.monitor_serve [--model xgb_small] [--reps 3]``. Not a
 test. It uses ``tabserve bench``'s pieces (``loadtests.bench.serving``): ``tabserve serve``
 processes pinned to one core, the load generator (wrk when on PATH, else the built-in asyncio
 client) pinned to the other, 64 distinct hold-out rows in rotation, the response cache off.
@@ -36,12 +36,17 @@ from server.modelcard import load_card
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--models-dir", default="models")
-    p.add_argument("--model", default="xgb_small")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--concurrency", default="1,64")
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench.monitor_serve",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("--models-dir", default="models", help="model repository (default models)")
+    p.add_argument("--model", default="xgb_small", help="model to serve (default xgb_small)")
+    p.add_argument("--reps", type=int, default=3, help="rounds of both cells (default 3)")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds per cell (default 3)")
+    p.add_argument(
+        "--concurrency", default="1,64", help="comma-separated connection counts (default 1,64)"
+    )
     p.add_argument("--json", type=Path, help="also write every cell here")
     args = p.parse_args()
     models_dir = Path(args.models_dir)

@@ -1,6 +1,6 @@
 """Cost of ModelMonitor.observe per row at batch 1, 16 and 64, and of a snapshot.
 
-Run: ``.venv/bin/python -m tests.monitoring.bench_observe``. Not a test (timings on a shared
+Run: ``.venv/bin/python -m loadtests.bench.monitor_observe``. Not a test (timings on a shared
 machine are noisy); prints medians over repeated rounds, of wall time and of this thread's CPU
 time (less disturbed by other processes on a busy machine). ``observe`` buffers batches and
 folds them into the window every ``fold_rows`` rows, so the rounds are long enough to include
@@ -13,18 +13,40 @@ import statistics
 import time
 
 import numpy as np
+from numpy.typing import NDArray
 
 from export.data import make_fraud
+from export.reference import reference_stats
+from server.modelcard import placeholder_card
 from server.monitoring import ModelMonitor, MonitorParams, row_hash
-from tests.monitoring.cards import card_from_data, class_scores, fake_fraud_scores
+
+
+def fake_scores(X: NDArray[np.float32], feature_names: list[str]) -> NDArray[np.float64]:
+    """A stand-in model: a logistic score of three of the fraud features."""
+    col = {name: X[:, j].astype(np.float64) for j, name in enumerate(feature_names)}
+    z = (
+        -4.0
+        + 6.0 * col["merchant_risk_score"]
+        + 0.5 * np.log1p(col["distance_from_home_km"])
+        + 3.0 * col["ip_risk_score"]
+    )
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def main() -> None:
     X, y, names = make_fraud(20_000, seed=0)
-    scores = fake_fraud_scores(X, names)
-    card = card_from_data(X, y, scores, names, threshold=float(np.quantile(scores, 0.97)))
+    scores = fake_scores(X, names)
+    threshold = float(np.quantile(scores, 0.97))
+    card = placeholder_card(
+        "fraud",
+        1,
+        feature_names=names,
+        threshold=threshold,
+        reference=reference_stats(X, y, scores, names, threshold),
+    )
     live, _, _ = make_fraud(64 * 2_000, seed=1, shift=0.5)
-    live_scores = class_scores(fake_fraud_scores(live, names))
+    p = fake_scores(live, names).astype(np.float32)
+    live_scores = np.column_stack([1.0 - p, p]).astype(np.float32)
     print(f"{len(names)} features; default window 5,000 rows, feedback memory 100,000 rows")
     for batch in (1, 16, 64):
         monitor = ModelMonitor(card, MonitorParams())

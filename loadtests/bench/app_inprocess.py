@@ -1,6 +1,6 @@
 """In process: CPU per request of the whole app driven through ASGI, with no HTTP server.
 
-Run: ``taskset -c 0 .venv/bin/python -m tests.server.bench_app [model] [repeat|unique]
+Run: ``taskset -c 0 .venv/bin/python -m loadtests.bench.app_inprocess [model] [repeat|unique]
 [TABSERVE_X=V ...]`` (default ``xgb_small repeat``, models from ``models/``). Not a test. The
 app (``create_app_from_env``, every default extension) gets one-row predict bodies from the
 model's hold-out rows, one request per event-loop iteration: ``repeat`` cycles 64 bodies (after

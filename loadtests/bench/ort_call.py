@@ -1,7 +1,7 @@
 """In process: one ONNX Runtime call at batch 1, public ``run`` against the binding under it,
 with warm CPU caches and with cold ones (as between requests in a server).
 
-Run: ``taskset -c 0 .venv/bin/python -m tests.server.bench_ort_call [model_dir]`` (default
+Run: ``taskset -c 0 .venv/bin/python -m loadtests.bench.ort_call [model_dir]`` (default
 ``models/xgb_small``, latest version). Not a test. "Cold" streams 8 MB through the caches before
 each call. Prints the median µs per call of each way, alternating rounds (5 of 3,000 calls).
 """
