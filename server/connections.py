@@ -56,6 +56,7 @@ from server.settings import Settings
 log = logging.getLogger("tabserve.connections")
 
 _REASONS = {
+    400: "Bad Request",
     408: "Request Timeout",
     413: "Payload Too Large",
     503: "Service Unavailable",
@@ -363,6 +364,18 @@ class TabserveHttpProtocol(HttpToolsProtocol):
         msg = "Invalid HTTP request received."
         self.logger.warning(msg)
         self.send_400_response(msg)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to a request its parser refuses is text/plain; ours is problem+json.
+        self.transport.write(
+            problem_response(
+                400,
+                "bad-request",
+                "Bad request",
+                "invalid HTTP request (request line, headers or body framing)",
+            )
+        )
+        self.transport.close()
 
     def _arm(self, timeout: float, *, body: bool) -> None:
         if self._read_timer is not None:

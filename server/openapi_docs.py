@@ -1,8 +1,8 @@
 """The OpenAPI document and its page: request bodies, error answers, the admin scheme, examples.
 
-- The predict handlers decode the body themselves with a precompiled msgspec decoder instead of a
-  Litestar ``data`` parameter, so Litestar cannot infer their request body; the operation classes
-  of :func:`with_json_body` put it back into the generated schema.
+- The predict, infer and feedback handlers decode the body themselves with a precompiled msgspec
+  decoder instead of a Litestar ``data`` parameter, so Litestar cannot infer their request body;
+  the operation classes of :func:`with_json_body` put it back into the generated schema.
 - :func:`document` completes the generated document once the models are loaded: every operation
   lists each error status it can answer, as ``application/problem+json`` (the ``Problem`` schema);
   admin operations require the ``adminBearer`` scheme; the predict and infer bodies get one example
@@ -102,6 +102,30 @@ INFER_BODY = Schema(
 )
 
 
+FEEDBACK_BODY = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["label"],
+    additional_properties=False,
+    description="The true label of one served row, named by request id and row index, or by "
+    "row hash (exactly one of request_id and row_hash).",
+    properties={
+        "label": Schema(type=OpenAPIType.INTEGER, description="One of the model's classes."),
+        "request_id": Schema(
+            one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)],
+            description="The request id the prediction was answered with.",
+        ),
+        "row": Schema(
+            type=OpenAPIType.INTEGER,
+            description="Row index within that request (0 for single-row requests).",
+        ),
+        "row_hash": Schema(
+            one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)],
+            description="blake2b (16-byte digest, hex) of the row's little-endian float32 bytes.",
+        ),
+    },
+)
+
+
 def with_json_body(schema: Schema, description: str) -> type[Operation]:
     """An Operation class whose request body is ``schema`` (application/json, required)."""
 
@@ -156,13 +180,15 @@ _ERRORS: dict[int, str] = {
 }
 
 
-def _statuses(method: str, path: str, operation: Operation) -> list[int]:
-    """Every error status the operation can answer (the app's and the connection layer's)."""
-    codes = {400, 408, 500, 503}
+def _statuses(path: str, operation: Operation) -> list[int]:
+    """Every error status the operation can answer (the app's and the connection layer's).
+
+    The connection layer answers any request, before routing: 400 (malformed HTTP), 408 (read
+    timeout), 413 (a Content-Length over the limit, whatever the method) and 503 (connection cap,
+    shutdown)."""
+    codes = {400, 408, 413, 500, 503}
     if "{" in path:
         codes.add(404)
-    if method in {"post", "put", "patch"}:
-        codes.add(413)
     if operation.request_body is not None:
         codes.add(415)
     if path.endswith(("/predict", "/infer")):
@@ -215,9 +241,9 @@ def document(openapi: OpenAPI, cards: Sequence[ModelCard]) -> None:
             "admin endpoints answer 404 when none is configured.",
         ),
     }
-    for method, path, operation in _operations(openapi):
+    for _method, path, operation in _operations(openapi):
         responses = operation.responses if operation.responses is not None else {}
-        for status in _statuses(method, path, operation):
+        for status in _statuses(path, operation):
             # Litestar's own 400 (its validation body) is replaced: tabserve answers problem+json.
             responses[str(status)] = _error_response(status)
         operation.responses = responses

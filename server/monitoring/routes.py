@@ -22,6 +22,7 @@ from litestar.params import FromPath
 
 from server.errors import InvalidInput, UnknownFeedbackId
 from server.monitoring.monitor import ModelMonitor
+from server.openapi_docs import FEEDBACK_BODY, with_json_body
 from server.request_meta import check_json_media_type, path_version
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ def _give(monitors: list[ModelMonitor], body: FeedbackRequest) -> FeedbackRespon
 
 
 def handlers(ext: MonitoringExtension) -> list[HTTPRouteHandler]:
+    # The body is read by _parse, not by Litestar: its schema goes into the OpenAPI document here.
+    feedback_op = with_json_body(FEEDBACK_BODY, "The true label of one served row.")
+
     @get("/v1/models/{name:str}/monitoring", tags=["monitoring"], summary="Drift and quality")
     async def monitoring_latest(name: FromPath[str]) -> dict[str, Any]:
         """Input drift (PSI, KS per feature), score drift and live quality of the latest version."""
@@ -110,6 +114,7 @@ def handlers(ext: MonitoringExtension) -> list[HTTPRouteHandler]:
         tags=["monitoring"],
         summary="Label a served row",
         status_code=200,
+        operation_class=feedback_op,
     )
     async def feedback_latest(
         request: Request[Any, Any, Any], name: FromPath[str]
@@ -122,6 +127,7 @@ def handlers(ext: MonitoringExtension) -> list[HTTPRouteHandler]:
         tags=["monitoring"],
         summary="Label a row served by a version",
         status_code=200,
+        operation_class=feedback_op,
     )
     async def feedback_version(
         request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[str]
