@@ -39,7 +39,7 @@ else
 ADMIN_HINT := admin routes off: start with make serve ADMIN_TOKEN_FILE=<file holding a token> (or set TABSERVE_ADMIN_TOKEN) to enable /admin/reload and /admin/cache/flush
 endif
 
-.PHONY: install models serve test lint typecheck bench loadtest clean
+.PHONY: install models serve test lint typecheck bench loadtest stress fuzz clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("tabserve needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -90,6 +90,15 @@ bench: $(ALL_STAMP) models
 ## loadtest: the quick accuracy-versus-speed sweep and its report
 loadtest: $(ALL_STAMP) models
 	$(strip $(BIN)/tabserve loadtest sweep --quick $(MODELS_FLAGS))
+
+## stress: goodput past capacity, then the stall beside each hostile request (about 5 minutes)
+stress: $(ALL_STAMP) models
+	$(strip $(BIN)/python -m loadtests.stress.overload --repeat 3 $(MODELS_FLAGS))
+	$(strip $(BIN)/python -m loadtests.stress.stall --cpus 0 --rounds 5 $(MODELS_FLAGS))
+
+## fuzz: Schemathesis from the OpenAPI document against a real server, 2 minutes
+fuzz: $(ALL_STAMP) models
+	$(strip $(BIN)/python -m loadtests.stress.fuzz --max-time 120 $(MODELS_FLAGS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
