@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     """Address to listen on."""
     port: int = 8000
     """Port to listen on."""
+    grpc_port: int | None = None
+    """Port of the Open Inference Protocol's gRPC service (on the same host); unset: no gRPC."""
     workers: int = 1
     """Server processes; with Redis configured they share one cache."""
     models_dir: Path = Path("models")
@@ -48,6 +50,18 @@ class Settings(BaseSettings):
     default_deadline_ms: float = 2_000.0
     """A request not run within this many ms is answered 504; X-Deadline-Ms overrides it."""
 
+    # --- connections ---------------------------------------------------------------------------
+    header_timeout_s: float = 10.0
+    """A request's line and headers must arrive within this many seconds; else 408 and close."""
+    body_timeout_s: float = 10.0
+    """A request body that stalls this many seconds gets 408 and the connection closes."""
+    keep_alive_timeout_s: float = 5.0
+    """An idle keep-alive connection is closed after this many seconds."""
+    max_connections: int = 4096
+    """Open connections per worker; past it a new connection is answered 503 and closed."""
+    admin_auth_failures_per_minute: int = 5
+    """Failed admin authentications allowed per client address per minute; then 429."""
+
     # --- batching ------------------------------------------------------------------------------
     batching: bool = True
     """Coalesce concurrent requests into one ONNX Runtime run."""
@@ -62,7 +76,8 @@ class Settings(BaseSettings):
     ort_intra_op_threads: int = 1
     """ONNX Runtime intra-op threads per session (1 serves small batches best)."""
     drain_timeout_s: float = 10.0
-    """On shutdown, finish queued requests for up to this long, then fail the rest."""
+    """On shutdown, answer queued requests for up to this long, then 503 the rest; uvicorn's
+    graceful timeout is this plus 2 s."""
 
     # --- cache ---------------------------------------------------------------------------------
     cache: bool = True

@@ -163,6 +163,9 @@ class ModelScoreCache:
             "redis_min_rows": min_rows,
             "bypassed": self.bypass.active,
             "rows_bypassed": self.bypass.rows_bypassed,
+            # sizes against bounds: the memo is this version's, the memory tier the process's
+            "memo": self.memo.describe() if self.memo is not None else None,
+            "memory": self._cache.memory.describe() if self._cache.memory is not None else None,
         }
 
     # --- the response memo (the batcher's AnswerMemo protocol) --------------------------------

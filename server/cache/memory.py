@@ -9,6 +9,11 @@ through the event loop) when the memory tier answers; the ``async`` methods of
 :class:`~server.cache.base.CacheBackend` just call them.
 
 Expiry is lazy: an expired entry is dropped when it is read, or evicted as least recently used.
+
+The bytes bound counts what an entry really holds: its key and value bytes plus
+``ENTRY_OVERHEAD`` for the Python objects around them. With the server's ~70-byte keys and 8-byte
+values an entry holds about 300 bytes, of which the key and value bytes are only a quarter: a
+bound on those alone would let a 64 MB budget hold about 250 MB.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+
+ENTRY_OVERHEAD = 230
+"""Bytes per entry beyond its key's and value's lengths: the two bytes objects' headers (2 x 33),
+the (value, expiry) tuple and float (56 + 24) and the OrderedDict's slot and link (~80). Measured
+with tracemalloc on CPython 3.11: 100,000 entries of 68-byte keys and 8-byte values hold 304
+bytes each; counted here, 306."""
 
 
 class MemoryCache:
@@ -39,8 +50,17 @@ class MemoryCache:
 
     @property
     def size_bytes(self) -> int:
-        """Bytes of the keys and values held (Python object overhead not counted)."""
+        """Bytes held: keys and values, plus ``ENTRY_OVERHEAD`` per entry."""
         return self._bytes
+
+    def describe(self) -> dict[str, int]:
+        """Size against bounds, for the model view (O(1))."""
+        return {
+            "entries": len(self._data),
+            "max_entries": self.max_entries,
+            "bytes": self._bytes,
+            "max_bytes": self.max_bytes,
+        }
 
     def get_many_now(self, keys: Sequence[bytes]) -> list[bytes | None]:
         data = self._data
@@ -52,7 +72,7 @@ class MemoryCache:
                 out.append(None)
             elif entry[1] <= now:
                 del data[key]
-                self._bytes -= len(key) + len(entry[0])
+                self._bytes -= len(key) + len(entry[0]) + ENTRY_OVERHEAD
                 out.append(None)
             else:
                 data.move_to_end(key)
@@ -65,24 +85,24 @@ class MemoryCache:
         data = self._data
         expires = self._clock() + ttl_s
         for key, value in items:
-            size = len(key) + len(value)
+            size = len(key) + len(value) + ENTRY_OVERHEAD
             if size > self.max_bytes:
                 continue
             old = data.pop(key, None)
             if old is not None:
-                self._bytes -= len(key) + len(old[0])
+                self._bytes -= len(key) + len(old[0]) + ENTRY_OVERHEAD
             data[key] = (value, expires)
             self._bytes += size
         while len(data) > self.max_entries or self._bytes > self.max_bytes:
             key, (value, _) = data.popitem(last=False)
-            self._bytes -= len(key) + len(value)
+            self._bytes -= len(key) + len(value) + ENTRY_OVERHEAD
 
     def drop_prefix(self, prefix: bytes) -> int:
         """Forget every key that starts with ``prefix``; O(entries). Returns how many."""
         doomed = [key for key in self._data if key.startswith(prefix)]
         for key in doomed:
             value, _ = self._data.pop(key)
-            self._bytes -= len(key) + len(value)
+            self._bytes -= len(key) + len(value) + ENTRY_OVERHEAD
         return len(doomed)
 
     def clear(self) -> None:

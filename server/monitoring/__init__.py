@@ -33,7 +33,9 @@ Snapshot shape (``ModelMonitor.snapshot()``; every float is finite or None)::
                   "reference": {"precision": 0.68, "recall": 0.7, "f1": 0.69, "brier": 0.019}},
       "observed": {"rows_total": 120000, "batches_total": 9000, "rejected_batches": 0,
                    "feedback_skipped_batches": 0, "errors": 0,
-                   "feedback_rows_remembered": 100000}
+                   "feedback_rows_remembered": 100000, "feedback_capacity": 100000,
+                   "feedback_requests_indexed": 6250,   # ids findable by (request_id, row)
+                   "feedback_hashes_indexed": 0}        # filled by the first row_hash lookup
     }
 """
 

@@ -11,7 +11,7 @@ Prometheus collector), :meth:`feedback`, :meth:`flush`, and the status re-evalua
 ``observe`` runs at most once per ``status_interval_s`` to log transitions into and out of the
 drift state even when nobody reads. Reads are therefore exact, and each row keeps its own
 arrival time for the window's time-based expiry. Measured with
-``tests/monitoring/bench_observe.py`` (CPU time per row, amortised over the folds, on a shared
+``loadtests/bench/monitor_observe.py`` (CPU time per row, amortised over the folds, on a shared
 2-core machine): about 2 us at batch 1 (18-19 us when every call binned its own batch),
 0.8-0.9 us at batch 16 and 64 (1.9 and 1.2 us before). A fold of 256 one-row batches takes
 about 0.4 ms, on the request that triggers it.
@@ -492,6 +492,9 @@ class ModelMonitor:
                 "feedback_skipped_batches": self.feedback_skipped_batches,
                 "errors": self.errors,
                 "feedback_rows_remembered": self._served.remembered,
+                "feedback_capacity": self._served.capacity,
+                "feedback_requests_indexed": self._served.requests_indexed,
+                "feedback_hashes_indexed": self._served.hashes_indexed,
             },
         }
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from server.cache.batch import ModelScoreCache
-from server.cache.memo import ENTRY_OVERHEAD, MAX_BODY_BYTES, ResponseMemo
+from server.cache.memo import ENTRY_OVERHEAD, MAX_BODY_BYTES, ResponseMemo, payload_bytes
 from tests.cache.test_extension import ADMIN, serving
 from tests.support.redis_server import RedisProcess
 
@@ -139,6 +139,45 @@ def test_large_bodies_are_not_remembered() -> None:
     big = b"x" * (MAX_BODY_BYTES + 1)
     remember(m, 1, big, (ROWS, None, SCORES))
     assert m.get(1, big) is None
+
+
+def test_what_the_route_keeps_counts_toward_the_bytes() -> None:
+    """A /v1 entry keeps its response encoded ahead, which grows with the rows: it is counted."""
+    kept = (b"p" * 3_000, b"s" * 1_000)  # like server.routes_v1.ResponseAround(prefix, suffix)
+    m, _, _ = memo(capacity=100)
+    remember(m, 1, b"body", (ROWS, kept, SCORES))
+    base = len(b"body") + ROWS.nbytes + SCORES.nbytes + ENTRY_OVERHEAD
+    assert base + 4_000 <= m.size_bytes <= base + 4_100
+    assert payload_bytes(None) == 0 and payload_bytes("abc") == 3
+    assert payload_bytes(np.zeros(10, dtype=np.float32)) == 40
+
+
+def test_never_repeating_bodies_keep_the_doorkeeper_at_its_bound() -> None:
+    """A soak in miniature: 50,000 bodies never sent before remember nothing, and the doorkeeper
+    holds the newest ``capacity`` hashes only (the oldest are forgotten: a repeat that comes
+    after ``capacity`` other bodies counts as a first answer again)."""
+    m, _, _ = memo(capacity=1_000)
+    for i in range(50_000):
+        m.put(1, b"body %d" % i, (ROWS, None, SCORES), m.token())
+        if i % 997 == 0:
+            assert m.describe()["seen_hashes"] <= 1_000
+    state = m.describe()
+    assert state["seen_hashes"] == state["max_seen_hashes"] == 1_000
+    assert state["entries"] == state["bytes"] == 0
+    m.put(1, b"body 49500", (ROWS, None, SCORES), m.token())  # among the newest 1,000: kept
+    m.put(1, b"body 0", (ROWS, None, SCORES), m.token())  # long forgotten: seen again only
+    assert m.get(1, b"body 49500") is not None and m.get(1, b"body 0") is None
+
+
+def test_repeating_bodies_plateau_at_the_entry_and_byte_bounds() -> None:
+    rows = np.zeros((16, 24), dtype=np.float32)
+    size = len(b"body 00000") + rows.nbytes + SCORES.nbytes + ENTRY_OVERHEAD
+    m, _, _ = memo(capacity=1_000, max_bytes=300 * size)
+    for i in range(5_000):
+        remember(m, 1, b"body %05d" % i, (rows, None, SCORES))
+    state = m.describe()
+    assert state["entries"] == 300 and state["bytes"] == 300 * size <= state["max_bytes"]
+    assert state["seen_hashes"] <= 1_000
 
 
 # --- in the app -----------------------------------------------------------------------------

@@ -177,3 +177,63 @@ def test_row_hash_is_the_cache_digest_of_the_canonical_row(
     monitor = ModelMonitor(fraud_card, clock=clock)
     monitor.observe(nan_b[None, :], class_scores(np.array([0.4])), [("n", 0, 1)])
     assert monitor.feedback(row_hash=row_hash(nan_a), label=0).score == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("rows_per_request", [1, 16])
+def test_a_long_stream_of_fresh_rows_keeps_every_feedback_structure_at_its_bound(
+    fraud_card: ModelCard, clock: FakeClock, rows_per_request: int
+) -> None:
+    """A soak in miniature: 20,000 never-repeating rows, requests with the longest ids a client
+    may send (128 characters), a row-hash lookup now and then. The ring, the request index and
+    the hash index stay within ``feedback_capacity``; the quality window within its labels."""
+    capacity = 1_000
+    monitor = ModelMonitor(
+        fraud_card,
+        MonitorParams(feedback_capacity=capacity, quality_window_labels=50),
+        clock=clock,
+    )
+    rng = np.random.default_rng(5)
+    f = fraud_card.input.n_features
+    per_batch = 4 * rows_per_request
+    for batch in range(20_000 // per_batch):
+        rows = rng.normal(size=(per_batch, f)).astype(np.float32)
+        ids = [(f"{batch:08d}-{r}".ljust(128, "x"), 0, rows_per_request) for r in range(4)]
+        monitor.observe(rows, class_scores(rng.random(per_batch)), ids)
+        clock.advance(0.01)
+        if batch % 25 == 0:
+            monitor.feedback(row_hash=row_hash(rows[0]), label=1)
+            monitor.feedback(request_id=ids[-1][0], row=rows_per_request - 1, label=0)
+            observed = monitor.snapshot()["observed"]
+            assert observed["feedback_rows_remembered"] <= capacity
+            assert observed["feedback_requests_indexed"] <= capacity // rows_per_request + 4
+            assert observed["feedback_hashes_indexed"] <= capacity
+    monitor.feedback(row_hash=row_hash(rows[-1]), label=1)  # hashes every row not yet hashed
+    snap = monitor.snapshot()
+    observed = snap["observed"]
+    assert observed["feedback_rows_remembered"] == observed["feedback_capacity"] == capacity
+    assert capacity // rows_per_request <= observed["feedback_requests_indexed"]
+    assert observed["feedback_requests_indexed"] <= capacity // rows_per_request + 4
+    assert observed["feedback_hashes_indexed"] == capacity
+    assert snap["quality"]["labels"] == min(50, snap["quality"]["labels_total"])
+    assert snap["window"]["rows"] == snap["window"]["max_rows"]
+
+
+def test_the_newest_of_identical_rows_wins_across_the_ring_wrap(
+    fraud_card: ModelCard, clock: FakeClock
+) -> None:
+    monitor = ModelMonitor(fraud_card, MonitorParams(feedback_capacity=5), clock=clock)
+    f = fraud_card.input.n_features
+    same = np.full((1, f), 3.0, dtype=np.float32)
+    other = np.arange(3 * f, dtype=np.float32).reshape(3, f)
+    monitor.observe(same, class_scores(np.array([0.1])), [("a", 0, 1)])
+    assert monitor.feedback(row_hash=row_hash(same[0]), label=1).score == pytest.approx(0.1)
+    monitor.observe(other, class_scores(np.array([0.5, 0.5, 0.5])), [("b", 0, 3)])
+    monitor.observe(same, class_scores(np.array([0.2])), [("c", 0, 1)])
+    monitor.observe(other[:2], class_scores(np.array([0.5, 0.5])), [("d", 0, 2)])  # wraps
+    assert monitor.feedback(row_hash=row_hash(same[0]), label=1).score == pytest.approx(0.2)
+    monitor.observe(other, class_scores(np.array([0.5, 0.5, 0.5])), [("e", 0, 3)])
+    with pytest.raises(UnknownFeedbackId):  # both copies forgotten now
+        monitor.feedback(row_hash=row_hash(same[0]), label=1)
+    for bad in ("", "zz" * 16, "0" * 31, "0" * 34, " " + "0" * 31, "é" * 32):
+        with pytest.raises(UnknownFeedbackId):
+            monitor.feedback(row_hash=bad, label=1)

@@ -143,3 +143,18 @@ def test_more_edges_than_a_uint16_counts() -> None:
     values = np.array([[69_999.5], [300.5], [-1.0]], dtype=np.float32)
     expected = np.digitize(values[:, 0].astype(np.float64), np.array(edges[0]))
     np.testing.assert_array_equal(window.slots(values)[:, 0], expected)
+
+
+def test_a_long_stream_stays_at_the_row_bound_with_exact_totals() -> None:
+    """A soak in miniature: 200,000 rows through a 1,000-row window keep it at 1,000 rows, its
+    totals equal to a direct histogram of those rows."""
+    rng = np.random.default_rng(1)
+    window = BinnedWindow(EDGES, capacity_rows=1_000, max_age_s=1e9)
+    last = np.empty((0, 3), dtype=np.float32)
+    for step in range(2_000):
+        batch = random_rows(rng, 100)
+        window.add(batch, now=float(step))
+        last = np.concatenate([last, batch])[-1_000:]
+    assert window.rows == 1_000
+    assert int(window.totals.sum()) == 1_000 * len(EDGES)
+    np.testing.assert_array_equal(window.totals, direct_counts(last))
