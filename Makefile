@@ -39,7 +39,7 @@ else
 ADMIN_HINT := admin routes off: start with make serve ADMIN_TOKEN_FILE=<file holding a token> (or set TABSERVE_ADMIN_TOKEN) to enable /admin/reload and /admin/cache/flush
 endif
 
-.PHONY: install models serve test lint typecheck bench loadtest stress fuzz clean
+.PHONY: install models serve test lint typecheck bench loadtest stress fuzz soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("tabserve needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -99,6 +99,10 @@ stress: $(ALL_STAMP) models
 ## fuzz: Schemathesis from the OpenAPI document against a real server, 2 minutes
 fuzz: $(ALL_STAMP) models
 	$(strip $(BIN)/python -m loadtests.stress.fuzz --max-time 120 $(MODELS_FLAGS))
+
+## soak: 30 minutes of never-repeating rows; RSS and every bounded structure sampled
+soak: $(ALL_STAMP) models
+	$(strip $(BIN)/python -m loadtests.stress.soak --minutes 30 $(MODELS_FLAGS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
