@@ -8,15 +8,28 @@ A model *fits* when a cell measured it at the budget's rate (open-ended pacing, 
 (503s count). Without such a cell the answer is *inferred* from closed-loop one-row cells: a
 cell that sustained at least the rate within the limit shows the model fits (a lower offered
 load would not be slower); if none did, the model is "not shown to fit".
+
+:func:`recommend` turns the verdicts into the answer a person wants: per dataset, the most
+accurate model (PR-AUC under load on its hold-out) among those that fit. ``make loadtest`` answers
+:data:`DEFAULT_BUDGET` unless told otherwise.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from loadtests.results import model_accuracy
 from loadtests.scoring import LATENCY_PERCENTILES, percentile_key
+
+DEFAULT_BUDGET = "p99<=5ms@500rps"
+"""The budget the sweep answers unless given another: a fraud check on the request path that
+must answer 99% of requests within 5 ms while the service takes 500 requests a second."""
+ACCURACY_METRIC = "pr_auc"
+"""What "most accurate" means: PR-AUC (average precision), the ranking quality of the positive
+class, which is what matters on imbalanced data such as fraud."""
 
 RATE_TOLERANCE = 0.95
 MAX_ERROR_RATE = 0.01
@@ -41,6 +54,10 @@ class Budget:
 
     def __str__(self) -> str:
         return f"p{self.percentile:g}<={self.limit_ms:g}ms@{self.rate_rps:g}rps"
+
+    def describe(self) -> str:
+        """The budget in words: 'p99 <= 5 ms at 500 req/s'."""
+        return f"{self.key} <= {self.limit_ms:g} ms at {self.rate_rps:g} req/s"
 
 
 def parse_budget(text: str) -> Budget:
@@ -67,6 +84,12 @@ class Verdict:
     how: str
     """'measured' (a paced cell at the budget's rate), 'inferred' (closed loop) or 'no data'."""
     evidence: str
+    latency_ms: float | None = None
+    """The budget's percentile in the cell the verdict rests on."""
+    rate_rps: float | None = None
+    """The throughput that cell reached."""
+    cell: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The cell the verdict rests on (None without data)."""
 
 
 def _latency(cell: dict[str, Any], budget: Budget) -> float | None:
@@ -94,6 +117,10 @@ def _describe(cell: dict[str, Any], budget: Budget) -> str:
     )
 
 
+def _numbers(cell: dict[str, Any], budget: Budget) -> tuple[float | None, float, dict[str, Any]]:
+    return _latency(cell, budget), float(cell.get("throughput_rps") or 0.0), cell
+
+
 def answer(cells: list[dict[str, Any]], budget: Budget, models: list[str]) -> list[Verdict]:
     """One verdict per model, in the order given."""
     verdicts: list[Verdict] = []
@@ -108,7 +135,9 @@ def answer(cells: list[dict[str, Any]], budget: Budget, models: list[str]) -> li
         if paced:
             best = min(paced, key=lambda c: _latency(c, budget) or float("inf"))
             fits = _ok(best, budget, RATE_TOLERANCE * budget.rate_rps)
-            verdicts.append(Verdict(model, fits, "measured", _describe(best, budget)))
+            verdicts.append(
+                Verdict(model, fits, "measured", _describe(best, budget), *_numbers(best, budget))
+            )
             continue
         closed = [c for c in own if c.get("scenario") == "SteadyOneRow" and not c.get("target_rps")]
         if not closed:
@@ -117,10 +146,101 @@ def answer(cells: list[dict[str, Any]], budget: Budget, models: list[str]) -> li
         fitting = [c for c in closed if _ok(c, budget, budget.rate_rps)]
         if fitting:
             best = min(fitting, key=lambda c: _latency(c, budget) or float("inf"))
-            verdicts.append(Verdict(model, True, "inferred", _describe(best, budget)))
+            verdicts.append(
+                Verdict(model, True, "inferred", _describe(best, budget), *_numbers(best, budget))
+            )
         else:
             best = max(closed, key=lambda c: float(c.get("throughput_rps", 0.0)))
             verdicts.append(
-                Verdict(model, False, "inferred", "best seen: " + _describe(best, budget))
+                Verdict(
+                    model,
+                    False,
+                    "inferred",
+                    "best seen: " + _describe(best, budget),
+                    *_numbers(best, budget),
+                )
             )
     return verdicts
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One model of a recommendation: its accuracy and whether it fits the budget."""
+
+    model: str
+    accuracy: float | None
+    """PR-AUC under load on the model's hold-out (the model card's offline figure if no cell
+    scored it)."""
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The answer for one dataset: which model to deploy under the budget, and the others."""
+
+    dataset: str
+    budget: Budget
+    ranked: list[Ranked]
+    """Every model of the dataset, most accurate first (faster first on a tie)."""
+
+    @property
+    def fitting(self) -> list[Ranked]:
+        return [r for r in self.ranked if r.verdict.fits]
+
+    @property
+    def choice(self) -> Ranked | None:
+        """The most accurate model that fits, or None when none does."""
+        return next(iter(self.fitting), None)
+
+    @property
+    def more_accurate_over_budget(self) -> list[Ranked]:
+        """Models more accurate than the choice that do not fit (all of them if none fits)."""
+        out: list[Ranked] = []
+        for r in self.ranked:
+            if r is self.choice:
+                break
+            out.append(r)
+        return out
+
+    @property
+    def closest(self) -> Ranked | None:
+        """When nothing fits: the model whose evidence came nearest the latency limit."""
+        seen = [r for r in self.ranked if r.verdict.latency_ms is not None]
+        return min(seen, key=lambda r: r.verdict.latency_ms or math.inf, default=None)
+
+
+def _accuracy(cells: list[dict[str, Any]], model: str) -> float | None:
+    acc = model_accuracy(cells, model)
+    value = None if acc is None else acc.get(ACCURACY_METRIC)
+    if value is None:
+        offline: dict[str, Any] = next(
+            (c["offline"] for c in cells if c.get("model") == model and c.get("offline")), {}
+        )
+        value = offline.get(ACCURACY_METRIC)
+    if value is None or math.isnan(float(value)):
+        return None
+    return float(value)
+
+
+def recommend(cells: list[dict[str, Any]], budget: Budget) -> list[Recommendation]:
+    """Per dataset (PR-AUC on different data is not comparable), the most accurate model that
+    fits the budget, with every other model ranked beside it."""
+    datasets: dict[str, list[str]] = {}
+    for c in cells:
+        if c.get("model") and not c.get("failed") and c.get("shift") is None:
+            names = datasets.setdefault(str(c.get("dataset") or "?"), [])
+            if c["model"] not in names:
+                names.append(c["model"])
+    out: list[Recommendation] = []
+    for dataset, models in sorted(datasets.items()):
+        verdicts = answer(cells, budget, sorted(models))
+        ranked = [Ranked(v.model, _accuracy(cells, v.model), v) for v in verdicts]
+        ranked.sort(
+            key=lambda r: (
+                r.accuracy is None,
+                -(r.accuracy or 0.0),
+                r.verdict.latency_ms if r.verdict.latency_ms is not None else math.inf,
+            )
+        )
+        out.append(Recommendation(dataset, budget, ranked))
+    return out

@@ -1,22 +1,26 @@
-"""``tabserve loadtest``: run the accuracy-versus-speed sweep, or re-render a run's report.
+"""tabserve loadtest: run the accuracy-versus-speed sweep, or re-render a run's report.
 
     tabserve loadtest sweep --quick [--budget "p99<=5ms@500rps"] [--models a,b]
     tabserve loadtest sweep --full
     tabserve loadtest report loadtests/runs/<run> [--budget "p99<=2ms@1000rps"]
 
-Single scenarios run with plain Locust; see ``loadtests/locustfile.py``.
+Single scenarios run with plain Locust; see loadtests/locustfile.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
+import sys
 from pathlib import Path
 
-from loadtests.budget import Budget, parse_budget
+from loadtests.budget import DEFAULT_BUDGET, Budget, parse_budget
 
 
-def _budget(text: str) -> Budget:
+def _budget(text: str) -> Budget | None:
+    if text.strip().lower() == "none":
+        return None
     try:
         return parse_budget(text)
     except ValueError as exc:
@@ -38,13 +42,18 @@ def _int_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tabserve loadtest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load-test the server with Locust: run the accuracy-versus-speed sweep, or "
+        "re-render a finished run's report. Single scenarios run with plain Locust (see "
+        "loadtests/locustfile.py).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sweep = sub.add_parser(
-        "sweep", help="run Locust over the configuration matrix and write a report"
+        "sweep",
+        help="run Locust over the configuration matrix and write a report",
+        description="Start a server per configuration (model, batching, cache), drive it with "
+        "Locust at each concurrency, and write results.json, REPORT.md and plots into a new "
+        "folder under --out. Builds the bundled models first when the repository is empty.",
     )
     mode = sweep.add_mutually_exclusive_group()
     mode.add_argument(
@@ -62,13 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="all models, 4 concurrencies, more batching and cache variants, 30 s per cell",
     )
     sweep.set_defaults(mode="quick")
-    sweep.add_argument("--models-dir", type=Path, default=Path("models"))
+    sweep.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path(os.environ.get("TABSERVE_MODELS_DIR", "models")),
+        metavar="DIR",
+        help="model repository (default: $TABSERVE_MODELS_DIR, else ./models)",
+    )
     sweep.add_argument("--models", default="", help="comma-separated models (default: per mode)")
     sweep.add_argument(
         "--budget",
         type=_budget,
-        default=None,
-        help='latency budget to answer, e.g. "p99<=5ms@500rps" (adds paced cells)',
+        default=parse_budget(DEFAULT_BUDGET),
+        help="latency budget the report answers (which model to deploy), default "
+        f'"{DEFAULT_BUDGET}"; adds one cell per model paced at its rate; "none": no paced '
+        "cells (the report then infers the answer from the closed-loop cells)",
+    )
+    sweep.add_argument(
+        "--note", default="", help="a line for the report, e.g. what else ran on the machine"
     )
     sweep.add_argument("--seconds", type=float, default=None, help="seconds of load per cell")
     sweep.add_argument(
@@ -86,8 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=int, default=1, help="server worker processes")
     sweep.add_argument("--dry-run", action="store_true", help="print the cells and exit")
 
-    report = sub.add_parser("report", help="re-render REPORT.md and the plots from results.json")
-    report.add_argument("run_dir", type=Path)
+    report = sub.add_parser(
+        "report",
+        help="re-render REPORT.md and the plots from results.json",
+        description="Re-render a finished run's REPORT.md and plots from its results.json, "
+        "optionally answering another latency budget; prints the report.",
+    )
+    report.add_argument(
+        "run_dir", type=Path, help="a run folder holding results.json, e.g. loadtests/runs/<run>"
+    )
     report.add_argument("--budget", type=_budget, default=None, help="answer this budget instead")
     return parser
 
@@ -98,8 +125,7 @@ def main(argv: list[str]) -> int:
         from loadtests.report import render
 
         if not (args.run_dir / "results.json").is_file():
-            print(f"tabserve loadtest: no results.json in {args.run_dir}")
-            return 2
+            return _error(f"no results.json in {args.run_dir}")
         print(render(args.run_dir, args.budget))
         return 0
 
@@ -107,8 +133,9 @@ def main(argv: list[str]) -> int:
     from loadtests.sweep import SweepOptions, run
 
     if args.seconds is not None and not 1 <= args.seconds <= 3600:
-        print("tabserve loadtest: --seconds must be between 1 and 3600")
-        return 2
+        return _error("--seconds must be between 1 and 3600")
+    if args.workers < 1:
+        return _error("--workers must be at least 1")
     options = SweepOptions(
         models_dir=args.models_dir,
         out_root=args.out,
@@ -120,6 +147,7 @@ def main(argv: list[str]) -> int:
         server_cpus=args.server_cpus or None,
         client_cpus=args.client_cpus or None,
         workers=args.workers,
+        note=args.note,
     )
     if not args.dry_run and not available_models(args.models_dir):
         # A fresh clone: build the bundled models first, as `make serve` does.
@@ -128,5 +156,16 @@ def main(argv: list[str]) -> int:
         print(f"no models under {args.models_dir}: building the bundled models first", flush=True)
         if export_main(["build", "--models-dir", str(args.models_dir)]) != 0:
             return 2
-    run(options, dry_run=args.dry_run, progress=functools.partial(print, flush=True))
+    try:
+        run(options, dry_run=args.dry_run, progress=functools.partial(print, flush=True))
+    except SystemExit as exc:  # the sweep refuses a user mistake (unknown model, ...) this way
+        if isinstance(exc.code, str):
+            return _error(exc.code)
+        raise
     return 0
+
+
+def _error(message: str) -> int:
+    """A user mistake: one line on stderr, exit status 2 (as argparse does for bad options)."""
+    print(f"tabserve loadtest: error: {message}", file=sys.stderr)
+    return 2

@@ -10,10 +10,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-from loadtests.budget import Budget, answer, parse_budget
+from loadtests.budget import (
+    ACCURACY_METRIC,
+    DEFAULT_BUDGET,
+    Budget,
+    Ranked,
+    Recommendation,
+    parse_budget,
+    recommend,
+)
 from loadtests.results import (
+    LOCUST_BOUND_PCT,
+    NOISY_OTHERS_PCT,
+    is_noisy,
+    locust_bound,
     model_accuracy,
     ok_cells,
+    others_pct,
     pareto_models,
     read_results,
     tradeoff_points,
@@ -54,7 +67,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _cpu(cell: dict[str, Any], who: str) -> str:
-    return _f((cell.get("cpu") or {}).get(f"{who}_pct"), 0) + "%" if cell.get("cpu") else NA
+    if not cell.get("cpu"):
+        return NA
+    text = _f((cell.get("cpu") or {}).get(f"{who}_pct"), 0) + "%"
+    return text + " (limit)" if who == "locust" and locust_bound(cell) else text
 
 
 def _others(cell: dict[str, Any]) -> str:
@@ -69,63 +85,227 @@ def _server(cell: dict[str, Any], key: str, digits: int = 2) -> str:
     return _f((cell.get("server") or {}).get(key), digits)
 
 
+_SCENARIOS = {
+    "SteadyOneRow": "one row",
+    "BatchRows": "row batches",
+    "ZipfRepeated": "Zipf-repeated rows",
+    "AllUnique": "never-repeated rows",
+    "ShiftedTraffic": "shifted rows",
+    "MixedFleet": "mixed models",
+}
+_CACHES = {
+    "off": "no cache",
+    "memory": "in-process cache",
+    "redis": "Redis cache",
+    "tiered": "in-process + Redis cache",
+}
+GROUP_TITLES = {
+    "budget": "paced at the budget's rate",
+    "models": "model comparison (closed loop)",
+    "accuracy": "accuracy check (whole hold-out)",
+    "batching": "batching",
+    "cache": "cache",
+    "spike": "overload",
+    "shifted": "shifted traffic",
+}
+
+
+def _batching(cell: dict[str, Any]) -> str:
+    if cell.get("batching") is False:
+        return "no batching"
+    delay = float(cell.get("max_delay_ms") or 0.0)
+    return f"batching, waits <= {delay:g} ms" if delay > 0 else "batching, no wait"
+
+
+def cell_label(cell: dict[str, Any]) -> str:
+    """A cell as a person would name it: 'xgb_large: one row, 32 users, no batching'."""
+    model, group = cell.get("model", "?"), cell.get("group")
+    users = f"{cell.get('users')} user" + ("" if cell.get("users") == 1 else "s")
+    scenario = " + ".join(_SCENARIOS.get(s, s) for s in str(cell.get("scenario", "")).split(","))
+    if group == "budget":
+        rate = cell.get("target_rps")
+        return f"{model}: paced at {_f(rate, 0)} req/s ({users})"
+    if group == "accuracy":
+        return f"{model}: batches of {cell.get('batch_size', '?')} rows, {users}"
+    if group == "batching":
+        return f"{model}: one row, {users}, {_batching(cell)}"
+    if group == "cache":
+        cache = _CACHES.get(str(cell.get("cache")), str(cell.get("cache")))
+        return f"{model}: {scenario}, {users}, {cache}"
+    if group == "spike":
+        label = str(cell.get("server_label", ""))
+        queue = label.rsplit("queue ", 1)[1] if "queue " in label else None
+        bound = f", queue up to {queue} rows" if queue else ""
+        peak = int(cell.get("users") or 0)
+        return f"{model}: ramp to {peak} users, spike to {3 * peak}{bound}"
+    if group == "shifted":
+        return f"{model}: shifted traffic, {users}"
+    return f"{model}: {scenario}, {users}"
+
+
 # --- sections ------------------------------------------------------------------------------------
-def _budget_section(
-    cells: list[dict[str, Any]], budget: Budget | None, models: list[str]
-) -> list[str]:
-    if budget is None:
-        return []
-    verdicts = answer(cells, budget, models)
-    fitting = [v.model for v in verdicts if v.fits]
-    lines = [f"## Which models fit `{budget}`?", ""]
-    lines.append(
-        "**Fits: "
-        + (", ".join(f"`{m}`" for m in fitting) if fitting else "none of the models measured")
-        + "**"
+def _accuracy_text(value: float | None) -> str:
+    return NA if value is None else f"{value:.3f}"
+
+
+def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> list[str]:
+    budget, choice = rec.budget, rec.choice
+    n_fit, n_all = len(rec.fitting), len(rec.ranked)
+    metric = "PR-AUC" if ACCURACY_METRIC == "pr_auc" else ACCURACY_METRIC
+    if choice is None:
+        lines = [f"**No {rec.dataset} model fits {budget.describe()}** (none of {n_all} measured)."]
+        near = rec.closest
+        if near is not None and near.verdict.latency_ms is not None:
+            lines.append(
+                f"Closest: `{near.model}` ({budget.key} {near.verdict.latency_ms:.2f} ms at "
+                f"{near.verdict.rate_rps or 0:.0f} req/s, {metric} "
+                f"{_accuracy_text(near.accuracy)}). Relax the budget, or give the server more "
+                "cores (`--workers`, `--server-cpus`) and measure again."
+            )
+        return [" ".join(lines), ""]
+    v = choice.verdict
+    rows = _answered_rows(cells, choice.model)
+    others = [r for r in rec.fitting if r is not choice]
+    runner = others[0] if others else None
+    accuracy = f"{metric} {_accuracy_text(choice.accuracy)} under load" + (
+        f" on {rows:,} hold-out rows" if rows else ""
     )
-    lines.append("")
-    lines += _table(
-        ["model", "fits", "how", "evidence"],
-        [[f"`{v.model}`", "yes" if v.fits else "no", v.how, v.evidence] for v in verdicts],
-    )
-    lines.append(
-        "_measured_: Locust users paced to the budget's rate in total (needs >= 95% of the "
-        "rate, the latency limit, < 1% errors); _inferred_: a closed-loop one-row cell "
-        "sustained at least the rate within the limit."
-    )
-    lines.append("")
+    models = f"{rec.dataset} model{'s' if n_all != 1 else ''} measured"
+    if n_fit == 1:
+        why = f"Only it, of the {n_all} {models}, meets {budget.describe()}: {accuracy}"
+    else:
+        share = f"All {n_all}" if n_fit == n_all else f"{n_fit} of the {n_all}"
+        why = (
+            f"{share} {models} meet {budget.describe()}; `{choice.model}` is the most "
+            f"accurate of them: {accuracy}"
+        )
+    reason = f"**Deploy `{choice.model}`** ({rec.dataset}). {why}"
+    if runner is not None:
+        reason += f" (next: `{runner.model}`, {_accuracy_text(runner.accuracy)})"
+    lat = v.latency_ms
+    if v.how == "measured" and lat is not None:
+        reason += (
+            f". Paced at {budget.rate_rps:g} req/s it answered {v.rate_rps or 0:.0f} req/s with "
+            f"{budget.key} {lat:.2f} ms, {budget.limit_ms - lat:.2f} ms inside the "
+            f"{budget.limit_ms:g} ms limit."
+        )
+    elif lat is not None:
+        reason += (
+            f". No cell was paced at {budget.rate_rps:g} req/s; a closed-loop cell sustained "
+            f"{v.rate_rps or 0:.0f} req/s with {budget.key} {lat:.2f} ms, so a lower rate fits "
+            "(inferred; run the sweep with this `--budget` to measure it)."
+        )
+    lines = [reason]
+    better = rec.more_accurate_over_budget
+    if better:
+        lines.append(
+            "More accurate but over budget: "
+            + "; ".join(
+                f"`{r.model}` ({metric} {_accuracy_text(r.accuracy)}, {r.verdict.evidence}"
+                + ("; a noisy cell: it may fit on a quiet machine)" if _noisy_verdict(r) else ")")
+                for r in better
+            )
+            + "."
+        )
+    if v.cell is not None and is_noisy(v.cell):
+        lines.append(
+            f"Caution: during that cell other processes took {others_pct(v.cell):.0f}% of a "
+            "pinned core, so its tail latency is likely inflated; re-run on a quiet machine to "
+            "confirm the margin."
+        )
+    return [" ".join(lines), ""]
+
+
+def _noisy_verdict(r: Ranked) -> bool:
+    return r.verdict.cell is not None and is_noisy(r.verdict.cell)
+
+
+def _answered_rows(cells: list[dict[str, Any]], model: str) -> int | None:
+    acc = model_accuracy(cells, model)
+    return int(acc["rows"]) if acc and acc.get("rows") else None
+
+
+def _recommendation_section(cells: list[dict[str, Any]], budget: Budget) -> list[str]:
+    recs = recommend(cells, budget)
+    lines = [f"## Which model to deploy for {budget.describe()}", ""]
+    if not recs:
+        return [*lines, "_(no model cells)_", ""]
+    metric = "PR-AUC" if ACCURACY_METRIC == "pr_auc" else ACCURACY_METRIC
+    for rec in recs:
+        lines += _recommendation_lines(rec, cells)
+    rows = [
+        [
+            rec.dataset,
+            f"`{r.model}`" + (" (deploy)" if r is rec.choice else ""),
+            _accuracy_text(r.accuracy),
+            "yes" if r.verdict.fits else "no",
+            r.verdict.how,
+            r.verdict.evidence + (" (noisy)" if _noisy_verdict(r) else ""),
+        ]
+        for rec in recs
+        for r in rec.ranked
+    ]
+    lines += _table(["dataset", "model", f"{metric} under load", "fits", "how", "evidence"], rows)
+    lines += [
+        f"The rule: among the models that fit `{budget}`, the highest {metric} (average "
+        "precision of the positive class on the model's hold-out, scored from the server's own "
+        "answers during the sweep); a tie goes to the faster. _measured_: Locust users paced to "
+        "the budget's rate in total (needs >= 95% of the rate, the latency limit, < 1% errors); "
+        "_inferred_: no paced cell, but a closed-loop one-row cell sustained at least the rate "
+        "within the limit. Another budget: `tabserve loadtest sweep --quick --budget "
+        '"p99<=2ms@1000rps"`, or `tabserve loadtest report <run folder> --budget ...` to '
+        "re-answer from a run's cells.",
+        "",
+    ]
     return lines
 
 
-NOISY_OTHERS_PCT = 20.0
-"""Other processes' share of a pinned core above which a cell's tail latency is called noisy."""
+def _locust_limit_section(cells: list[dict[str, Any]], budget: Budget) -> list[str]:
+    """Say where the load generator, not the server, set the measured rate."""
+    bound = [c for c in ok_cells(cells) if locust_bound(c)]
+    if not bound:
+        return []
+    one_row = [c for c in bound if c.get("group") == "models"]
+    server = [
+        float(v) for c in one_row if (v := (c.get("cpu") or {}).get("server_pct")) is not None
+    ]
+    lowest = min((float(c.get("throughput_rps") or 0.0) for c in bound), default=0.0)
+    text = (
+        f"> **Load generator limit**: in {len(bound)} of {len(ok_cells(cells))} cells Locust "
+        f"used >= {LOCUST_BOUND_PCT:.0f}% of its one core (one Locust process cannot use more); "
+        "their req/s is the load generator's ceiling, not the server's"
+    )
+    if server:
+        text += (
+            f" (in the one-row cells among them the server used {min(server):.0f}-"
+            f"{max(server):.0f}% of its core)"
+        )
+    text += (
+        ". They are ringed in the throughput plot and marked in the tables. This 2-core machine "
+        "has one core for the server and one for Locust, so more Locust processes would only "
+        "take the server's core; on a bigger machine run Locust distributed over more cores."
+    )
+    if lowest > budget.rate_rps:
+        text += (
+            f" The budget's {budget.rate_rps:g} req/s is below every such ceiling (lowest "
+            f"{lowest:,.0f} req/s), so the answer above does not depend on them."
+        )
+    return [text, ""]
 
 
 def _noise_warning(cells: list[dict[str, Any]]) -> list[str]:
     """A caution when other processes took a large share of the pinned cores during cells."""
-    shares = [
-        float(v)
-        for c in cells
-        for k in ("others_server_core_pct", "others_client_core_pct")
-        if (v := (c.get("cpu") or {}).get(k)) is not None
-    ]
-    if not shares or max(shares) < NOISY_OTHERS_PCT:
+    shares = [share for c in cells if (share := others_pct(c)) is not None]
+    noisy = sum(1 for c in cells if is_noisy(c))
+    if not noisy:
         return []
-    noisy = sum(
-        1
-        for c in cells
-        if max(
-            float((c.get("cpu") or {}).get(k) or 0.0)
-            for k in ("others_server_core_pct", "others_client_core_pct")
-        )
-        >= NOISY_OTHERS_PCT
-    )
     return [
         f"> **Noisy run**: in {noisy} of {len(cells)} cells other processes took "
         f">= {NOISY_OTHERS_PCT:.0f}% of a pinned core (up to {max(shares):.0f}%; see the "
-        "'others' CPU' columns). Tail latencies (p95/p99) and the rankings built on them are "
-        "unreliable here; p50 is less affected, and the accuracy figures not at all (they depend "
-        "only on the returned scores). Re-run on a quiet machine for decisions.",
+        "'others' CPU' columns; the plots mark these cells). Tail latencies (p95/p99) and the "
+        "rankings built on them are unreliable here; p50 is less affected, and the accuracy "
+        "figures not at all (they depend only on the returned scores). Re-run on a quiet "
+        "machine for decisions.",
         "",
     ]
 
@@ -141,7 +321,8 @@ def _pareto_section(cells: list[dict[str, Any]]) -> list[str]:
         described = ", ".join(
             f"`{m}` (p99 {pts[m][0]:.2f} ms, PR-AUC {pts[m][1]:.3f})" for m in front
         )
-        lines.append(f"- **{dataset}, {users} users**: {described}")
+        who = f"{users} user" + ("" if users == 1 else "s")
+        lines.append(f"- **{dataset}, {who}**: {described}")
     lines += [
         "",
         "A model is on the frontier when no other model is both at least as fast (p99) and at "
@@ -411,149 +592,413 @@ def _monitoring_summary(mon: dict[str, Any]) -> str:
 def _all_cells_section(cells: list[dict[str, Any]]) -> list[str]:
     rows = []
     for c in cells:
+        label, cell_id = cell_label(c), f"`{c.get('cell_id', '?')}`"
         if c.get("failed"):
-            rows.append(
-                [c.get("cell_id", "?"), "FAILED: " + str(c["failed"])[:120], "", "", "", ""]
-            )
+            rows.append([label, cell_id, "FAILED: " + str(c["failed"])[:120], "", "", "", "", ""])
             continue
+        flags = [
+            *(["noisy"] if is_noisy(c) else []),
+            *(["Locust limit"] if locust_bound(c) else []),
+        ]
         rows.append(
             [
-                c.get("cell_id", "?"),
+                label,
+                cell_id,
                 _f(c.get("throughput_rps"), 0),
                 _lat(c, "p99"),
                 _f((c.get("locust") or {}).get("p99"), 0),
                 _pct(c.get("error_rate"), 2),
                 _f(c.get("rows_per_s"), 0),
+                ", ".join(flags) or NA,
             ]
         )
-    return [
-        "## All cells",
-        "",
-        *_table(
-            ["cell", "req/s", "p99 ms (exact)", "p99 ms (Locust, rounded)", "errors", "rows/s"],
-            rows,
-        ),
+    header = [
+        "cell",
+        "folder under cells/",
+        "req/s",
+        "p99 ms (exact)",
+        "p99 ms (Locust, rounded)",
+        "errors",
+        "rows/s",
+        "flags",
     ]
+    return ["## All cells", "", *_table(header, rows)]
 
 
 # --- plots ---------------------------------------------------------------------------------------
-def _plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
-    import matplotlib
+NOISY_HATCH = "////"
+_LOG_STEPS = (1.0, 2.0, 5.0)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    cells: list[dict[str, Any]] = doc.get("cells", [])
-    written: list[str] = []
+def log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks covering [low, high] (positive), one below and one above: 0.2, 0.5, 1, ..."""
+    low, high = max(low, 1e-6), max(high, low)
+    ticks: list[float] = []
+    exponent = math.floor(math.log10(low))
+    while True:
+        for step in _LOG_STEPS:
+            tick = step * 10.0**exponent
+            if tick <= low:
+                ticks = [tick]  # the last tick at or below low
+            elif not ticks or ticks[-1] < high:
+                ticks.append(tick)
+        if ticks and ticks[-1] >= high:
+            return [float(f"{t:.6g}") for t in ticks]
+        exponent += 1
 
-    # 1. accuracy vs p99 with the frontier: one panel per dataset and concurrency
+
+def _tick_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def _set_log_axis(ax: Any, axis: str, values: list[float]) -> None:
+    """A log axis labelled at 1-2-5 steps (0.5, 1, 2, 5, 10 ...), minor ticks unlabelled."""
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    positive = [v for v in values if v > 0] or [1.0]
+    ticks = log_ticks(min(positive), max(positive))
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_ticklabels([_tick_text(t) for t in ticks])
+    target.set_minor_formatter(NullFormatter())
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(ticks[0], ticks[-1])
+
+
+def _plot_tradeoff(plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path) -> list[str]:
+    """Accuracy vs latency: first at the budget's rate (the answer), then per concurrency."""
+    recs = [r for r in recommend(cells, budget) if r.ranked]
     points = tradeoff_points(cells)
     fronts = pareto_models(cells)
-    panels = sorted(points) or [("(no data)", 0)]
+    panels: list[tuple[str, Any]] = [("budget", rec) for rec in recs]
+    panels += [("closed", key) for key in sorted(points)]
+    if not panels:
+        panels = [("empty", None)]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.8 * ncols, 4.6 * nrows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    for ax, key in zip(axes.flat, panels, strict=False):
-        pts = points.get(key, {})
-        front = fronts.get(key, [])
-        for model, (lat, acc) in pts.items():
-            on_front = model in front
-            ax.scatter(
-                lat,
-                acc,
-                s=80 if on_front else 36,
-                color="C3" if on_front else "C0",
-                edgecolors="black" if on_front else "none",
-                zorder=3,
-            )
-            ax.annotate(model, (lat, acc), textcoords="offset points", xytext=(5, 3), fontsize=8)
-        if front:
-            xs = [pts[m][0] for m in front]
-            ys = [pts[m][1] for m in front]
-            ax.step(xs, ys, where="post", color="C3", alpha=0.7, label="Pareto frontier")
-            ax.legend(fontsize=8, loc="best")
-        lats = [lat for lat, _ in pts.values() if lat > 0]
-        log_scale = bool(lats) and max(lats) / min(lats) > 20
-        if log_scale:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("p99 latency, one-row requests (ms" + (", log)" if log_scale else ")"))
-        ax.set_ylabel("PR-AUC under load")
-        ax.set_title(f"{key[0]}, {key[1]} users (closed loop)", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("accuracy vs latency (upper left is better)")
+    for ax, (kind, key) in zip(axes.flat, panels, strict=False):
+        if kind == "budget":
+            _budget_panel(ax, key, budget)
+        elif kind == "closed":
+            _closed_loop_panel(ax, points[key], fronts.get(key, []), key, cells)
+        else:
+            ax.set_title("(no data)")
+    fig.suptitle("accuracy vs latency (upper left is better; hatched = noisy cell)")
     fig.tight_layout()
-    fig.savefig(out_dir / "tradeoff.png", dpi=110)
-    plt.close(fig)
-    written.append("tradeoff.png")
+    return _save(plt, fig, path)
 
-    # 2. throughput vs concurrency per model
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    models_cells = ok_cells(cells, "models")
-    for model in sorted({c["model"] for c in models_cells}):
-        own = sorted((c for c in models_cells if c["model"] == model), key=lambda c: c["users"])
-        ax.plot(
-            [c["users"] for c in own],
-            [c.get("throughput_rps") or 0 for c in own],
-            marker="o",
-            label=model,
+
+def _budget_panel(ax: Any, rec: Recommendation, budget: Budget) -> None:
+    limit = budget.limit_ms
+    shown = [r for r in rec.ranked if r.accuracy is not None and r.verdict.latency_ms is not None]
+    labels: list[tuple[str, float, float, bool]] = []
+    lats = [r.verdict.latency_ms or 0.0 for r in shown]
+    right = max([limit, *lats]) * 1.25
+    ax.axvspan(limit, right, color="0.85", zorder=0, label="over the latency limit")
+    ax.axvline(limit, color="C3", linestyle="--", label=f"limit: {budget.key} {limit:g} ms")
+    for r in shown:
+        noisy = _noisy_verdict(r)
+        chosen = r is rec.choice
+        ax.scatter(
+            r.verdict.latency_ms,
+            r.accuracy,
+            s=170 if chosen else 50,
+            marker="*" if chosen else "o",
+            color="C2" if r.verdict.fits else "0.45",
+            edgecolors="black",
+            hatch=NOISY_HATCH if noisy else None,
+            zorder=3,
         )
+        text = r.model + (" (deploy)" if chosen else "") + (" (noisy)" if noisy else "")
+        labels.append((text, float(r.verdict.latency_ms or 0.0), float(r.accuracy or 0.0), chosen))
+    ax.set_xlim(0, right)
+    _label_points(ax, labels)
+    how = {r.verdict.how for r in shown}
+    source = "paced" if how == {"measured"} else "paced or inferred from closed loop"
+    ax.set_xlabel(f"{budget.key} latency, one-row requests (ms) at {budget.rate_rps:g} req/s")
+    ax.set_ylabel("PR-AUC under load (hold-out)")
+    ax.set_title(
+        f"{rec.dataset}: at the budget's {budget.rate_rps:g} req/s ({source})", fontsize=10
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def _label_points(ax: Any, labels: list[tuple[str, float, float, bool]]) -> None:
+    """Name each point beside it, moving a name down (with a leader line) when it would
+    overlap one already placed. Call after the axis limits and scales are final."""
+    ax.margins(y=0.08)
+    ax.autoscale_view()
+    points_per_px = 72.0 / ax.figure.dpi
+    placed: list[tuple[float, float, float]] = []  # (x, y, width) of placed names, in points
+    line, char = 10.0, 4.8  # one line of 8-point text; a rough character width
+    ordered = sorted(labels, key=lambda lab: -ax.transData.transform((lab[1], lab[2]))[1])
+    for text, x, y, bold in ordered:
+        px, py = (v * points_per_px for v in ax.transData.transform((x, y)))
+        lx, ly, width = px + 6.0, py + 3.0, char * len(text)
+        while any(
+            abs(ly - qy) < line and lx < qx + qw and qx < lx + width for qx, qy, qw in placed
+        ):
+            ly -= line
+        placed.append((lx, ly, width))
+        moved = abs(ly - (py + 3.0)) > 0.1
+        ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(lx - px, ly - py),
+            fontsize=8,
+            fontweight="bold" if bold else "normal",
+            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if moved else None,
+        )
+
+
+def _closed_loop_panel(
+    ax: Any,
+    pts: dict[str, tuple[float, float]],
+    front: list[str],
+    key: tuple[str, int],
+    cells: list[dict[str, Any]],
+) -> None:
+    noisy_models = {
+        c["model"]
+        for c in ok_cells(cells, "models")
+        if int(c["users"]) == key[1] and is_noisy(c) and str(c.get("dataset") or "?") == key[0]
+    }
+    labels: list[tuple[str, float, float, bool]] = []
+    for model, (lat, acc) in pts.items():
+        on_front = model in front
+        noisy = model in noisy_models
+        ax.scatter(
+            lat,
+            acc,
+            s=80 if on_front else 36,
+            color="C3" if on_front else "C0",
+            edgecolors="black",
+            linewidths=1.0 if on_front else 0.3,
+            hatch=NOISY_HATCH if noisy else None,
+            zorder=3,
+        )
+        labels.append((model + (" (noisy)" if noisy else ""), lat, acc, False))
+    if front:
+        xs = [pts[m][0] for m in front]
+        ys = [pts[m][1] for m in front]
+        ax.step(xs, ys, where="post", color="C3", alpha=0.7, label="Pareto frontier")
+        ax.legend(fontsize=8, loc="lower right")
+    lats = [lat for lat, _ in pts.values() if lat > 0]
+    log_scale = bool(lats) and max(lats) / min(lats) > 20
+    if log_scale:
+        _set_log_axis(ax, "x", lats)
+    _label_points(ax, labels)
+    ax.set_xlabel("p99 latency, one-row requests (ms" + (", log scale)" if log_scale else ")"))
+    ax.set_ylabel("PR-AUC under load (hold-out)")
+    users = f"{key[1]} user" + ("" if key[1] == 1 else "s")
+    ax.set_title(f"{key[0]}: {users}, closed loop (each waits for its answer)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _plot_throughput(
+    plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path
+) -> list[str]:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    models_cells = ok_cells(cells, "models")
+    bound_x: list[float] = []
+    bound_y: list[float] = []
+    for i, model in enumerate(sorted({c["model"] for c in models_cells})):
+        own = sorted((c for c in models_cells if c["model"] == model), key=lambda c: c["users"])
+        xs = [float(c["users"]) for c in own]
+        ys = [float(c.get("throughput_rps") or 0.0) for c in own]
+        color = f"C{i % 10}"
+        ax.plot(xs, ys, marker="o", color=color, label=model)
+        for c, x, y in zip(own, xs, ys, strict=True):
+            if is_noisy(c):
+                ax.scatter(x, y, s=140, facecolors="none", edgecolors=color, hatch=NOISY_HATCH)
+            if locust_bound(c):
+                bound_x.append(x)
+                bound_y.append(y)
+    if bound_x:
+        ax.scatter(
+            bound_x,
+            bound_y,
+            s=260,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.5,
+            zorder=4,
+            label="load generator's limit",
+        )
+    ax.axhline(budget.rate_rps, color="C3", linestyle="--", linewidth=1.0)
+    ax.annotate(
+        f"budget rate {budget.rate_rps:g} req/s",
+        (0.01, budget.rate_rps),
+        xycoords=("axes fraction", "data"),
+        textcoords="offset points",
+        xytext=(2, 3),
+        fontsize=8,
+        color="C3",
+    )
     ax.set_xscale("log", base=2)
     levels = sorted({int(c["users"]) for c in models_cells})
     if levels:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xticks(levels, [str(u) for u in levels])
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("concurrent users (closed loop)")
-    ax.set_ylabel("requests/s (one row each)")
-    ax.set_title("throughput vs concurrency")
+        ax.set_xlim(levels[0] / 1.4, levels[-1] * 1.4)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("concurrent users (closed loop: each waits for its answer), log scale")
+    ax.set_ylabel("throughput (requests/s, one row each)")
+    ax.set_title("throughput vs concurrency, one-row requests (batching on, cache off)")
     ax.grid(True, alpha=0.3)
     if models_cells:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "throughput.png", dpi=110)
-    plt.close(fig)
-    written.append("throughput.png")
+        ax.legend(fontsize=8, loc="best")
+    notes = []
+    if bound_x:
+        notes += [
+            f"Ringed: Locust used >= {LOCUST_BOUND_PCT:.0f}% of its one core, so that rate is "
+            "the load generator's ceiling, not the server's (server CPU: see the report).",
+            "This 2-core machine has no core left for more Locust processes.",
+        ]
+    if any(is_noisy(c) for c in models_cells):
+        notes.append(
+            f"Hatched ring: a noisy cell (other processes took >= {NOISY_OTHERS_PCT:.0f}% of a "
+            "pinned core)."
+        )
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=8, va="bottom")
+        fig.tight_layout(rect=(0, 0.035 * len(notes), 1, 1))
+    else:
+        fig.tight_layout()
+    return _save(plt, fig, path)
 
-    # 3. latency percentiles per configuration
+
+_GROUP_ORDER = ("budget", "models", "accuracy", "batching", "cache", "spike", "shifted")
+
+
+def _plot_latency(plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path) -> list[str]:
+    """Latency percentiles per cell, grouped under headings, rows named as a person would."""
     chosen = [c for c in ok_cells(cells) if c.get("latency_ms")]
-    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.28 * len(chosen) + 1.2)))
-    labels = [c.get("cell_id", "?") for c in chosen]
-    y = list(range(len(chosen)))
+    order = {g: i for i, g in enumerate(_GROUP_ORDER)}
+    chosen.sort(key=lambda c: order.get(str(c.get("group")), len(order)))
+    rows: list[tuple[str, dict[str, Any] | None]] = []
+    for c in chosen:
+        group = str(c.get("group"))
+        if not rows or rows[-1][0] != group:
+            rows.append((group, None))
+        rows.append((group, c))
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.3 * len(rows) + 1.6)))
+    y = list(range(len(rows)))
+    first = next((i for i, r in enumerate(rows) if r[1] is not None), -1)
+    values_all: list[float] = []
     for offset, (pct, color) in zip(
         (-0.25, 0.0, 0.25), (("p50", "C0"), ("p95", "C1"), ("p99", "C3")), strict=True
     ):
-        values = [max(1e-3, float(c["latency_ms"].get(pct) or 0.0)) for c in chosen]
-        ax.barh([v + offset for v in y], values, height=0.25, color=color, label=pct)
+        for yi, (_, cell) in zip(y, rows, strict=True):
+            if cell is None:
+                continue
+            value = max(1e-3, float(cell["latency_ms"].get(pct) or 0.0))
+            values_all.append(value)
+            ax.barh(
+                yi + offset,
+                value,
+                height=0.25,
+                color=color,
+                hatch=NOISY_HATCH if is_noisy(cell) else None,
+                edgecolor="white" if is_noisy(cell) else None,
+                label=pct if yi == first else None,
+            )
+    labels = [
+        GROUP_TITLES.get(g, g).upper()
+        if cell is None
+        else cell_label(cell)
+        + ("  [noisy]" if is_noisy(cell) else "")
+        + ("  [Locust limit]" if locust_bound(cell) else "")
+        for g, cell in rows
+    ]
     ax.set_yticks(y, labels, fontsize=7)
+    for tick, (_, cell) in zip(ax.get_yticklabels(), rows, strict=True):
+        if cell is None:
+            tick.set_fontweight("bold")
+        elif is_noisy(cell):
+            tick.set_color("C3")
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("latency (ms, log), client side")
-    ax.set_title("latency percentiles per configuration")
+    if values_all:
+        _set_log_axis(ax, "x", [*values_all, budget.limit_ms])
+    ax.axvline(budget.limit_ms, color="black", linestyle="--", linewidth=1.0)
+    ax.annotate(
+        f"budget {budget.key} {budget.limit_ms:g} ms",
+        (budget.limit_ms, 0),
+        xycoords=("data", "axes fraction"),
+        textcoords="offset points",
+        xytext=(3, 3),
+        fontsize=7,
+    )
+    ax.set_xlabel("client-side latency (ms, log scale)")
+    ax.annotate(
+        f"[noisy] (hatched, red): other processes took >= {NOISY_OTHERS_PCT:.0f}% of a pinned "
+        f"core.\n[Locust limit]: the load generator was at >= {LOCUST_BOUND_PCT:.0f}% of its "
+        "core, so these times include its own delays.",
+        (0, 0),
+        xycoords="axes fraction",
+        textcoords="offset points",
+        xytext=(0, -42),
+        va="top",
+        fontsize=8,
+    )
+    ax.set_title("latency percentiles per cell")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     if chosen:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(out_dir / "latency.png", dpi=110)
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> list[str]:
+    """Write the figure; return every piece of text a reader sees on it."""
+    from matplotlib.text import Text
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    texts = [
+        str(t.get_text())
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text() and (t.axes is None or t.axes.get_visible())
+    ]
     plt.close(fig)
-    written.append("latency.png")
-    return written
+    return texts
+
+
+def draw_plots(doc: dict[str, Any], out_dir: Path, budget: Budget) -> dict[str, list[str]]:
+    """Write the three plots into ``out_dir``; return each file's visible text (for checks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells: list[dict[str, Any]] = doc.get("cells", [])
+    return {
+        "tradeoff.png": _plot_tradeoff(plt, cells, budget, out_dir / "tradeoff.png"),
+        "throughput.png": _plot_throughput(plt, cells, budget, out_dir / "throughput.png"),
+        "latency.png": _plot_latency(plt, cells, budget, out_dir / "latency.png"),
+    }
 
 
 # --- entry points --------------------------------------------------------------------------------
-def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
+def render_markdown(doc: dict[str, Any], budget: Budget) -> str:
     meta = doc.get("meta", {})
     cells: list[dict[str, Any]] = doc.get("cells", [])
     models = sorted({c["model"] for c in cells if c.get("model")})
     failed = [c for c in cells if c.get("failed")]
     mode, started = meta.get("mode", "?"), meta.get("started_at", "?")
     elapsed, per_cell = _f(meta.get("elapsed_s"), 0), _f(meta.get("cell_seconds"), 0)
-    lines = [
-        f"# tabserve load-test report ({mode} sweep, {started})",
+    lines = [f"# tabserve load-test report ({mode} sweep, {started})", ""]
+    lines += _recommendation_section(cells, budget)
+    lines += _noise_warning(cells)
+    lines += _locust_limit_section(cells, budget)
+    lines += [
+        "## How this was measured",
         "",
         f"- cells: {len(cells)} ({len(failed)} failed); wall time {elapsed} s; "
         f"{per_cell} s of load per cell",
@@ -564,7 +1009,10 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
         "round to whole ms below 100 ms; they are kept in the raw CSVs and the 'All cells' table)",
         "- others' CPU: busy time of the pinned cores not used by the server (and Redis) or "
         "Locust during the cell; when it is high, other processes competed with the "
-        "measurement and its tail latencies are inflated",
+        f"measurement and its tail latencies are inflated (>= {NOISY_OTHERS_PCT:.0f}%: "
+        "'noisy', hatched in the plots)",
+        f"- Locust CPU: its share of its one core; >= {LOCUST_BOUND_PCT:.0f}% means the load "
+        "generator, not the server, set the cell's rate ('limit')",
         "- server p99: from the server's own latency histogram (interpolated inside buckets); "
         "the gap to the client p99 is the loopback network, HTTP handling outside the handler "
         "and scheduling delays",
@@ -580,8 +1028,6 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
     if meta.get("note"):
         lines.append(f"- note: {meta['note']}")
     lines.append("")
-    lines += _noise_warning(cells)
-    lines += _budget_section(cells, budget, models)
     lines += _cards_section(doc.get("models") or {})
     lines += _pareto_section(cells)
     lines += ["![accuracy vs p99 latency](tradeoff.png)", ""]
@@ -618,12 +1064,34 @@ def render_markdown(doc: dict[str, Any], budget: Budget | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recommendation_summary(doc: dict[str, Any], budget: Budget) -> list[str]:
+    """One plain line per dataset: the model to deploy under the budget (for the terminal)."""
+    out = []
+    for rec in recommend(doc.get("cells", []), budget):
+        choice = rec.choice
+        if choice is None:
+            out.append(f"{rec.dataset}: no model meets {budget.describe()}")
+            continue
+        v = choice.verdict
+        latency = NA if v.latency_ms is None else f"{v.latency_ms:.2f} ms"
+        out.append(
+            f"{rec.dataset}: deploy {choice.model}, the most accurate of the "
+            f"{len(rec.fitting)} model(s) that meet {budget.describe()} (PR-AUC "
+            f"{_accuracy_text(choice.accuracy)} under load; {budget.key} {latency} at "
+            f"{v.rate_rps or 0:.0f} req/s, {v.how})"
+        )
+    return out
+
+
 def render(run_dir: Path, budget: Budget | None = None) -> Path:
-    """Write REPORT.md and the plots into ``run_dir`` from its results.json."""
+    """Write REPORT.md and the plots into ``run_dir`` from its results.json.
+
+    The budget answered: ``budget``, else the one the sweep ran with, else the default.
+    """
     doc = read_results(run_dir)
-    if budget is None and doc.get("meta", {}).get("budget"):
-        budget = parse_budget(doc["meta"]["budget"])
-    _plots(doc, run_dir)
+    if budget is None:
+        budget = parse_budget(doc.get("meta", {}).get("budget") or DEFAULT_BUDGET)
+    draw_plots(doc, run_dir, budget)
     path = run_dir / REPORT_FILE
     path.write_text(render_markdown(doc, budget))
     return path

@@ -109,6 +109,36 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     return doc
 
 
+NOISY_OTHERS_PCT = 20.0
+"""Other processes' share of a pinned core above which a cell's tail latency is called noisy."""
+LOCUST_BOUND_PCT = 90.0
+"""Locust's CPU (share of its one core) above which the load generator, not the server, set
+the cell's throughput: one Locust process cannot use more than one core."""
+
+
+def others_pct(cell: dict[str, Any]) -> float | None:
+    """The larger share of a pinned core (server's or Locust's) that other processes took."""
+    cpu = cell.get("cpu") or {}
+    shares = [
+        float(v)
+        for k in ("others_server_core_pct", "others_client_core_pct")
+        if (v := cpu.get(k)) is not None
+    ]
+    return max(shares) if shares else None
+
+
+def is_noisy(cell: dict[str, Any]) -> bool:
+    """Other processes took enough of a pinned core to inflate this cell's tail latency."""
+    share = others_pct(cell)
+    return share is not None and share >= NOISY_OTHERS_PCT
+
+
+def locust_bound(cell: dict[str, Any]) -> bool:
+    """Locust was at its one-core ceiling: the measured rate is the load generator's limit."""
+    value = (cell.get("cpu") or {}).get("locust_pct")
+    return value is not None and float(value) >= LOCUST_BOUND_PCT
+
+
 def ok_cells(cells: list[dict[str, Any]], group: str | None = None) -> list[dict[str, Any]]:
     return [c for c in cells if not c.get("failed") and (group is None or c.get("group") == group)]
 

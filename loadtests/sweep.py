@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtests.budget import Budget
+from loadtests.budget import DEFAULT_BUDGET, Budget, parse_budget
 from loadtests.holdout import available_models, load_replay, read_card
 from loadtests.processes import (
     LocustRun,
@@ -33,7 +33,7 @@ from loadtests.processes import (
     core_busy_seconds,
 )
 from loadtests.promscrape import Samples, difference, scrape, server_figures
-from loadtests.report import render
+from loadtests.report import cell_label, recommendation_summary, render
 from loadtests.results import RESULTS_FILE, cell_record, read_locust_stats, write_results
 from loadtests.serveproc import pin_prefix
 
@@ -143,6 +143,8 @@ class SweepOptions:
     server_cpus: str | None = "0"
     client_cpus: str | None = "1"
     workers: int = 1
+    note: str = ""
+    """A line for the report (what else ran on the machine, why the run was made)."""
 
 
 # --- plans ---------------------------------------------------------------------------------------
@@ -360,6 +362,7 @@ class Sweep:
             "planned_cells": len(self.cells),
             "load_average_at_start": _load_average(),
             "estimated_s": estimated_seconds(self.cells),
+            "note": self.options.note or None,
         }
         model_facts = {m: _model_facts(self.options.models_dir, m) for m in models}
         self.progress(
@@ -385,8 +388,12 @@ class Sweep:
             self.run_dir / RESULTS_FILE,
             {"meta": self.meta, "models": model_facts, "cells": self.records},
         )
-        report = render(self.run_dir, self.options.budget)
+        budget = self.options.budget or parse_budget(DEFAULT_BUDGET)
+        report = render(self.run_dir, budget)
         self.progress(f"done in {self.meta['elapsed_s']:.0f} s: {report}")
+        doc = {"meta": self.meta, "models": model_facts, "cells": self.records}
+        for line in recommendation_summary(doc, budget):
+            self.progress(line)
         return report
 
     def _stop_servers(self) -> None:
@@ -427,7 +434,7 @@ class Sweep:
     def _run_cell(self, cell: Cell, previous: Cell | None, index: int) -> dict[str, Any]:
         cell_dir = self.run_dir / "cells" / cell.cell_id
         cell_dir.mkdir(parents=True, exist_ok=True)
-        head = f"[{index}/{len(self.cells)}] {cell.cell_id}"
+        head = f"[{index}/{len(self.cells)}] {cell_label(cell.describe())}"
         try:
             replay = load_replay(self.options.models_dir, cell.model)
             server = self._ensure_server(cell, previous, replay.body([0]))
@@ -595,7 +602,7 @@ def run(
     cells = plan(options, models)
     if dry_run:
         for c in cells:
-            progress(f"{c.cell_id}: {c.seconds:g} s, {c.server.label}")
+            progress(f"{cell_label(c.describe())}: {c.seconds:g} s  [{c.cell_id}]")
         progress(f"{len(cells)} cells, about {estimated_seconds(cells) / 60:.1f} min")
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

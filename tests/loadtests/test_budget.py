@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from loadtests.budget import Budget, answer, parse_budget
+from loadtests.budget import DEFAULT_BUDGET, Budget, answer, parse_budget, recommend
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,34 @@ def test_answer_infers_from_closed_loop(results_doc: dict[str, Any]) -> None:
     assert all(v.how == "inferred" for v in verdicts.values())
     strict = {v.model: v.fits for v in answer(cells, parse_budget("p99<=1ms@1000rps"), ["fast_ok"])}
     assert strict == {"fast_ok": True}
+
+
+def test_default_budget_parses() -> None:
+    assert parse_budget(DEFAULT_BUDGET) == Budget(99, 5.0, 500)
+
+
+def test_recommend_picks_the_most_accurate_model_that_fits(results_doc: dict[str, Any]) -> None:
+    recs = {r.dataset: r for r in recommend(results_doc["cells"], parse_budget(DEFAULT_BUDGET))}
+    assert set(recs) == {"fraud", "cancer"}  # PR-AUC on different data is not compared
+    fraud = recs["fraud"]
+    # most accurate first: slow_good 0.61 (over budget), fast_ok 0.41 (fits), dominated 0.33
+    assert [r.model for r in fraud.ranked] == ["slow_good", "fast_ok", "dominated"]
+    assert fraud.choice is not None and fraud.choice.model == "fast_ok"
+    assert fraud.choice.accuracy == pytest.approx(0.41)  # under load, the whole hold-out
+    assert fraud.choice.verdict.latency_ms == pytest.approx(1.5)
+    assert [r.model for r in fraud.more_accurate_over_budget] == ["slow_good"]
+    assert recs["cancer"].choice is not None and recs["cancer"].choice.model == "cancer"
+    # a looser rate: slow_good sustained 500 req/s at p99 2 ms in closed loop, so it fits
+    loose = {r.dataset: r for r in recommend(results_doc["cells"], parse_budget("p99<=5ms@400rps"))}
+    assert loose["fraud"].choice is not None and loose["fraud"].choice.model == "slow_good"
+    assert loose["fraud"].choice.verdict.how == "inferred"
+
+
+def test_recommend_names_none_when_nothing_fits(results_doc: dict[str, Any]) -> None:
+    (fraud,) = [
+        r
+        for r in recommend(results_doc["cells"], parse_budget("p99<=0.1ms@5000rps"))
+        if r.dataset == "fraud"
+    ]
+    assert fraud.choice is None and not fraud.fitting
+    assert fraud.closest is not None and fraud.closest.model == "fast_ok"

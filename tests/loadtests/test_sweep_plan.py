@@ -69,6 +69,11 @@ def test_cli_dry_run(model_repo: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["sweep", "--dry-run", "--models-dir", str(model_repo), "--users", "2"]) == 0
     out = capsys.readouterr().out
     assert "models-logreg-SteadyOneRow-b0-coff-u2" in out and "cells, about" in out
+    # the default budget (p99<=5ms@500rps) adds one cell per model paced at 500 req/s
+    assert "budget-logreg-SteadyOneRow-b0-coff-u10" in out
+    args = ["sweep", "--dry-run", "--models-dir", str(model_repo), "--budget", "none"]
+    assert main(args) == 0
+    assert "budget-" not in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["sweep", "--budget", "fast please"])
     capsys.readouterr()
