@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,12 @@ from loadtests.budget import (
     ACCURACY_METRIC,
     DEFAULT_BUDGET,
     Budget,
-    Ranked,
     Recommendation,
     parse_budget,
     recommend,
 )
+from loadtests.labels import NA, cell_label, fmt, noisy_verdict
+from loadtests.plots import draw_plots
 from loadtests.results import (
     LOCUST_BOUND_PCT,
     NOISY_OTHERS_PCT,
@@ -33,29 +33,15 @@ from loadtests.results import (
 )
 
 REPORT_FILE = "REPORT.md"
-NA = "-"
-PLOTS = ("tradeoff.png", "throughput.png", "latency.png")
 
 
 # --- formatting ----------------------------------------------------------------------------------
-def _f(value: Any, digits: int = 2, scale: float = 1.0) -> str:
-    if value is None:
-        return NA
-    try:
-        x = float(value) * scale
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(x):
-        return NA
-    return f"{x:,.{digits}f}"
-
-
 def _pct(value: Any, digits: int = 1) -> str:
     return NA if value is None else f"{float(value) * 100:.{digits}f}%"
 
 
 def _lat(cell: dict[str, Any], key: str) -> str:
-    return _f((cell.get("latency_ms") or {}).get(key), 2)
+    return fmt((cell.get("latency_ms") or {}).get(key), 2)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -69,7 +55,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _cpu(cell: dict[str, Any], who: str) -> str:
     if not cell.get("cpu"):
         return NA
-    text = _f((cell.get("cpu") or {}).get(f"{who}_pct"), 0) + "%"
+    text = fmt((cell.get("cpu") or {}).get(f"{who}_pct"), 0) + "%"
     return text + " (limit)" if who == "locust" and locust_bound(cell) else text
 
 
@@ -78,69 +64,11 @@ def _others(cell: dict[str, Any]) -> str:
     a, b = cpu.get("others_server_core_pct"), cpu.get("others_client_core_pct")
     if a is None and b is None:
         return NA
-    return f"{_f(a, 0)}% / {_f(b, 0)}%"
+    return f"{fmt(a, 0)}% / {fmt(b, 0)}%"
 
 
 def _server(cell: dict[str, Any], key: str, digits: int = 2) -> str:
-    return _f((cell.get("server") or {}).get(key), digits)
-
-
-_SCENARIOS = {
-    "SteadyOneRow": "one row",
-    "BatchRows": "row batches",
-    "ZipfRepeated": "Zipf-repeated rows",
-    "AllUnique": "never-repeated rows",
-    "ShiftedTraffic": "shifted rows",
-    "MixedFleet": "mixed models",
-}
-_CACHES = {
-    "off": "no cache",
-    "memory": "in-process cache",
-    "redis": "Redis cache",
-    "tiered": "in-process + Redis cache",
-}
-GROUP_TITLES = {
-    "budget": "paced at the budget's rate",
-    "models": "model comparison (closed loop)",
-    "accuracy": "accuracy check (whole hold-out)",
-    "batching": "batching",
-    "cache": "cache",
-    "spike": "overload",
-    "shifted": "shifted traffic",
-}
-
-
-def _batching(cell: dict[str, Any]) -> str:
-    if cell.get("batching") is False:
-        return "no batching"
-    delay = float(cell.get("max_delay_ms") or 0.0)
-    return f"batching, waits <= {delay:g} ms" if delay > 0 else "batching, no wait"
-
-
-def cell_label(cell: dict[str, Any]) -> str:
-    """A cell as a person would name it: 'xgb_large: one row, 32 users, no batching'."""
-    model, group = cell.get("model", "?"), cell.get("group")
-    users = f"{cell.get('users')} user" + ("" if cell.get("users") == 1 else "s")
-    scenario = " + ".join(_SCENARIOS.get(s, s) for s in str(cell.get("scenario", "")).split(","))
-    if group == "budget":
-        rate = cell.get("target_rps")
-        return f"{model}: paced at {_f(rate, 0)} req/s ({users})"
-    if group == "accuracy":
-        return f"{model}: batches of {cell.get('batch_size', '?')} rows, {users}"
-    if group == "batching":
-        return f"{model}: one row, {users}, {_batching(cell)}"
-    if group == "cache":
-        cache = _CACHES.get(str(cell.get("cache")), str(cell.get("cache")))
-        return f"{model}: {scenario}, {users}, {cache}"
-    if group == "spike":
-        label = str(cell.get("server_label", ""))
-        queue = label.rsplit("queue ", 1)[1] if "queue " in label else None
-        bound = f", queue up to {queue} rows" if queue else ""
-        peak = int(cell.get("users") or 0)
-        return f"{model}: ramp to {peak} users, spike to {3 * peak}{bound}"
-    if group == "shifted":
-        return f"{model}: shifted traffic, {users}"
-    return f"{model}: {scenario}, {users}"
+    return fmt((cell.get("server") or {}).get(key), digits)
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -202,7 +130,7 @@ def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> l
             "More accurate but over budget: "
             + "; ".join(
                 f"`{r.model}` ({metric} {_accuracy_text(r.accuracy)}, {r.verdict.evidence}"
-                + ("; a noisy cell: it may fit on a quiet machine)" if _noisy_verdict(r) else ")")
+                + ("; a noisy cell: it may fit on a quiet machine)" if noisy_verdict(r) else ")")
                 for r in better
             )
             + "."
@@ -214,10 +142,6 @@ def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> l
             "confirm the margin."
         )
     return [" ".join(lines), ""]
-
-
-def _noisy_verdict(r: Ranked) -> bool:
-    return r.verdict.cell is not None and is_noisy(r.verdict.cell)
 
 
 def _answered_rows(cells: list[dict[str, Any]], model: str) -> int | None:
@@ -240,7 +164,7 @@ def _recommendation_section(cells: list[dict[str, Any]], budget: Budget) -> list
             _accuracy_text(r.accuracy),
             "yes" if r.verdict.fits else "no",
             r.verdict.how,
-            r.verdict.evidence + (" (noisy)" if _noisy_verdict(r) else ""),
+            r.verdict.evidence + (" (noisy)" if noisy_verdict(r) else ""),
         ]
         for rec in recs
         for r in rec.ranked
@@ -347,10 +271,10 @@ def _cards_section(facts: dict[str, Any]) -> list[str]:
                 str(f.get("dataset", "")),
                 str(f.get("estimator", "")),
                 f"{f.get('rows_test', 0):,}",
-                _f(off.get("pr_auc"), 4),
-                _f(off.get("f1"), 4),
-                _f(cost.get("batch1"), 1),
-                _f(cost.get("per_row_batch64"), 2),
+                fmt(off.get("pr_auc"), 4),
+                fmt(off.get("f1"), 4),
+                fmt(cost.get("batch1"), 1),
+                fmt(cost.get("per_row_batch64"), 2),
             ]
         )
     header = [
@@ -374,7 +298,7 @@ def _models_section(cells: list[dict[str, Any]]) -> list[str]:
             [
                 f"`{c['model']}`",
                 str(c["users"]),
-                _f(c.get("throughput_rps"), 0),
+                fmt(c.get("throughput_rps"), 0),
                 _lat(c, "p50"),
                 _lat(c, "p95"),
                 _lat(c, "p99"),
@@ -428,19 +352,19 @@ def _accuracy_section(cells: list[dict[str, Any]], models: list[str]) -> list[st
         offline = _offline_of(cells, model)
 
         def pair(key: str, acc: dict[str, Any] = acc, offline: dict[str, Any] = offline) -> str:
-            return f"{_f(acc.get(key), 4)} / {_f(offline.get(key), 4)}"
+            return f"{fmt(acc.get(key), 4)} / {fmt(offline.get(key), 4)}"
 
         rows.append(
             [
                 f"`{model}`",
                 f"{acc.get('rows', 0):,} ({_pct(acc.get('coverage'), 0)})",
-                _f(acc.get("threshold"), 3),
+                fmt(acc.get("threshold"), 3),
                 pair("precision"),
                 pair("recall"),
                 pair("f1"),
                 pair("pr_auc"),
                 pair("roc_auc"),
-                _f(acc.get("max_repeat_diff"), 6),
+                fmt(acc.get("max_repeat_diff"), 6),
             ]
         )
     lines = ["## Accuracy under load vs offline (same hold-out rows)", ""]
@@ -481,7 +405,7 @@ def _config_section(
             c.get("scenario", ""),
             c.get("server_label", ""),
             str(c.get("users")),
-            _f(c.get("throughput_rps"), 0),
+            fmt(c.get("throughput_rps"), 0),
             _lat(c, "p50"),
             _lat(c, "p95"),
             _lat(c, "p99"),
@@ -503,7 +427,7 @@ def _config_section(
             elif key == "others":
                 row.append(_others(c))
             elif key == "p99_ok":
-                row.append(_f((c.get("latency_ok_ms") or {}).get("p99"), 2))
+                row.append(fmt((c.get("latency_ok_ms") or {}).get("p99"), 2))
             elif key == "rejected":
                 row.append(_server(c, key, 0))
             else:
@@ -557,8 +481,8 @@ def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
                 f"`{c['model']}`",
                 str(c.get("dataset", "")),
                 f"{acc.get('rows', 0):,}",
-                f"{_f(acc.get('pr_auc'), 4)} / {_f((offline or {}).get('pr_auc'), 4)}",
-                f"{_f(acc.get('f1'), 4)} / {_f((offline or {}).get('f1'), 4)}",
+                f"{fmt(acc.get('pr_auc'), 4)} / {fmt((offline or {}).get('pr_auc'), 4)}",
+                f"{fmt(acc.get('f1'), 4)} / {fmt((offline or {}).get('f1'), 4)}",
                 _pct(acc.get("positives", 0) / acc["rows"] if acc.get("rows") else None),
                 mon_text,
             ]
@@ -582,7 +506,7 @@ def _monitoring_summary(mon: dict[str, Any]) -> str:
     """The monitoring endpoint's verdict and the features it flags, tolerant of its shape."""
     status = str(mon.get("status", "?"))
     flagged = [
-        f"{f.get('name')} (PSI {_f(f.get('psi'), 2)})"
+        f"{f.get('name')} (PSI {fmt(f.get('psi'), 2)})"
         for f in mon.get("top_drifting") or []
         if isinstance(f, dict) and f.get("status") not in (None, "ok", "stable")
     ]
@@ -604,11 +528,11 @@ def _all_cells_section(cells: list[dict[str, Any]]) -> list[str]:
             [
                 label,
                 cell_id,
-                _f(c.get("throughput_rps"), 0),
+                fmt(c.get("throughput_rps"), 0),
                 _lat(c, "p99"),
-                _f((c.get("locust") or {}).get("p99"), 0),
+                fmt((c.get("locust") or {}).get("p99"), 0),
                 _pct(c.get("error_rate"), 2),
-                _f(c.get("rows_per_s"), 0),
+                fmt(c.get("rows_per_s"), 0),
                 ", ".join(flags) or NA,
             ]
         )
@@ -625,366 +549,6 @@ def _all_cells_section(cells: list[dict[str, Any]]) -> list[str]:
     return ["## All cells", "", *_table(header, rows)]
 
 
-# --- plots ---------------------------------------------------------------------------------------
-NOISY_HATCH = "////"
-_LOG_STEPS = (1.0, 2.0, 5.0)
-
-
-def log_ticks(low: float, high: float) -> list[float]:
-    """1-2-5 ticks covering [low, high] (positive), one below and one above: 0.2, 0.5, 1, ..."""
-    low, high = max(low, 1e-6), max(high, low)
-    ticks: list[float] = []
-    exponent = math.floor(math.log10(low))
-    while True:
-        for step in _LOG_STEPS:
-            tick = step * 10.0**exponent
-            if tick <= low:
-                ticks = [tick]  # the last tick at or below low
-            elif not ticks or ticks[-1] < high:
-                ticks.append(tick)
-        if ticks and ticks[-1] >= high:
-            return [float(f"{t:.6g}") for t in ticks]
-        exponent += 1
-
-
-def _tick_text(value: float) -> str:
-    return f"{value:g}"
-
-
-def _set_log_axis(ax: Any, axis: str, values: list[float]) -> None:
-    """A log axis labelled at 1-2-5 steps (0.5, 1, 2, 5, 10 ...), minor ticks unlabelled."""
-    from matplotlib.ticker import FixedLocator, NullFormatter
-
-    positive = [v for v in values if v > 0] or [1.0]
-    ticks = log_ticks(min(positive), max(positive))
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    target.set_major_locator(FixedLocator(ticks))
-    target.set_ticklabels([_tick_text(t) for t in ticks])
-    target.set_minor_formatter(NullFormatter())
-    (ax.set_xlim if axis == "x" else ax.set_ylim)(ticks[0], ticks[-1])
-
-
-def _plot_tradeoff(plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path) -> list[str]:
-    """Accuracy vs latency: first at the budget's rate (the answer), then per concurrency."""
-    recs = [r for r in recommend(cells, budget) if r.ranked]
-    points = tradeoff_points(cells)
-    fronts = pareto_models(cells)
-    panels: list[tuple[str, Any]] = [("budget", rec) for rec in recs]
-    panels += [("closed", key) for key in sorted(points)]
-    if not panels:
-        panels = [("empty", None)]
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.8 * ncols, 4.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
-    for ax, (kind, key) in zip(axes.flat, panels, strict=False):
-        if kind == "budget":
-            _budget_panel(ax, key, budget)
-        elif kind == "closed":
-            _closed_loop_panel(ax, points[key], fronts.get(key, []), key, cells)
-        else:
-            ax.set_title("(no data)")
-    fig.suptitle("accuracy vs latency (upper left is better; hatched = noisy cell)")
-    fig.tight_layout()
-    return _save(plt, fig, path)
-
-
-def _budget_panel(ax: Any, rec: Recommendation, budget: Budget) -> None:
-    limit = budget.limit_ms
-    shown = [r for r in rec.ranked if r.accuracy is not None and r.verdict.latency_ms is not None]
-    labels: list[tuple[str, float, float, bool]] = []
-    lats = [r.verdict.latency_ms or 0.0 for r in shown]
-    right = max([limit, *lats]) * 1.25
-    ax.axvspan(limit, right, color="0.85", zorder=0, label="over the latency limit")
-    ax.axvline(limit, color="C3", linestyle="--", label=f"limit: {budget.key} {limit:g} ms")
-    for r in shown:
-        noisy = _noisy_verdict(r)
-        chosen = r is rec.choice
-        ax.scatter(
-            r.verdict.latency_ms,
-            r.accuracy,
-            s=170 if chosen else 50,
-            marker="*" if chosen else "o",
-            color="C2" if r.verdict.fits else "0.45",
-            edgecolors="black",
-            hatch=NOISY_HATCH if noisy else None,
-            zorder=3,
-        )
-        text = r.model + (" (deploy)" if chosen else "") + (" (noisy)" if noisy else "")
-        labels.append((text, float(r.verdict.latency_ms or 0.0), float(r.accuracy or 0.0), chosen))
-    ax.set_xlim(0, right)
-    _label_points(ax, labels)
-    how = {r.verdict.how for r in shown}
-    source = "paced" if how == {"measured"} else "paced or inferred from closed loop"
-    ax.set_xlabel(f"{budget.key} latency, one-row requests (ms) at {budget.rate_rps:g} req/s")
-    ax.set_ylabel("PR-AUC under load (hold-out)")
-    ax.set_title(
-        f"{rec.dataset}: at the budget's {budget.rate_rps:g} req/s ({source})", fontsize=10
-    )
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-
-
-def _label_points(ax: Any, labels: list[tuple[str, float, float, bool]]) -> None:
-    """Name each point beside it, moving a name down (with a leader line) when it would
-    overlap one already placed. Call after the axis limits and scales are final."""
-    ax.margins(y=0.08)
-    ax.autoscale_view()
-    points_per_px = 72.0 / ax.figure.dpi
-    placed: list[tuple[float, float, float]] = []  # (x, y, width) of placed names, in points
-    line, char = 10.0, 4.8  # one line of 8-point text; a rough character width
-    ordered = sorted(labels, key=lambda lab: -ax.transData.transform((lab[1], lab[2]))[1])
-    for text, x, y, bold in ordered:
-        px, py = (v * points_per_px for v in ax.transData.transform((x, y)))
-        lx, ly, width = px + 6.0, py + 3.0, char * len(text)
-        while any(
-            abs(ly - qy) < line and lx < qx + qw and qx < lx + width for qx, qy, qw in placed
-        ):
-            ly -= line
-        placed.append((lx, ly, width))
-        moved = abs(ly - (py + 3.0)) > 0.1
-        ax.annotate(
-            text,
-            (x, y),
-            textcoords="offset points",
-            xytext=(lx - px, ly - py),
-            fontsize=8,
-            fontweight="bold" if bold else "normal",
-            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if moved else None,
-        )
-
-
-def _closed_loop_panel(
-    ax: Any,
-    pts: dict[str, tuple[float, float]],
-    front: list[str],
-    key: tuple[str, int],
-    cells: list[dict[str, Any]],
-) -> None:
-    noisy_models = {
-        c["model"]
-        for c in ok_cells(cells, "models")
-        if int(c["users"]) == key[1] and is_noisy(c) and str(c.get("dataset") or "?") == key[0]
-    }
-    labels: list[tuple[str, float, float, bool]] = []
-    for model, (lat, acc) in pts.items():
-        on_front = model in front
-        noisy = model in noisy_models
-        ax.scatter(
-            lat,
-            acc,
-            s=80 if on_front else 36,
-            color="C3" if on_front else "C0",
-            edgecolors="black",
-            linewidths=1.0 if on_front else 0.3,
-            hatch=NOISY_HATCH if noisy else None,
-            zorder=3,
-        )
-        labels.append((model + (" (noisy)" if noisy else ""), lat, acc, False))
-    if front:
-        xs = [pts[m][0] for m in front]
-        ys = [pts[m][1] for m in front]
-        ax.step(xs, ys, where="post", color="C3", alpha=0.7, label="Pareto frontier")
-        ax.legend(fontsize=8, loc="lower right")
-    lats = [lat for lat, _ in pts.values() if lat > 0]
-    log_scale = bool(lats) and max(lats) / min(lats) > 20
-    if log_scale:
-        _set_log_axis(ax, "x", lats)
-    _label_points(ax, labels)
-    ax.set_xlabel("p99 latency, one-row requests (ms" + (", log scale)" if log_scale else ")"))
-    ax.set_ylabel("PR-AUC under load (hold-out)")
-    users = f"{key[1]} user" + ("" if key[1] == 1 else "s")
-    ax.set_title(f"{key[0]}: {users}, closed loop (each waits for its answer)", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-
-
-def _plot_throughput(
-    plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path
-) -> list[str]:
-    fig, ax = plt.subplots(figsize=(8, 5))
-    models_cells = ok_cells(cells, "models")
-    bound_x: list[float] = []
-    bound_y: list[float] = []
-    for i, model in enumerate(sorted({c["model"] for c in models_cells})):
-        own = sorted((c for c in models_cells if c["model"] == model), key=lambda c: c["users"])
-        xs = [float(c["users"]) for c in own]
-        ys = [float(c.get("throughput_rps") or 0.0) for c in own]
-        color = f"C{i % 10}"
-        ax.plot(xs, ys, marker="o", color=color, label=model)
-        for c, x, y in zip(own, xs, ys, strict=True):
-            if is_noisy(c):
-                ax.scatter(x, y, s=140, facecolors="none", edgecolors=color, hatch=NOISY_HATCH)
-            if locust_bound(c):
-                bound_x.append(x)
-                bound_y.append(y)
-    if bound_x:
-        ax.scatter(
-            bound_x,
-            bound_y,
-            s=260,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.5,
-            zorder=4,
-            label="load generator's limit",
-        )
-    ax.axhline(budget.rate_rps, color="C3", linestyle="--", linewidth=1.0)
-    ax.annotate(
-        f"budget rate {budget.rate_rps:g} req/s",
-        (0.01, budget.rate_rps),
-        xycoords=("axes fraction", "data"),
-        textcoords="offset points",
-        xytext=(2, 3),
-        fontsize=8,
-        color="C3",
-    )
-    ax.set_xscale("log", base=2)
-    levels = sorted({int(c["users"]) for c in models_cells})
-    if levels:
-        from matplotlib.ticker import NullFormatter
-
-        ax.set_xticks(levels, [str(u) for u in levels])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlim(levels[0] / 1.4, levels[-1] * 1.4)
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("concurrent users (closed loop: each waits for its answer), log scale")
-    ax.set_ylabel("throughput (requests/s, one row each)")
-    ax.set_title("throughput vs concurrency, one-row requests (batching on, cache off)")
-    ax.grid(True, alpha=0.3)
-    if models_cells:
-        ax.legend(fontsize=8, loc="best")
-    notes = []
-    if bound_x:
-        notes += [
-            f"Ringed: Locust used >= {LOCUST_BOUND_PCT:.0f}% of its one core, so that rate is "
-            "the load generator's ceiling, not the server's (server CPU: see the report).",
-            "This 2-core machine has no core left for more Locust processes.",
-        ]
-    if any(is_noisy(c) for c in models_cells):
-        notes.append(
-            f"Hatched ring: a noisy cell (other processes took >= {NOISY_OTHERS_PCT:.0f}% of a "
-            "pinned core)."
-        )
-    if notes:
-        fig.text(0.01, 0.01, "\n".join(notes), fontsize=8, va="bottom")
-        fig.tight_layout(rect=(0, 0.035 * len(notes), 1, 1))
-    else:
-        fig.tight_layout()
-    return _save(plt, fig, path)
-
-
-_GROUP_ORDER = ("budget", "models", "accuracy", "batching", "cache", "spike", "shifted")
-
-
-def _plot_latency(plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path) -> list[str]:
-    """Latency percentiles per cell, grouped under headings, rows named as a person would."""
-    chosen = [c for c in ok_cells(cells) if c.get("latency_ms")]
-    order = {g: i for i, g in enumerate(_GROUP_ORDER)}
-    chosen.sort(key=lambda c: order.get(str(c.get("group")), len(order)))
-    rows: list[tuple[str, dict[str, Any] | None]] = []
-    for c in chosen:
-        group = str(c.get("group"))
-        if not rows or rows[-1][0] != group:
-            rows.append((group, None))
-        rows.append((group, c))
-    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.3 * len(rows) + 1.6)))
-    y = list(range(len(rows)))
-    first = next((i for i, r in enumerate(rows) if r[1] is not None), -1)
-    values_all: list[float] = []
-    for offset, (pct, color) in zip(
-        (-0.25, 0.0, 0.25), (("p50", "C0"), ("p95", "C1"), ("p99", "C3")), strict=True
-    ):
-        for yi, (_, cell) in zip(y, rows, strict=True):
-            if cell is None:
-                continue
-            value = max(1e-3, float(cell["latency_ms"].get(pct) or 0.0))
-            values_all.append(value)
-            ax.barh(
-                yi + offset,
-                value,
-                height=0.25,
-                color=color,
-                hatch=NOISY_HATCH if is_noisy(cell) else None,
-                edgecolor="white" if is_noisy(cell) else None,
-                label=pct if yi == first else None,
-            )
-    labels = [
-        GROUP_TITLES.get(g, g).upper()
-        if cell is None
-        else cell_label(cell)
-        + ("  [noisy]" if is_noisy(cell) else "")
-        + ("  [Locust limit]" if locust_bound(cell) else "")
-        for g, cell in rows
-    ]
-    ax.set_yticks(y, labels, fontsize=7)
-    for tick, (_, cell) in zip(ax.get_yticklabels(), rows, strict=True):
-        if cell is None:
-            tick.set_fontweight("bold")
-        elif is_noisy(cell):
-            tick.set_color("C3")
-    ax.invert_yaxis()
-    if values_all:
-        _set_log_axis(ax, "x", [*values_all, budget.limit_ms])
-    ax.axvline(budget.limit_ms, color="black", linestyle="--", linewidth=1.0)
-    ax.annotate(
-        f"budget {budget.key} {budget.limit_ms:g} ms",
-        (budget.limit_ms, 0),
-        xycoords=("data", "axes fraction"),
-        textcoords="offset points",
-        xytext=(3, 3),
-        fontsize=7,
-    )
-    ax.set_xlabel("client-side latency (ms, log scale)")
-    ax.annotate(
-        f"[noisy] (hatched, red): other processes took >= {NOISY_OTHERS_PCT:.0f}% of a pinned "
-        f"core.\n[Locust limit]: the load generator was at >= {LOCUST_BOUND_PCT:.0f}% of its "
-        "core, so these times include its own delays.",
-        (0, 0),
-        xycoords="axes fraction",
-        textcoords="offset points",
-        xytext=(0, -42),
-        va="top",
-        fontsize=8,
-    )
-    ax.set_title("latency percentiles per cell")
-    ax.grid(True, axis="x", which="both", alpha=0.3)
-    if chosen:
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return _save(plt, fig, path)
-
-
-def _save(plt: Any, fig: Any, path: Path) -> list[str]:
-    """Write the figure; return every piece of text a reader sees on it."""
-    from matplotlib.text import Text
-
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    texts = [
-        str(t.get_text())
-        for t in fig.findobj(Text)
-        if t.get_visible() and t.get_text() and (t.axes is None or t.axes.get_visible())
-    ]
-    plt.close(fig)
-    return texts
-
-
-def draw_plots(doc: dict[str, Any], out_dir: Path, budget: Budget) -> dict[str, list[str]]:
-    """Write the three plots into ``out_dir``; return each file's visible text (for checks)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cells: list[dict[str, Any]] = doc.get("cells", [])
-    return {
-        "tradeoff.png": _plot_tradeoff(plt, cells, budget, out_dir / "tradeoff.png"),
-        "throughput.png": _plot_throughput(plt, cells, budget, out_dir / "throughput.png"),
-        "latency.png": _plot_latency(plt, cells, budget, out_dir / "latency.png"),
-    }
-
-
 # --- entry points --------------------------------------------------------------------------------
 def render_markdown(doc: dict[str, Any], budget: Budget) -> str:
     meta = doc.get("meta", {})
@@ -992,7 +556,7 @@ def render_markdown(doc: dict[str, Any], budget: Budget) -> str:
     models = sorted({c["model"] for c in cells if c.get("model")})
     failed = [c for c in cells if c.get("failed")]
     mode, started = meta.get("mode", "?"), meta.get("started_at", "?")
-    elapsed, per_cell = _f(meta.get("elapsed_s"), 0), _f(meta.get("cell_seconds"), 0)
+    elapsed, per_cell = fmt(meta.get("elapsed_s"), 0), fmt(meta.get("cell_seconds"), 0)
     lines = [f"# tabserve load-test report ({mode} sweep, {started})", ""]
     lines += _recommendation_section(cells, budget)
     lines += _noise_warning(cells)

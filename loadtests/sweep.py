@@ -26,6 +26,7 @@ from typing import Any
 
 from loadtests.budget import DEFAULT_BUDGET, Budget, parse_budget
 from loadtests.holdout import available_models, load_replay, read_card
+from loadtests.labels import cell_label
 from loadtests.processes import (
     LocustRun,
     RedisServer,
@@ -33,7 +34,7 @@ from loadtests.processes import (
     core_busy_seconds,
 )
 from loadtests.promscrape import Samples, difference, scrape, server_figures
-from loadtests.report import cell_label, recommendation_summary, render
+from loadtests.report import recommendation_summary, render
 from loadtests.results import RESULTS_FILE, cell_record, read_locust_stats, write_results
 from loadtests.serveproc import pin_prefix
 

@@ -11,14 +11,9 @@ import pytest
 
 from loadtests.budget import parse_budget
 from loadtests.cli import main
-from loadtests.report import (
-    PLOTS,
-    cell_label,
-    draw_plots,
-    log_ticks,
-    recommendation_summary,
-    render,
-)
+from loadtests.labels import cell_label
+from loadtests.plots import PLOTS, draw_plots, log_ticks
+from loadtests.report import recommendation_summary, render
 
 INTERNAL_ID = re.compile(r"\bb\d\b|-b\d|coff|cmemory|credis|\bnob\b|q256|-u\d+|SteadyOneRow")
 
