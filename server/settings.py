@@ -38,9 +38,8 @@ class Settings(BaseSettings):
     """Serve the empty handlers `tabserve bench` measures (POST /bench/floor/{name} through
     Litestar, /bench/floor-asgi/{name} on the fast dispatch); not for production."""
     fast_dispatch: bool = True
-    """Match predict and infer requests before Litestar's router (same code and answers, 30-37 µs
-    less server CPU per request in `tabserve bench`); false serves them through Litestar's
-    handlers."""
+    """Match predict and infer requests before Litestar's router (same code and answers, less
+    server CPU per request); false serves them through Litestar's handlers."""
 
     # --- requests ------------------------------------------------------------------------------
     max_body_bytes: int = 4 * 1024 * 1024
@@ -66,7 +65,7 @@ class Settings(BaseSettings):
     batching: bool = True
     """Coalesce concurrent requests into one ONNX Runtime run."""
     max_batch_rows: int = 16
-    """Most rows in one ONNX Runtime run (at c=64, 16 beat 32 on req/s and p99: 9 vs 33 ms)."""
+    """Most rows in one ONNX Runtime run; a larger cap means fewer, longer runs."""
     max_delay_ms: float = 0.0
     """Wait up to this long for more rows when a batch is not full; 0 never waits."""
     max_queue_rows: int = 4_096
@@ -87,7 +86,8 @@ class Settings(BaseSettings):
     cache_memory_entries: int = 100_000
     """In-process cache capacity in rows; 0 turns the in-process tier off."""
     cache_memory_bytes: int = 64 * 1024 * 1024
-    """In-process cache capacity in bytes of keys and values."""
+    """In-process cache capacity in bytes held: keys, values and ~230 bytes of Python objects per
+    entry."""
     cache_memo_entries: int = 10_000
     """Request bodies remembered per cached model version and answered before decoding when
     they repeat byte for byte (the response memo); 0 turns it off."""

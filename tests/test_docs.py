@@ -177,16 +177,18 @@ Check = Callable[[str], str | None]
 """Takes the command as shown; returns a problem, or None when the check passed."""
 
 
-def make_dry_run(names: str) -> Check:
-    """The shown ``make`` command with ``-n`` succeeds, and what it would run includes ``names``."""
+def make_dry_run(*names: str) -> Check:
+    """The shown ``make`` command with ``-n`` succeeds, and what it would run includes each of
+    ``names``."""
 
     def check(command: str) -> str | None:
         dry = command.replace("make ", "make -n ", 1)
         code, out = run_shell(dry)
         if code != 0:
             return f"`{dry}` exited {code}:\n{out}"
-        if names not in out:
-            return f"`{dry}` does not run `{names}`:\n{out}"
+        missing = [name for name in names if name not in out]
+        if missing:
+            return f"`{dry}` does not run {missing}:\n{out}"
         return None
 
     return check
@@ -255,6 +257,14 @@ CHECKS: dict[str, Check | Runs] = {
     "make typecheck": make_dry_run("mypy"),
     "make bench": make_dry_run("bin/tabserve bench"),
     "make loadtest": make_dry_run("tabserve loadtest sweep --quick"),
+    "make -n serve PORT=8001 ADMIN_TOKEN_FILE=admin-token": make_dry_run(
+        "serve --port 8001 --admin-token-file admin-token"
+    ),
+    "make stress": make_dry_run(
+        "-m loadtests.stress.overload --repeat 3", "-m loadtests.stress.stall --cpus 0 --rounds 5"
+    ),
+    "make fuzz": make_dry_run("-m loadtests.stress.fuzz --max-time 120"),
+    "make soak": make_dry_run("-m loadtests.stress.soak --minutes 30"),
     "source .venv/bin/activate": file_exists("bin/activate"),
     "tabserve --help": Runs(),
     "python -m server.settings": settings_table_prints,
@@ -298,6 +308,19 @@ CHECKS: dict[str, Check | Runs] = {
     "--scores-out accuracy.json": locust_scenario,
     "python -m loadtests.bench.monitor_snapshots --model xgb_small --rows 3000": (
         help_lists_options("python -m loadtests.bench.monitor_snapshots")
+    ),
+    # stress scripts: minutes each, and the whole machine
+    "python -m loadtests.stress.overload --repeat 3": help_lists_options(
+        "python -m loadtests.stress.overload"
+    ),
+    "python -m loadtests.stress.stall --cpus 0 --rounds 5": help_lists_options(
+        "python -m loadtests.stress.stall"
+    ),
+    "python -m loadtests.stress.fuzz --examples 20 --seed 1 --quiet": help_lists_options(
+        "python -m loadtests.stress.fuzz"
+    ),
+    "python -m loadtests.stress.soak --minutes 30": help_lists_options(
+        "python -m loadtests.stress.soak"
     ),
     # this test's own update mode
     "python -m tests.test_docs --help": help_lists_options("python -m tests.test_docs"),
