@@ -39,7 +39,7 @@ else
 ADMIN_HINT := admin routes off: start with make serve ADMIN_TOKEN_FILE=<file holding a token> (or set TABSERVE_ADMIN_TOKEN) to enable /admin/reload and /admin/cache/flush
 endif
 
-.PHONY: install models serve test lint typecheck bench loadtest stress fuzz soak clean
+.PHONY: install models serve test lint typecheck bench loadtest stress fuzz soak scaletest imagetest clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("tabserve needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -103,6 +103,14 @@ fuzz: $(ALL_STAMP) models
 ## soak: 30 minutes of never-repeating rows; RSS and every bounded structure sampled
 soak: $(ALL_STAMP) models
 	$(strip $(BIN)/python -m loadtests.stress.soak --minutes 30 $(MODELS_FLAGS))
+
+## scaletest: replicas behind HAProxy, one Redis, distributed Locust: shared cache, rolling update, SIGKILL, scale-out (needs haproxy)
+scaletest: $(ALL_STAMP) models
+	$(strip $(BIN)/python -m loadtests.scale $(MODELS_FLAGS))
+
+## imagetest: build deploy/Dockerfile and serve the test models from it (minutes; podman or docker)
+imagetest: $(ALL_STAMP)
+	TABSERVE_IMAGE_TESTS=1 $(BIN)/python -m pytest -q tests/deploy/test_image.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 
 from litestar import Litestar
@@ -44,6 +45,7 @@ from server.monitoring.extension import MonitoringExtension
 from server.oip.extension import GrpcExtension
 from server.registry import Registry
 from server.settings import Settings
+from server.workershare import WorkerShareExtension, share_dir
 
 log = logging.getLogger("tabserve.app")
 
@@ -57,6 +59,10 @@ def default_extensions(settings: Settings) -> list[Extension]:
         extensions.append(MonitoringExtension(settings))
     if settings.grpc_port is not None:
         extensions.append(GrpcExtension(settings))
+    if settings.workers > 1:
+        # One /metrics across the workers of `tabserve serve --workers N`: they share a
+        # directory named after their supervisor, the process that started them.
+        extensions.append(WorkerShareExtension(share_dir(os.getppid())))
     return extensions
 
 
@@ -109,6 +115,8 @@ def create_app(
             if drain is None:
                 log.info("event=shutdown_started drain_timeout_s=%g", settings.drain_timeout_s)
                 drain = asyncio.get_running_loop().create_task(registry.close(), name="drain")
+                for ext in started:  # e.g. the gRPC server stops taking calls
+                    ext.draining()
 
         try:
             for ext in exts:

@@ -21,7 +21,9 @@ class Extension:
     Order of calls: ``route_handlers()`` when the app is built; in the lifespan ``start(core)``
     before any model loads (so ``cache_for`` / ``observer_for`` can use what ``start`` opened),
     then ``cache_for(card)`` / ``observer_for(card)`` once per model version as it loads (also on
-    reload); ``stop()`` after every batcher has drained, in reverse order, even after a failure.
+    reload); ``draining()`` once when shutdown starts (the server stopped listening; the batchers
+    start draining); ``stop()`` after every batcher has drained, in reverse order, even after a
+    failure.
     """
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
@@ -30,6 +32,9 @@ class Extension:
 
     async def start(self, core: Core) -> None:
         """Open loop-bound resources (Redis pools, tasks); register metrics on core.metrics."""
+
+    def draining(self) -> None:
+        """Shutdown started: stop taking new work (on the event loop; schedule, do not block)."""
 
     async def stop(self) -> None:
         """Close what ``start`` opened."""

@@ -13,7 +13,7 @@ metrics (batch size, inference time, queue wait) are observed once per batch, ne
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -154,6 +154,9 @@ class ServerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.exposition: Callable[[CollectorRegistry], bytes] = generate_latest
+        """Renders ``registry`` for ``GET /metrics``; with ``--workers N`` it is replaced by the
+        merge of every worker's samples (``server.workershare``)."""
         r = self.registry
         self.request_latency = Histogram(
             "tabserve_request_duration_seconds",
@@ -226,5 +229,5 @@ class ServerMetrics:
         )
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of this registry."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of this registry (of all workers' with N > 1)."""
+        return self.exposition(self.registry)

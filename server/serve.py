@@ -24,6 +24,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -151,6 +152,7 @@ def run(settings: Settings, sock: socket.socket) -> None:
     from uvicorn.supervisors import Multiprocess
 
     from server.connections import TabserveHttpProtocol
+    from server.workershare import create_share_dir
 
     config = uvicorn.Config(
         "server.app:create_app_from_env",
@@ -170,6 +172,8 @@ def run(settings: Settings, sock: socket.socket) -> None:
         settings.host,
         sock.getsockname()[1],
     )
+    # The workers publish their metrics here for one another (server.workershare).
+    shared = create_share_dir(os.getpid()) if config.workers > 1 else None
     try:
         if config.workers > 1:
             Multiprocess(config, sockets=[sock]).run()
@@ -179,3 +183,5 @@ def run(settings: Settings, sock: socket.socket) -> None:
         pass
     finally:
         sock.close()
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
