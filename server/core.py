@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 from litestar.types import Receive, Scope, Send
@@ -26,7 +26,18 @@ T = TypeVar("T")
 
 Decode = Callable[[bytes, ModelCard, int], tuple[np.ndarray, T]]
 DecodeLarge = Callable[[bytes, ModelCard, int], Awaitable[tuple[np.ndarray, T]]]
-Encode = Callable[[ModelCard, str, T, np.ndarray], bytes]
+DecodeBinary = Callable[[bytes, bytes, ModelCard, int], tuple[np.ndarray, T]]
+
+
+class Answer(NamedTuple):
+    """An encoded 200 answer that is not plain JSON: its body and its headers (Content-Type
+    among them; Content-Length and X-Request-ID are added)."""
+
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+Encode = Callable[[ModelCard, str, T, np.ndarray], "bytes | Answer"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,9 @@ class Route(Generic[T]):
     decode_large: DecodeLarge[T] | None = None
     """For bodies over ``payload.LARGE_BODY``: the same answer as ``decode``, a slice of rows at
     a time with the event loop free between slices."""
+    decode_binary: DecodeBinary[T] | None = None
+    """For bodies with binary tensor data (``Inference-Header-Content-Length``, given as its
+    second argument); None: the route refuses them (400)."""
 
 
 JSON = "application/json"
@@ -52,14 +66,21 @@ class JSONBytes:
     """A 200 ``application/json`` response as a bare ASGI app: already-encoded bytes and the
     request id, with none of Litestar's response building (headers object, cookies, encoders)."""
 
-    __slots__ = ("body", "request_id")
+    __slots__ = ("body", "headers", "request_id")
 
-    def __init__(self, body: bytes, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        request_id: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         self.body = body
         self.request_id = request_id
+        self.headers = headers
+        """Instead of ``Content-Type: application/json`` (an :class:`Answer`'s headers)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [_JSON, (b"content-length", b"%d" % len(self.body))]
+        headers = [*(self.headers or (_JSON,)), (b"content-length", b"%d" % len(self.body))]
         if self.request_id is not None:
             headers.append((b"x-request-id", self.request_id.encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -69,7 +90,9 @@ class JSONBytes:
 _JSON = (b"content-type", b"application/json")
 
 
-def json_response(content: bytes, request_id: str | None = None) -> JSONBytes:
+def json_response(content: bytes | Answer, request_id: str | None = None) -> JSONBytes:
+    if isinstance(content, Answer):
+        return JSONBytes(content.body, request_id, content.headers)
     return JSONBytes(content, request_id)
 
 
@@ -156,6 +179,14 @@ class Core:
             deadline = time.monotonic() - (time.perf_counter() - started) + deadline_ms / 1000.0
             batcher = model.batcher
             memo, mode = batcher.memo, meta.cache_mode
+            json_length, decode_binary = meta.json_length, route.decode_binary
+            if json_length is not None:
+                if decode_binary is None:
+                    raise InvalidInput(
+                        "binary tensor data (Inference-Header-Content-Length) is taken by "
+                        "/v2 infer only; send this route a JSON body"
+                    )
+                memo = None  # the memo keys JSON bodies (a binary one's meaning needs the header)
             answer = token = None
             if memo is not None and mode != "no-store":
                 try:
@@ -168,7 +199,9 @@ class Core:
             if answer is None:
                 batcher.admit(deadline)  # refuse before decoding when the queue has no room
                 max_rows = self.settings.max_request_rows
-                if len(body) > LARGE_BODY and route.decode_large is not None:
+                if json_length is not None and decode_binary is not None:
+                    rows, extra = decode_binary(body, json_length, model.card, max_rows)
+                elif len(body) > LARGE_BODY and route.decode_large is not None:
                     rows, extra = await route.decode_large(body, model.card, max_rows)
                     current = self.registry.get(name, version)
                     if current is not model:  # a reload landed while the slices were decoded

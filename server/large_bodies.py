@@ -122,14 +122,10 @@ async def decode_infer_large(
     except msgspec.ValidationError as exc:
         raise explain_v2(exc, card) from None
     await asyncio.sleep(0)
-    if len(raw_req.inputs) != 1:
-        raise InvalidInput(
-            f"model {card.name} takes exactly one input tensor, got {len(raw_req.inputs)}"
-        )
+    empties = [InferInput(r.name, r.shape, r.datatype, [], r.parameters) for r in raw_req.inputs]
+    req = InferRequest(empties, raw_req.id, raw_req.parameters, raw_req.outputs)
+    shape = check_tensor(req, card, max_rows)  # the model's one input, and nothing else
     raw = raw_req.inputs[0]
-    empty = InferInput(raw.name, raw.shape, raw.datatype, [], raw.parameters)
-    req = InferRequest([empty], raw_req.id, raw_req.parameters, raw_req.outputs)
-    shape = check_tensor(req, card, max_rows)
     data = bytes(raw.data)
     if data[:1] != b"[":
         raise InvalidInput(f"input {raw.name!r}: `data` must be an array of numbers")

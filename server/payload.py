@@ -30,6 +30,7 @@ from server.body_bounds import SCAN_FROM, bound_work
 from server.errors import InvalidInput, PayloadTooLarge
 from server.input_errors import explain_v1, explain_v2, names_problem
 from server.modelcard import ModelCard
+from server.oip.schema import Tensor, check_inputs, check_outputs
 
 Number = float | None
 Row = list[Number] | dict[str, Number]
@@ -100,9 +101,6 @@ class InferResponse(msgspec.Struct, omit_defaults=True):
     model_version: str | None = None
     id: str | None = None
     parameters: Parameters | None = None
-
-
-V2_OUTPUTS = ("probabilities", "label")
 
 
 class _ListRows(msgspec.Struct, forbid_unknown_fields=True):
@@ -327,25 +325,13 @@ def data_values(
 
 
 def check_tensor(req: InferRequest, card: ModelCard, max_rows: int) -> list[int]:
-    """The one input tensor's shape, once its count, datatype, shape and outputs are right."""
-    if len(req.inputs) != 1:
-        raise InvalidInput(
-            f"model {card.name} takes exactly one input tensor, got {len(req.inputs)}"
-        )
-    tensor = req.inputs[0]
-    if tensor.datatype.upper() not in {"FP32", "FP64"}:
-        raise InvalidInput(f"input {tensor.name!r} must be FP32 (or FP64), got {tensor.datatype}")
-    shape = tensor.shape
-    if len(shape) != 2 or any(d < 0 for d in shape):
-        raise InvalidInput(f"input {tensor.name!r} shape must be [rows, features], got {shape}")
-    if shape[0] > max_rows:
-        raise PayloadTooLarge(f"{shape[0]} rows in one request; the limit is {max_rows}")
-    if shape[0] == 0:
-        raise InvalidInput(f"input {tensor.name!r} has no rows (shape {shape})")
+    """The shape of the one input, once the inputs' names, datatypes and shapes and the requested
+    outputs agree with the model's metadata (``server.oip.schema``: an unknown, missing or
+    repeated input, another datatype or shape, an output the model does not give are 400)."""
+    specs = [Tensor(t.name, t.datatype, t.shape) for t in req.inputs]
+    shape = specs[check_inputs(card, specs, max_rows)].shape
     if req.outputs is not None:
-        unknown = [o.name for o in req.outputs if o.name not in V2_OUTPUTS]
-        if unknown:
-            raise InvalidInput(f"unknown outputs {unknown}; this model has {list(V2_OUTPUTS)}")
+        check_outputs(card, [o.name for o in req.outputs])
     return shape
 
 
@@ -358,37 +344,4 @@ def tensor_rows(values: np.ndarray, name: str, shape: list[int]) -> np.ndarray:
         f"input {name!r} has {values.size} values"
         + (f" in {values.shape[0]} rows" if values.ndim == 2 else "")
         + f" for shape {shape}"
-    )
-
-
-def encode_infer(card: ModelCard, request_id: str, req: InferRequest, scores: np.ndarray) -> bytes:
-    wanted = V2_OUTPUTS if req.outputs is None else tuple(o.name for o in req.outputs)
-    outputs = []
-    n = len(scores)
-    for name in wanted:
-        if name == "probabilities":
-            outputs.append(
-                InferOutput(
-                    name="probabilities",
-                    shape=[n, scores.shape[1]],
-                    datatype="FP32",
-                    data=scores.ravel().tolist(),
-                )
-            )
-        else:
-            outputs.append(
-                InferOutput(
-                    name="label",
-                    shape=[n],
-                    datatype="INT64",
-                    data=labels_for(scores.tolist(), card),
-                )
-            )
-    return encode(
-        InferResponse(
-            model_name=card.name,
-            model_version=str(card.version),
-            id=req.id if req.id is not None else request_id,
-            outputs=outputs,
-        )
     )

@@ -82,12 +82,18 @@ class RequestMeta(msgspec.Struct):
     request_id: str
     deadline_ms: float | None
     cache_mode: CacheMode
+    json_length: bytes | None = None
+    """Inference-Header-Content-Length as sent: the body is that much JSON, then binary tensor
+    data (the Open Inference Protocol's binary extension, ``server.oip.binary``)."""
 
 
 def request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
-    """X-Request-ID (accepted when 1-128 visible ASCII characters), X-Deadline-Ms, Cache-Control;
-    a Content-Type that is not JSON is refused (415)."""
+    """X-Request-ID (accepted when 1-128 visible ASCII characters), X-Deadline-Ms, Cache-Control,
+    Inference-Header-Content-Length; a Content-Type that is not JSON is refused (415), but for
+    ``application/octet-stream`` on a body with binary tensor data."""
     request_id: str | None = None
+    json_length: bytes | None = None
+    media: bytes | None = None
     deadline_ms: float | None = None
     cache_mode: Literal["default", "no-cache", "no-store"] = "default"
     for key, value in headers:
@@ -101,11 +107,18 @@ def request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
             if not (deadline_ms >= 0.0 and deadline_ms < 1e9):
                 raise InvalidInput("X-Deadline-Ms must be between 0 and 1e9")
         elif key == b"content-type" and value != b"application/json":
-            check_json_media_type(value)
+            media = value
+        elif key == b"inference-header-content-length":
+            json_length = value
         elif key == b"cache-control":
             directives = value.lower()
             if b"no-store" in directives:
                 cache_mode = "no-store"
             elif b"no-cache" in directives and cache_mode == "default":
                 cache_mode = "no-cache"
-    return RequestMeta(request_id or new_request_id(), deadline_ms, cache_mode)
+    if media is not None and not (
+        json_length is not None
+        and media.split(b";", 1)[0].strip().lower() == b"application/octet-stream"
+    ):
+        check_json_media_type(media)
+    return RequestMeta(request_id or new_request_id(), deadline_ms, cache_mode, json_length)

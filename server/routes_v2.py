@@ -1,8 +1,9 @@
 """``/v2``: the Open Inference Protocol (KServe V2) REST endpoints.
 
-Health (server live/ready), model metadata, model ready, and infer, with and without
-``/versions/{version}``. Readiness is in the status code (200 ready, 503 not), with
-``{"live": ...}`` / ``{"ready": ...}`` bodies as KServe's own server sends.
+Server metadata, health (server live/ready), model metadata, model ready, and infer, with and
+without ``/versions/{version}``. Readiness is in the status code (200 ready, 503 not), with
+``{"live": ...}`` / ``{"ready": ...}`` bodies as KServe's own server sends. Infer takes plain JSON
+or binary tensor data (``server.oip.rest``), held to the model's metadata (``server.oip.schema``).
 """
 
 from __future__ import annotations
@@ -10,17 +11,23 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import numpy as np
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, Route
-from server.large_bodies import decode_infer_large
-from server.modelcard import ModelCard
+from server.oip import rest
+from server.oip.schema import (
+    EXTENSIONS,
+    PLATFORM,
+    SERVER_NAME,
+    model_inputs,
+    model_outputs,
+    server_version,
+)
 from server.openapi_docs import INFER_BODY, with_json_body
-from server.payload import InferRequest, InferResponse, decode_infer, encode_infer
+from server.payload import InferResponse
 from server.registry import LoadedModel
 from server.request_meta import path_version
 
@@ -44,6 +51,12 @@ class ModelReady(msgspec.Struct):
     ready: bool
 
 
+class ServerMetadata(msgspec.Struct):
+    name: str
+    version: str
+    extensions: list[str]
+
+
 class ServerLive(msgspec.Struct):
     live: bool
 
@@ -57,21 +70,19 @@ def _metadata(m: LoadedModel, versions: list[int]) -> ModelMetadata:
     return ModelMetadata(
         name=card.name,
         versions=[str(v) for v in versions],
-        platform="onnxruntime_onnx",
-        inputs=[TensorMetadata(card.input.name, "FP32", [-1, card.input.n_features])],
-        outputs=[
-            TensorMetadata("probabilities", "FP32", [-1, len(card.classes)]),
-            TensorMetadata("label", "INT64", [-1]),
-        ],
+        platform=PLATFORM,
+        inputs=[TensorMetadata(*t) for t in model_inputs(card)],
+        outputs=[TensorMetadata(*t) for t in model_outputs(card)],
     )
 
 
-def _keep(_: ModelCard, req: InferRequest, scores: np.ndarray) -> InferRequest:
-    """What encode_infer reads of a request (its id and requested outputs), not its data."""
-    return InferRequest(inputs=[], id=req.id, outputs=req.outputs)
-
-
-V2 = Route(2, decode_infer, encode_infer, _keep, decode_infer_large)
+V2 = Route(
+    2,
+    rest.decode_json,
+    rest.encode,
+    decode_large=rest.decode_json_large,
+    decode_binary=rest.decode_binary,
+)
 
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:
@@ -79,6 +90,12 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     ok = {
         200: ResponseSpec(InferResponse, description="probabilities FP32 [n, k], label INT64 [n].")
     }
+
+    server_meta = ServerMetadata(SERVER_NAME, server_version(), list(EXTENSIONS))
+
+    @get("/v2", tags=["v2"], summary="Server metadata")
+    async def server_metadata() -> ServerMetadata:
+        return server_meta
 
     @get("/v2/health/live", tags=["v2"], summary="Server live")
     async def server_live() -> ServerLive:
@@ -141,6 +158,7 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         return await core.predict(request.scope, request.receive, name, number, V2)
 
     return [
+        server_metadata,
         server_live,
         server_ready,
         model_metadata,

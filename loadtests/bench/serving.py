@@ -9,6 +9,10 @@ For the small and the large XGBoost model it measures
 * (b) ``POST /v1/models/{name}/predict`` with one row per request, batching on and off;
 * (c) ONNX Runtime alone, in-process, at batch 1, 16 and 64 (rows/s): how much batching could
   gain if HTTP cost nothing;
+* (d) the Open Inference Protocol with one row per request: ``POST /v2/models/{name}/infer``
+  (REST JSON), gRPC ModelInfer (raw contents, as ``tritonclient.grpc`` sends) and the empty gRPC
+  call (ServerLive, the floor of the gRPC path), the gRPC load from
+  ``loadtests.bench.grpc_load`` (one channel, CONC calls in flight), pinned as the HTTP one;
 
 at concurrency 1 and 64, and prints throughput, p50/p99, the CPU each process used and the ratios
 the issue sets targets for. The server is pinned to one core and the load generator to another
@@ -36,7 +40,8 @@ from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
-from loadtests.serveproc import ServeProcess
+from loadtests.bench.grpc_load import FLOOR, FLOOR_REQUESTS, INFER, GrpcLoad, one_row_requests
+from loadtests.serveproc import ServeProcess, free_port
 from server.modelcard import HOLDOUT_FILE, load_card
 
 DEFAULT_MODELS = ("xgb_small", "xgb_large")
@@ -50,7 +55,7 @@ ROTATION = 64
 
 @dataclass
 class Cell:
-    kind: str  # floor | floor-asgi | predict | ort
+    kind: str  # floor | floor-asgi | predict | infer-v2 | grpc | grpc-floor | ort
     model: str
     batching: bool
     concurrency: int
@@ -365,6 +370,11 @@ def ort_alone(models_dir: Path, name: str, seconds: float, cpu: int | None) -> l
     return cells
 
 
+def _v2_body(input_name: str, row: list[float]) -> bytes:
+    tensor = {"name": input_name, "shape": [1, len(row)], "datatype": "FP32", "data": row}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
 def _latest_dir(models_dir: Path, name: str) -> Path:
     versions = [p for p in (models_dir / name).iterdir() if p.is_dir() and p.name.isdigit()]
     if not versions:
@@ -435,12 +445,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     server_cpu, client_cpu, kind = placement(args)
     conc = [int(c) for c in args.concurrency.split(",")]
-    bodies = {}
+    bodies: dict[tuple[str, str], list[bytes]] = {}  # (kind of cell, model) -> bodies
     for m in models:
         vdir = _latest_dir(models_dir, m)
         card = load_card(vdir, verify_sha256=False)
         rows = _rows(vdir, card.input.n_features, ROTATION)
-        bodies[m] = [json.dumps({"instances": [row]}).encode() for row in rows.tolist()]
+        bodies["http", m] = [json.dumps({"instances": [row]}).encode() for row in rows.tolist()]
+        bodies["infer-v2", m] = [_v2_body(card.input.name, row) for row in rows.tolist()]
+        bodies["grpc", m] = one_row_requests(m, card.input.name, rows)
+        bodies["grpc-floor", m] = FLOOR_REQUESTS
     cells: list[Cell] = []
     base_env = {
         "TABSERVE_CACHE": "false",
@@ -450,17 +463,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tabserve-bench-") as tmp:
         workdir = Path(tmp)
         gen = LoadGen(kind, client_cpu, workdir)
+        grpc_port = free_port()
+        grpc_gen = GrpcLoad(grpc_port, client_cpu, workdir)
         for batching in (True, False):
             env = {
                 **base_env,
                 "TABSERVE_BATCHING": str(batching).lower(),
                 "TABSERVE_BENCH_FLOOR_ROUTE": "true",
+                "TABSERVE_GRPC_PORT": str(grpc_port),
             }
             server = bench_server(models_dir, server_cpu, env, workdir / "server.log")
             try:
                 server.start()
                 plan = [(what, f"{prefix}/{{m}}") for what, prefix in FLOORS] if batching else []
                 plan.append(("predict", "/v1/models/{m}/predict"))
+                if batching:
+                    plan += [("infer-v2", "/v2/models/{m}/infer"), ("grpc-floor", FLOOR)]
+                    plan.append(("grpc", INFER))
                 for m in models:
                     for c in conc:
                         # Floors and predict in turn, ``repeat`` rounds: each pair is measured
@@ -470,10 +489,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             for what, path in plan:
                                 cell = measure(
                                     server,
-                                    gen,
+                                    grpc_gen if what.startswith("grpc") else gen,
                                     Cell(what, m, batching, c),
                                     path.format(m=m),
-                                    bodies[m],
+                                    bodies.get((what, m)) or bodies["http", m],
                                     args.seconds,
                                 )
                                 runs.setdefault(what, []).append(cell)
@@ -588,6 +607,14 @@ def ratios(cells: list[Cell]) -> dict[str, Any]:
                 out[f"{model} c=1: p50 added by batching, us (target <= 50)"] = round(
                     (on.p50_ms - off.p50_ms) * 1000, 1
                 )
+            grpc = find("grpc", model, True, c)
+            for kind in ("infer-v2", "predict"):
+                rest = find(kind, model, True, c)
+                if grpc and rest and grpc.rps and rest.rps and rest.server_cpu:
+                    target = " (target <= 1 at c=64)" if kind == "infer-v2" else ""
+                    out[f"{model} c={c}: grpc/{kind} server CPU per request{target}"] = round(
+                        (grpc.server_cpu / grpc.rps) / (rest.server_cpu / rest.rps), 2
+                    )
     return out
 
 

@@ -1,0 +1,282 @@
+"""``inference.GRPCInferenceService`` on grpcio's asyncio server, on the app's event loop.
+
+The service reads the same :class:`server.core.Core` as the HTTP routes: the registry (so a
+reload swaps versions for both), each version's batcher (one queue, one cache, one monitor for
+gRPC and HTTP requests alike) and the server metrics (requests and latency per model, counted
+under the HTTP status their outcome maps to). A ModelInfer call:
+
+    check inputs and outputs against the model's metadata (server.oip.schema)
+    raw_input_contents, or the typed contents, as float32 rows
+    Batcher.predict(rows, deadline) ─▶ probabilities and labels
+    raw_output_contents when the request was raw, else typed contents
+
+The client's deadline (``grpc-timeout``) is the request's deadline; without one the server's
+default applies. Metadata ``x-request-id`` (1-128 visible ASCII characters) names the request in
+logs and monitoring, else the request's ``id``, else a new id; ``cache-control: no-cache`` /
+``no-store`` work as on HTTP. Errors are statuses (``server.oip.grpc_errors``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NoReturn
+
+import grpc
+import numpy as np
+
+from server.batcher import CacheMode
+from server.core import Core
+from server.errors import InvalidInput, ModelNotFound, ModelNotReady
+from server.oip import grpc_predict_v2_pb2 as pb
+from server.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from server.oip.grpc_errors import grpc_error
+from server.oip.schema import (
+    EXTENSIONS,
+    INPUT_DATATYPE,
+    PLATFORM,
+    SERVER_NAME,
+    Tensor,
+    check_inputs,
+    check_outputs,
+    check_values,
+    model_inputs,
+    model_outputs,
+    outputs,
+    server_version,
+)
+from server.oip.tensors import from_raw, to_raw
+from server.registry import LoadedModel
+from server.request_meta import canonical_version, new_request_id, valid_request_id
+
+_TYPED_FIELDS = (
+    "bool_contents",
+    "int_contents",
+    "int64_contents",
+    "uint_contents",
+    "uint64_contents",
+    "fp32_contents",
+    "fp64_contents",
+    "bytes_contents",
+)
+_InferOutput = pb.ModelInferResponse.InferOutputTensor
+_TensorMetadata = pb.ModelMetadataResponse.TensorMetadata
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The protocol's methods over one :class:`Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._metadata = pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=server_version(), extensions=list(EXTENSIONS)
+        )
+
+    # --- health and metadata -------------------------------------------------------------------
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.core.registry.ready)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return self._metadata
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        try:
+            model = self._model(request.name, request.version)
+        except ModelNotFound:
+            return pb.ModelReadyResponse(ready=False)  # as Triton answers: not ready, no error
+        return pb.ModelReadyResponse(ready=model.batcher.accepting and self.core.registry.ready)
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        try:
+            model = self._model(request.name, request.version)
+        except Exception as exc:
+            await self._abort(context, exc, new_request_id())
+        card = model.card
+        if request.version:
+            versions = [str(card.version)]
+        else:
+            versions = [str(v) for v in sorted(self.core.registry.snapshot.versions[card.name])]
+        return pb.ModelMetadataResponse(
+            name=card.name,
+            versions=versions,
+            platform=PLATFORM,
+            inputs=[
+                _TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
+                for t in model_inputs(card)
+            ],
+            outputs=[
+                _TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
+                for t in model_outputs(card)
+            ],
+        )
+
+    # --- infer ---------------------------------------------------------------------------------
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        core = self.core
+        started = time.perf_counter()
+        label = "unknown"  # never a client-chosen string as a metrics label
+        request_id, cache_mode = _call_metadata(context, request.id)
+        try:
+            model = self._model(request.model_name, request.model_version)
+            card = model.card
+            label = card.name
+            core.count(label, card.version)
+            remaining = context.time_remaining()
+            now = time.monotonic()
+            deadline = (
+                now + core.settings.default_deadline_ms / 1000.0
+                if remaining is None
+                else now + remaining
+            )
+            batcher = model.batcher
+            batcher.admit(deadline)  # refuse before decoding when the queue has no room
+            raw = len(request.raw_input_contents) > 0
+            rows = _rows(request, model, core.settings.max_request_rows, raw)
+            wanted = check_outputs(card, [o.name for o in request.outputs])
+            scores = await batcher.predict(
+                rows, deadline=deadline, request_id=request_id, cache_mode=cache_mode
+            )
+            response = _response(model, request, request_id, scores, wanted, raw)
+        except Exception as exc:
+            await self._abort(context, exc, request_id, label, started)
+        core.record(label, 200, started)
+        return response
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _model(self, name: str, version: str) -> LoadedModel:
+        if not version:
+            return self.core.registry.get(name)
+        number = canonical_version(version)
+        if number is None:
+            raise ModelNotFound(
+                f"model {name} has no version {version!r}: a version is a plain decimal integer"
+            )
+        return self.core.registry.get(name, number)
+
+    async def _abort(
+        self,
+        context: grpc.aio.ServicerContext,
+        exc: Exception,
+        request_id: str,
+        label: str | None = None,
+        started: float = 0.0,
+    ) -> NoReturn:
+        registry = self.core.registry
+        if isinstance(exc, ModelNotFound) and not registry.snapshot.latest and not registry.closing:
+            exc = ModelNotReady("the server is loading its models; retry shortly")
+        error = grpc_error(exc, request_id)
+        if label is not None:
+            self.core.record(label, error.http_status, started)
+        await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+        raise AssertionError("context.abort returned")  # it raises
+
+
+def _call_metadata(context: grpc.aio.ServicerContext, given_id: str) -> tuple[str, CacheMode]:
+    request_id: str | None = None
+    cache_mode: CacheMode = "default"
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str):
+            request_id = valid_request_id(value.encode()) or request_id
+        elif key == "cache-control" and isinstance(value, str):
+            directives = value.lower()
+            if "no-store" in directives:
+                cache_mode = "no-store"
+            elif "no-cache" in directives and cache_mode == "default":
+                cache_mode = "no-cache"
+    if request_id is None and given_id:
+        request_id = valid_request_id(given_id.encode())
+    return request_id or new_request_id(), cache_mode
+
+
+def _rows(
+    request: pb.ModelInferRequest, model: LoadedModel, max_rows: int, raw: bool
+) -> np.ndarray:
+    """The request's rows, float32 [n, n_features], once its inputs fit the model's metadata."""
+    card = model.card
+    inputs = request.inputs
+    specs = [Tensor(t.name, t.datatype, list(t.shape)) for t in inputs]
+    index = check_inputs(card, specs, max_rows)
+    tensor = inputs[index]
+    shape = specs[index].shape
+    if raw:
+        contents = request.raw_input_contents
+        if len(contents) != len(inputs):
+            raise InvalidInput(
+                f"raw_input_contents has {len(contents)} entries for {len(inputs)} inputs "
+                "(one per input, in the order of `inputs`)"
+            )
+        if any(t.HasField("contents") for t in inputs):
+            raise InvalidInput(
+                "an input carries `contents` while the request carries raw_input_contents; "
+                "use one or the other"
+            )
+        rows = from_raw(contents[index], INPUT_DATATYPE, shape, tensor.name)
+    else:
+        typed = tensor.contents
+        others = [f for f in _TYPED_FIELDS if f != "fp32_contents" and len(getattr(typed, f))]
+        if others:
+            raise InvalidInput(
+                f"input {tensor.name!r} is {INPUT_DATATYPE}: its values go in fp32_contents, "
+                f"not {others[0]}"
+            )
+        values = typed.fp32_contents
+        if len(values) != shape[0] * shape[1]:
+            raise InvalidInput(
+                f"input {tensor.name!r} has {len(values)} values in fp32_contents for shape {shape}"
+            )
+        rows = np.asarray(values, dtype=np.float32).reshape(shape)
+    return check_values(rows, card)
+
+
+def _response(
+    model: LoadedModel,
+    request: pb.ModelInferRequest,
+    request_id: str,
+    scores: np.ndarray,
+    wanted: tuple[str, ...],
+    raw: bool,
+) -> pb.ModelInferResponse:
+    card = model.card
+    tensors = outputs(card, scores, wanted)
+    response_id = request.id or request_id
+    if raw:
+        return pb.ModelInferResponse(
+            model_name=card.name,
+            model_version=str(card.version),
+            id=response_id,
+            outputs=[
+                _InferOutput(name=t.name, datatype=t.datatype, shape=t.shape) for t in tensors
+            ],
+            raw_output_contents=[to_raw(t.array, t.datatype) for t in tensors],
+        )
+    out = []
+    for t in tensors:
+        field = "fp32_contents" if t.datatype == "FP32" else "int64_contents"
+        contents = pb.InferTensorContents(**{field: t.array.ravel().tolist()})
+        out.append(_InferOutput(name=t.name, datatype=t.datatype, shape=t.shape, contents=contents))
+    return pb.ModelInferResponse(
+        model_name=card.name, model_version=str(card.version), id=response_id, outputs=out
+    )
+
+
+def add_to_server(core: Core, server: grpc.aio.Server) -> InferenceService:
+    service = InferenceService(core)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    return service

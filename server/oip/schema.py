@@ -1,0 +1,155 @@
+"""A model's tensors as the Open Inference Protocol states them, and requests checked against them.
+
+Every model takes one input, named as in its card (``input``), FP32 ``[-1, n_features]``, and
+gives two outputs: ``probabilities`` FP32 ``[-1, n_classes]`` and ``label`` INT64 ``[-1]``. The
+model metadata (REST and gRPC) states exactly these, and requests are held to them: an unknown,
+repeated or missing input, another datatype or shape, or an output the model does not give is
+an :class:`InvalidInput` that names it (too many rows: :class:`PayloadTooLarge`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from typing import NamedTuple
+
+import numpy as np
+
+from server.errors import InvalidInput, PayloadTooLarge
+from server.modelcard import ModelCard
+
+INPUT_DATATYPE = "FP32"
+OUTPUTS = ("probabilities", "label")
+PLATFORM = "onnxruntime_onnx"
+
+SERVER_NAME = "tabserve"
+EXTENSIONS = ("binary_tensor_data",)
+"""Protocol extensions stated in the server metadata (REST binary tensors, server.oip.binary)."""
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("tabserve")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Tensor(NamedTuple):
+    """A tensor's name, datatype and shape (-1: any size)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class Output(NamedTuple):
+    name: str
+    datatype: str
+    shape: list[int]
+    array: np.ndarray
+
+
+def model_inputs(card: ModelCard) -> list[Tensor]:
+    return [Tensor(card.input.name, INPUT_DATATYPE, [-1, card.input.n_features])]
+
+
+def model_outputs(card: ModelCard) -> list[Tensor]:
+    return [
+        Tensor("probabilities", "FP32", [-1, len(card.classes)]),
+        Tensor("label", "INT64", [-1]),
+    ]
+
+
+def _declared(card: ModelCard) -> str:
+    return f"{card.input.name!r} ({INPUT_DATATYPE} [-1, {card.input.n_features}])"
+
+
+def check_inputs(card: ModelCard, inputs: Sequence[Tensor], max_rows: int) -> int:
+    """The index in ``inputs`` of the model's input, once every input's name, datatype and shape
+    agree with the model's metadata (``shape[0]``: 1 to ``max_rows`` rows)."""
+    wanted = card.input.name
+    found = -1
+    for i, tensor in enumerate(inputs):
+        if tensor.name != wanted:
+            raise InvalidInput(
+                f"model {card.name} has no input {tensor.name!r}; its input is {_declared(card)}"
+            )
+        if found >= 0:
+            raise InvalidInput(f"input {wanted!r} is given more than once")
+        found = i
+    if found < 0:
+        raise InvalidInput(f"input {_declared(card)} is missing")
+    tensor = inputs[found]
+    if tensor.datatype != INPUT_DATATYPE:
+        raise InvalidInput(
+            f"input {wanted!r} is {INPUT_DATATYPE} (see the model's metadata), got "
+            f"{tensor.datatype!r}"
+        )
+    shape, n_features = list(tensor.shape), card.input.n_features
+    if len(shape) != 2 or shape[1] != n_features or shape[0] < 0:
+        raise InvalidInput(
+            f"input {wanted!r} has shape [rows, {n_features}] (see the model's metadata), got "
+            f"{shape}"
+        )
+    if shape[0] == 0:
+        raise InvalidInput(f"input {wanted!r} has no rows (shape {shape})")
+    if shape[0] > max_rows:
+        raise PayloadTooLarge(f"{shape[0]} rows in one request; the limit is {max_rows}")
+    return found
+
+
+def check_outputs(card: ModelCard, names: Iterable[str]) -> tuple[str, ...]:
+    """The requested outputs, in order, when the model gives every one (none: all of them)."""
+    wanted = tuple(names)
+    if not wanted:
+        return OUTPUTS
+    unknown = [name for name in wanted if name not in OUTPUTS]
+    if unknown:
+        raise InvalidInput(
+            f"model {card.name} has no output {unknown[0]!r}; its outputs are {list(OUTPUTS)}"
+        )
+    return wanted
+
+
+def check_values(rows: np.ndarray, card: ModelCard) -> np.ndarray:
+    """``rows`` when every value is finite (NaN too, for models that allow missing values)."""
+    # The common case in one pass: NaN and inf make the sum NaN or inf; float64 cannot overflow.
+    if math.isfinite(rows.sum(dtype=np.float64)):
+        return rows
+    bad = ~np.isfinite(rows)
+    if card.input.allow_missing:
+        bad &= ~np.isnan(rows)
+        if not bad.any():
+            return rows
+    r, c = (int(i) for i in np.argwhere(bad)[0])
+    what = "infinite" if card.input.allow_missing else "missing (NaN) or infinite"
+    raise InvalidInput(
+        f"row {r} feature {card.input.feature_names[c]!r} is {what}"
+        + ("" if card.input.allow_missing else f"; model {card.name} needs every value")
+    )
+
+
+def labels(card: ModelCard, scores: np.ndarray) -> list[int]:
+    """The ``label`` output, as ``/v1`` answers it (``server.payload.labels_for``): binary, the
+    positive class when its score reaches the model's threshold; otherwise the argmax (the first
+    class on ties). Python over ``tolist()`` beats numpy on the few rows of a request."""
+    rows: list[list[float]] = scores.tolist()
+    classes = card.classes
+    if len(classes) == 2:
+        pos = card.positive_index
+        pos_class, neg_class, threshold = card.positive_class, classes[1 - pos], card.threshold
+        return [pos_class if row[pos] >= threshold else neg_class for row in rows]
+    return [classes[max(range(len(row)), key=row.__getitem__)] for row in rows]
+
+
+def outputs(card: ModelCard, scores: np.ndarray, wanted: Sequence[str]) -> list[Output]:
+    """The requested output tensors for ``scores`` (float32 [n, n_classes])."""
+    n = len(scores)
+    out: list[Output] = []
+    for name in wanted:
+        if name == "probabilities":
+            out.append(Output(name, "FP32", [n, scores.shape[1]], scores))
+        else:
+            out.append(Output(name, "INT64", [n], np.asarray(labels(card, scores), np.int64)))
+    return out
