@@ -39,7 +39,7 @@ else
 ADMIN_HINT := admin routes off: start with make serve ADMIN_TOKEN_FILE=<file holding a token> (or set TABSERVE_ADMIN_TOKEN) to enable /admin/reload and /admin/cache/flush
 endif
 
-.PHONY: install models serve test lint typecheck bench loadtest stress fuzz soak scaletest imagetest clean
+.PHONY: install models serve test lint typecheck bench loadtest stress fuzz soak scaletest imagetest proto clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("tabserve needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -111,6 +111,10 @@ scaletest: $(ALL_STAMP) models
 ## imagetest: build deploy/Dockerfile and serve the test models from it (minutes; podman or docker)
 imagetest: $(ALL_STAMP)
 	TABSERVE_IMAGE_TESTS=1 $(BIN)/python -m pytest -q tests/deploy/test_image.py
+
+## proto: regenerate server/oip's gRPC modules from server/oip/grpc_predict_v2.proto
+proto: $(ALL_STAMP)
+	$(BIN)/python -m server.oip.regenerate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
