@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from loadtests.bench.summary import run_and_summarize
 from server.oip import grpc_predict_v2_pb2 as pb
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -103,22 +104,7 @@ async def run_load(
 def main(argv: list[str]) -> int:
     port, conc, secs, method, requests_file, out_file = argv
     load = run_load(int(port), method, read_requests(Path(requests_file)), int(conc), float(secs))
-    try:
-        import uvloop
-
-        result = uvloop.run(load)
-    except ImportError:
-        result = asyncio.run(load)
-    lat = np.array(result["latencies_ns"], dtype=np.int64)
-    summary = {
-        "requests": len(lat),
-        "seconds": result["seconds"],
-        "errors": result["errors"],
-        "p50_ms": float(np.percentile(lat, 50)) / 1e6 if len(lat) else 0.0,
-        "p99_ms": float(np.percentile(lat, 99)) / 1e6 if len(lat) else 0.0,
-    }
-    Path(out_file).write_text(json.dumps(summary))
-    return 0
+    return run_and_summarize(load, out_file)
 
 
 class GrpcLoad:

@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeVar, cast
 import numpy as np
 
 from loadtests.bench.grpc_load import FLOOR, FLOOR_REQUESTS, INFER, GrpcLoad, one_row_requests
+from loadtests.bench.summary import run_and_summarize
 from loadtests.serveproc import ServeProcess, free_port
 from server.modelcard import HOLDOUT_FILE, load_card
 
@@ -208,23 +209,7 @@ def python_loadgen_main(argv: list[str]) -> int:
     port, conc, secs, path, bodies_file, out_file = argv
     bodies = Path(bodies_file).read_bytes().splitlines()
     requests = [request_bytes(path, body, int(port)) for body in bodies]
-    load = _python_load(int(port), requests, int(conc), float(secs))
-    try:
-        import uvloop
-
-        result = uvloop.run(load)
-    except ImportError:
-        result = asyncio.run(load)
-    lat = np.array(result["latencies_ns"], dtype=np.int64)
-    summary = {
-        "requests": len(lat),
-        "seconds": result["seconds"],
-        "errors": result["errors"],
-        "p50_ms": float(np.percentile(lat, 50)) / 1e6 if len(lat) else 0.0,
-        "p99_ms": float(np.percentile(lat, 99)) / 1e6 if len(lat) else 0.0,
-    }
-    Path(out_file).write_text(json.dumps(summary))
-    return 0
+    return run_and_summarize(_python_load(int(port), requests, int(conc), float(secs)), out_file)
 
 
 WRK_SCRIPT = """
