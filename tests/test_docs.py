@@ -178,11 +178,12 @@ Check = Callable[[str], str | None]
 
 
 def make_dry_run(*names: str) -> Check:
-    """The shown ``make`` command with ``-n`` succeeds, and what it would run includes each of
-    ``names``."""
+    """The shown ``make`` command with ``-n -B`` succeeds, and what it would run includes each of
+    ``names`` (``-B``: as on a fresh clone, where nothing is installed or built yet; without it
+    a current install stamp makes ``make -n install`` print nothing)."""
 
     def check(command: str) -> str | None:
-        dry = command.replace("make ", "make -n ", 1)
+        dry = command.replace("make ", "make -n -B ", 1)
         code, out = run_shell(dry)
         if code != 0:
             return f"`{dry}` exited {code}:\n{out}"
