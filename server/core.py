@@ -80,7 +80,8 @@ class JSONBytes:
         """Instead of ``Content-Type: application/json`` (an :class:`Answer`'s headers)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [*(self.headers or (_JSON,)), (b"content-length", b"%d" % len(self.body))]
+        length = (b"content-length", b"%d" % len(self.body))
+        headers = [_JSON, length] if self.headers is None else [*self.headers, length]
         if self.request_id is not None:
             headers.append((b"x-request-id", self.request_id.encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})

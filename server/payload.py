@@ -28,6 +28,7 @@ import numpy as np
 
 from server.body_bounds import SCAN_FROM, bound_work
 from server.errors import InvalidInput, PayloadTooLarge
+from server.front_rules import first_bad_value, labels_for
 from server.input_errors import explain_v1, explain_v2, names_problem
 from server.modelcard import ModelCard
 from server.oip.schema import Tensor, check_inputs, check_outputs
@@ -139,22 +140,18 @@ def check_rows(rows: np.ndarray, card: ModelCard, max_rows: int, first: int = 0)
         raise InvalidInput(
             f"model {card.name} expects {card.input.n_features} features per row, got {got}"
         )
-    finite = np.isfinite(rows)
-    if not finite.all():
-        bad = ~finite
-        if card.input.allow_missing:
-            bad &= ~np.isnan(rows)
-        if bad.any():
-            r, c = (int(i) for i in np.argwhere(bad)[0])
-            what = (
-                "infinite or out of float32 range"
-                if card.input.allow_missing
-                else ("missing (null), NaN or out of float32 range")
-            )
-            raise InvalidInput(
-                f"row {r + first} feature {card.input.feature_names[c]!r} is {what}"
-                + ("" if card.input.allow_missing else f"; model {card.name} needs every value")
-            )
+    bad = first_bad_value(rows, card.input.allow_missing)
+    if bad is not None:
+        r, c = bad
+        what = (
+            "infinite or out of float32 range"
+            if card.input.allow_missing
+            else ("missing (null), NaN or out of float32 range")
+        )
+        raise InvalidInput(
+            f"row {r + first} feature {card.input.feature_names[c]!r} is {what}"
+            + ("" if card.input.allow_missing else f"; model {card.name} needs every value")
+        )
     return rows
 
 
@@ -254,18 +251,6 @@ def decode_predict(body: bytes, card: ModelCard, max_rows: int, first: int = 0) 
     if n == 0:
         raise InvalidInput('no rows: "instances" is empty')
     return check_rows(rows, card, max_rows, first)
-
-
-def labels_for(rows: list[list[float]], card: ModelCard) -> list[int]:
-    """Binary: the positive class when its score reaches the threshold; otherwise the argmax
-    (the first class on ties). ``rows`` is ``scores.tolist()``: on a few rows, Python over the
-    lists costs ~0.1 us where numpy's column slice and argmax cost ~1 us."""
-    classes = card.classes
-    if len(classes) == 2:
-        pos = card.positive_index
-        pos_class, neg_class, threshold = card.positive_class, classes[1 - pos], card.threshold
-        return [pos_class if row[pos] >= threshold else neg_class for row in rows]
-    return [classes[max(range(len(row)), key=row.__getitem__)] for row in rows]
 
 
 def encode_predict(card: ModelCard, request_id: str, scores: np.ndarray) -> bytes:

@@ -9,7 +9,6 @@ an :class:`InvalidInput` that names it (too many rows: :class:`PayloadTooLarge`)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from typing import NamedTuple
@@ -17,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from server.errors import InvalidInput, PayloadTooLarge
+from server.front_rules import first_bad_value, labels_for
 from server.modelcard import ModelCard
 
 INPUT_DATATYPE = "FP32"
@@ -114,15 +114,10 @@ def check_outputs(card: ModelCard, names: Iterable[str]) -> tuple[str, ...]:
 
 def check_values(rows: np.ndarray, card: ModelCard) -> np.ndarray:
     """``rows`` when every value is finite (NaN too, for models that allow missing values)."""
-    # The common case in one pass: NaN and inf make the sum NaN or inf; float64 cannot overflow.
-    if math.isfinite(rows.sum(dtype=np.float64)):
+    bad = first_bad_value(rows, card.input.allow_missing)
+    if bad is None:
         return rows
-    bad = ~np.isfinite(rows)
-    if card.input.allow_missing:
-        bad &= ~np.isnan(rows)
-        if not bad.any():
-            return rows
-    r, c = (int(i) for i in np.argwhere(bad)[0])
+    r, c = bad
     what = "infinite" if card.input.allow_missing else "missing (NaN) or infinite"
     raise InvalidInput(
         f"row {r} feature {card.input.feature_names[c]!r} is {what}"
@@ -131,16 +126,8 @@ def check_values(rows: np.ndarray, card: ModelCard) -> np.ndarray:
 
 
 def labels(card: ModelCard, scores: np.ndarray) -> list[int]:
-    """The ``label`` output, as ``/v1`` answers it (``server.payload.labels_for``): binary, the
-    positive class when its score reaches the model's threshold; otherwise the argmax (the first
-    class on ties). Python over ``tolist()`` beats numpy on the few rows of a request."""
-    rows: list[list[float]] = scores.tolist()
-    classes = card.classes
-    if len(classes) == 2:
-        pos = card.positive_index
-        pos_class, neg_class, threshold = card.positive_class, classes[1 - pos], card.threshold
-        return [pos_class if row[pos] >= threshold else neg_class for row in rows]
-    return [classes[max(range(len(row)), key=row.__getitem__)] for row in rows]
+    """The ``label`` output, as ``/v1`` answers it (one rule: ``server.front_rules.labels_for``)."""
+    return labels_for(scores.tolist(), card)
 
 
 def outputs(card: ModelCard, scores: np.ndarray, wanted: Sequence[str]) -> list[Output]:
