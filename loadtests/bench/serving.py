@@ -42,6 +42,7 @@ import numpy as np
 
 from loadtests.bench.grpc_load import FLOOR, FLOOR_REQUESTS, INFER, GrpcLoad, one_row_requests
 from loadtests.bench.summary import run_and_summarize
+from loadtests.http1 import take_response
 from loadtests.serveproc import ServeProcess, free_port
 from server.modelcard import HOLDOUT_FILE, load_card
 
@@ -127,7 +128,6 @@ class _Conn(asyncio.Protocol):
         self.requests, self.until, self.latencies, self.done = requests, until, latencies, done
         self.next = 0
         self.buf = bytearray()
-        self.need = -1
         self.sent = 0
         self.errors = 0
         self.transport: asyncio.Transport | None = None
@@ -143,25 +143,10 @@ class _Conn(asyncio.Protocol):
         self.next = (self.next + 1) % len(self.requests)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        while True:
-            if self.need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = bytes(buf[:end]).lower()
-                i = head.find(b"content-length:")
-                length = int(
-                    head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]
-                )
-                if not head.startswith(b"http/1.1 200"):
-                    self.errors += 1
-                self.need = end + 4 + length
-            if len(buf) < self.need:
-                return
-            del buf[: self.need]
-            self.need = -1
+        self.buf += data
+        while (status := take_response(self.buf)) is not None:
+            if status != 200:
+                self.errors += 1
             now = time.perf_counter_ns()
             self.latencies.append(now - self.sent)
             if now / 1e9 < self.until:

@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from loadtests.http1 import take_response
 from loadtests.serveproc import ServeProcess
 
 DEFAULT_CONNECTIONS = (64, 256, 512)
@@ -102,8 +103,6 @@ class Conn(asyncio.Protocol):
     def __init__(self, gen: LoadGen) -> None:
         self.gen = gen
         self.buf = bytearray()
-        self.need = -1
-        self.status = 0
         self.sent = 0
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -117,24 +116,10 @@ class Conn(asyncio.Protocol):
         self.transport.write(self.gen.bodies.next())
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        while True:
-            if self.need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = bytes(buf[:end]).lower()
-                self.status = int(head[9:12])
-                i = head.find(b"content-length:")
-                j = head.find(b"\r\n", i)
-                self.need = end + 4 + int(head[i + 15 : j if j > 0 else None])
-            if len(buf) < self.need:
-                return
-            del buf[: self.need]
-            self.need = -1
+        self.buf += data
+        while (status := take_response(self.buf)) is not None:
             now = time.perf_counter_ns()
-            self.gen.record(self.status, now, now - self.sent)
+            self.gen.record(status, now, now - self.sent)
             if now < self.gen.stop_ns:
                 self.send()
             else:
