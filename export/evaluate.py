@@ -17,7 +17,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedKFold
 
-from server.modelcard import Metrics
+from server.modelcard import BinaryMetrics
 
 
 def f1_optimal_threshold(y_val: NDArray[np.int64], p_val: NDArray[np.float64]) -> float:
@@ -37,7 +37,7 @@ def holdout_metrics(
     threshold: float,
     cv_scores: list[float] | None = None,
     threshold_rule: str = "f1-optimal on validation",
-) -> Metrics:
+) -> BinaryMetrics:
     """Metrics of positive-class scores ``p_test`` on the test labels at ``threshold``."""
     predicted = (p_test >= threshold).astype(np.int64)
     (tn, fp), (fn, tp) = confusion_matrix(y_test, predicted, labels=[0, 1]).tolist()
@@ -45,7 +45,7 @@ def holdout_metrics(
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     positive_rate = float(np.mean(y_test))
-    return Metrics(
+    return BinaryMetrics(
         threshold=threshold,
         precision=float(precision),
         recall=float(recall),

@@ -34,6 +34,7 @@ from export.repository import publish
 from server.errors import ExportError
 from server.modelcard import (
     SCHEMA_VERSION,
+    Column,
     DatasetInfo,
     InputSpec,
     ModelCard,
@@ -126,13 +127,13 @@ def publish_candidate(
             framework=c.framework,
             estimator=estimator_name(c.model),
             recipe=c.recipe,
+            task="binary",
             input=InputSpec(
                 name=exported.input_name,
-                feature_names=list(c.feature_names),
-                allow_missing=allow_missing,
+                columns=[Column(name=n, allow_missing=allow_missing) for n in c.feature_names],
             ),
             outputs=OutputSpec(probabilities=exported.proba_output, label=exported.label_output),
-            classes=classes,
+            classes=list(classes),
             positive_class=1,
             onnx=OnnxInfo(
                 file="model.onnx",

@@ -29,9 +29,8 @@ import numpy as np
 from server.body_bounds import SCAN_FROM, bound_work
 from server.errors import InvalidInput, PayloadTooLarge
 from server.front_rules import first_bad_value, labels_for
-from server.input_errors import explain_v1, explain_v2, names_problem
+from server.input_errors import explain_v1, names_problem
 from server.modelcard import ModelCard
-from server.oip.schema import Tensor, check_inputs, check_outputs
 
 Number = float | None
 Row = list[Number] | dict[str, Number]
@@ -62,55 +61,12 @@ class PredictResponse(msgspec.Struct):
     predictions: list[Prediction]
 
 
-# --- /v2 (Open Inference Protocol) ---------------------------------------------------------------
-
-Parameters = dict[str, Any]
-
-
-class InferInput(msgspec.Struct):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Number | list[Number]]
-    """Row-major: flat, or one list per row. Numbers (``null`` for missing) as in /v1."""
-    parameters: Parameters | None = None
-
-
-class RequestedOutput(msgspec.Struct):
-    name: str
-    parameters: Parameters | None = None
-
-
-class InferRequest(msgspec.Struct):
-    inputs: list[InferInput]
-    id: str | None = None
-    parameters: Parameters | None = None
-    outputs: list[RequestedOutput] | None = None
-
-
-class InferOutput(msgspec.Struct, omit_defaults=True):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any]
-    parameters: Parameters | None = msgspec.field(default=None)
-
-
-class InferResponse(msgspec.Struct, omit_defaults=True):
-    model_name: str
-    outputs: list[InferOutput]
-    model_version: str | None = None
-    id: str | None = None
-    parameters: Parameters | None = None
-
-
 class _ListRows(msgspec.Struct, forbid_unknown_fields=True):
     instances: list[list[Number]]
 
 
 _v1_decoder = msgspec.json.Decoder(PredictRequest)
 _v1_lists_decoder = msgspec.json.Decoder(_ListRows)  # the common form, decoded ~20% faster
-_v2_decoder = msgspec.json.Decoder(InferRequest)
 _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
@@ -267,66 +223,4 @@ def encode_predict(card: ModelCard, request_id: str, scores: np.ndarray) -> byte
             classes=card.classes,
             predictions=predictions,
         )
-    )
-
-
-# --- /v2 -----------------------------------------------------------------------------------------
-
-
-def decode_infer(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, InferRequest]:
-    """A V2 infer body → float32 rows [n, n_features] and the decoded request."""
-    if len(body) > SCAN_FROM:
-        bound_work(body, card, max_rows)
-    try:
-        req = decode_json(_v2_decoder, body)
-    except msgspec.ValidationError as exc:
-        raise explain_v2(exc, card) from None
-    shape = check_tensor(req, card, max_rows)
-    tensor = req.inputs[0]
-    rows = tensor_rows(data_values(tensor.data, tensor.name, shape), tensor.name, shape)
-    return check_rows(rows, card, max_rows), req
-
-
-def data_values(
-    data: list[Number | list[Number]], name: str, shape: list[int], first: int = 0
-) -> np.ndarray:
-    """``data`` (numbers and nulls only: the decoder saw to it), flat or one list per row, as
-    float32; ``first``: the number of its first row, when it is a slice of the rows."""
-    if data and isinstance(data[0], list):
-        for i, row in enumerate(data, first):
-            if not isinstance(row, list):
-                raise InvalidInput(f"input {name!r}: `data` mixes numbers and lists (row {i})")
-            if len(row) != shape[1]:
-                raise InvalidInput(
-                    f"input {name!r}: row {i} of `data` has {len(row)} values; the shape "
-                    f"{shape} says {shape[1]}"
-                )
-    try:
-        return to_float32(data)
-    except InvalidInput:
-        if any(isinstance(value, list) for value in data):
-            raise InvalidInput(f"input {name!r}: `data` mixes numbers and lists") from None
-        raise
-
-
-def check_tensor(req: InferRequest, card: ModelCard, max_rows: int) -> list[int]:
-    """The shape of the one input, once the inputs' names, datatypes and shapes and the requested
-    outputs agree with the model's metadata (``server.oip.schema``: an unknown, missing or
-    repeated input, another datatype or shape, an output the model does not give are 400)."""
-    specs = [Tensor(t.name, t.datatype, t.shape) for t in req.inputs]
-    shape = specs[check_inputs(card, specs, max_rows)].shape
-    if req.outputs is not None:
-        check_outputs(card, [o.name for o in req.outputs])
-    return shape
-
-
-def tensor_rows(values: np.ndarray, name: str, shape: list[int]) -> np.ndarray:
-    if values.ndim == 1 and values.size == shape[0] * shape[1]:
-        return values.reshape(shape)
-    if values.ndim == 2 and list(values.shape) == shape:
-        return values
-    raise InvalidInput(
-        f"input {name!r} has {values.size} values"
-        + (f" in {values.shape[0]} rows" if values.ndim == 2 else "")
-        + f" for shape {shape}"
     )

@@ -151,7 +151,7 @@ def _version_detail(m: LoadedModel) -> VersionDetail:
             input_name=card.input.name,
             feature_names=card.input.feature_names,
             n_features=card.input.n_features,
-            dtype=card.input.dtype,
+            dtype="float32",
             allow_missing=card.input.allow_missing,
         ),
         queued_rows=m.batcher.queued_rows,

@@ -26,8 +26,8 @@ from server.oip.schema import (
     model_outputs,
     server_version,
 )
+from server.oip.v2json import InferResponse
 from server.openapi_docs import INFER_BODY, with_json_body
-from server.payload import InferResponse
 from server.registry import LoadedModel
 from server.request_meta import path_version
 

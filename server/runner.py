@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from server.columns import Codec
 from server.errors import InvalidModelCard, ShuttingDown
 from server.modelcard import HOLDOUT_FILE, ModelCard
 
@@ -60,18 +61,25 @@ class Runner:
             )
         except Exception as exc:  # ORT raises its own exception types for bad graphs
             raise InvalidModelCard(f"{onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
-        inputs = {i.name: i for i in self._session.get_inputs()}
-        if card.input.name not in inputs:
+        inputs = {i.name for i in self._session.get_inputs()}
+        wanted = (
+            {card.input.name} if card.input.layout == "matrix" else set(card.input.feature_names)
+        )
+        if wanted != inputs:
             raise InvalidModelCard(
-                f"{self.label}: ONNX input {card.input.name!r} not in graph inputs {sorted(inputs)}"
+                f"{self.label}: the card's ONNX inputs {sorted(wanted)} are not the graph's "
+                f"{sorted(inputs)}"
             )
+        output = (
+            card.outputs.value if card.task == "regression" else card.outputs.probabilities
+        ) or ""
         outputs = {o.name for o in self._session.get_outputs()}
-        if card.outputs.probabilities not in outputs:
-            raise InvalidModelCard(
-                f"{self.label}: ONNX output {card.outputs.probabilities!r} not in {sorted(outputs)}"
-            )
+        if output not in outputs:
+            raise InvalidModelCard(f"{self.label}: ONNX output {output!r} not in {sorted(outputs)}")
+        self._codec = Codec(card.input)
+        self._plain = card.input.layout == "matrix" and card.input.numeric_only
         self._input_name = card.input.name
-        self._output_names = [card.outputs.probabilities]
+        self._output_names = [output]
         self._run_options = ort.RunOptions()
         # The binding under InferenceSession.run: the wrapper re-checks the input names on every
         # call (checked once above) and adds a fallback only other execution providers use.
@@ -81,7 +89,8 @@ class Runner:
         self._run = getattr(self._session, "_sess", self._session).run
         self._checked = False
         self.n_features = card.input.n_features
-        self.n_classes = len(card.classes)
+        self.n_classes = card.n_outputs
+        """Columns of the score matrix: one per class, or one for a regressor's value."""
         self.cost_us: float = float(card.cost.us_batch1)
         """Median batch-1 cost in µs: the card's until :meth:`warm_up` measures it here."""
         self.inline = True
@@ -90,16 +99,21 @@ class Runner:
         self._closed = False
 
     def run(self, rows: np.ndarray) -> np.ndarray:
-        """Blocking inference on float32 rows; the caller picks the thread."""
+        """Blocking inference on float32 rows (the row matrix); the caller picks the thread."""
+        feeds = {self._input_name: rows} if self._plain else self._codec.onnx_feeds(rows)
         # One RunOptions for every call: ~0.9 us less per run than letting ORT make one.
-        out = self._run(self._output_names, {self._input_name: rows}, self._run_options)[0]
+        out = self._run(self._output_names, feeds, self._run_options)[0]
         if self._checked:
             return out  # type: ignore[no-any-return]
         return self._check(out, len(rows))
 
     def _check(self, out: object, n: int) -> np.ndarray:
-        """The output must be a float tensor [n, n_classes]; once a run gave float32, later runs
-        skip the check (the graph does not change; ONNX Runtime returns a fresh array per run)."""
+        """The output must be a float tensor [n, n_classes] (a regressor's [n] is taken as
+        [n, 1]); once a run gave float32 [n, k], later runs skip the check (the graph does not
+        change; ONNX Runtime returns a fresh array per run)."""
+        flat = isinstance(out, np.ndarray) and out.ndim == 1 and self.n_classes == 1
+        if flat:
+            out = out.reshape(-1, 1)  # type: ignore[union-attr]
         if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape != (n, self.n_classes):
             raise InvalidModelCard(
                 f"{self.label}: output {self._output_names[0]!r} is not a float tensor "
@@ -107,7 +121,7 @@ class Runner:
             )
         if out.dtype != np.float32:
             return out.astype(np.float32)  # (checked again next time: rare, and cheap enough)
-        self._checked = True
+        self._checked = not flat  # a flat output is reshaped on every run
         return out
 
     def warm_up(self, inline_max_cost_us: float, max_batch_rows: int) -> None:

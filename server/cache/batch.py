@@ -86,7 +86,7 @@ class ModelScoreCache:
         self.max_batch_rows = max_batch_rows
         self.max_pending_writes = max_pending_writes
         self._cache = cache
-        self._n_classes = len(card.classes)
+        self._n_classes = card.n_outputs
         self._value_bytes = self._n_classes * 4
         self._zero_row = bytes(self._value_bytes)
         self._prefix_gen: tuple[int, bytes] | None = None

@@ -41,7 +41,7 @@ def model_prefix(model: str) -> bytes:
 def namespace(card: ModelCard, generation: int) -> bytes:
     return (
         f"{KEY_ROOT}:{card.name}:{card.version}:{card.onnx.sha256[:16]}:"
-        f"{card.input.dtype}x{card.input.n_features}:g{generation}:"
+        f"float32x{card.input.n_features}:g{generation}:"
     ).encode()
 
 

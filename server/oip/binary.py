@@ -30,7 +30,7 @@ from server.oip.schema import (
     outputs,
 )
 from server.oip.tensors import from_raw, to_raw
-from server.payload import Parameters, RequestedOutput, decode_infer
+from server.oip.v2json import Parameters, RequestedOutput, decode_infer
 
 HEADER = b"inference-header-content-length"
 """The request and response header naming the JSON part's length (ASGI header names are

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from server.core import Answer
-from server.large_bodies import decode_infer_large
 from server.modelcard import ModelCard
 from server.oip.binary import (
     OCTET_STREAM,
@@ -21,7 +20,7 @@ from server.oip.binary import (
     header_length,
     infer_spec,
 )
-from server.payload import decode_infer
+from server.oip.v2json import decode_infer, decode_infer_large
 
 _OCTET = (b"content-type", OCTET_STREAM.encode())
 

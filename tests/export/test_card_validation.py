@@ -50,12 +50,26 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("threshold out of range", _set("metrics.threshold", 1.5), "threshold"),
     ("parity over tolerance", _set("parity.max_abs_diff", 0.01), "parity"),
     ("bad sha256", _set("onnx.sha256", "xyz"), "sha256"),
-    ("duplicate features", _set("input.feature_names", ["a", "a"]), "duplicates"),
+    ("duplicate columns", _set("input.columns", [{"name": "a"}, {"name": "a"}]), "duplicate"),
     ("one class", _set("classes", [1]), "classes"),
     ("positive class not a class", _set("positive_class", 7), "positive_class"),
     ("histogram counts", _shorter_counts, "counts"),
     ("reference order", _reverse_features, "reference.features"),
-    ("unsupported dtype", _set("input.dtype", "float64"), "dtype"),
+    ("unsupported dtype", _set("input.columns", [{"name": "a", "dtype": "float64"}]), "dtype"),
+    (
+        "string input in a matrix",
+        _set(
+            "input.columns",
+            [{"name": "a", "kind": "categorical", "categories": ["x"], "dtype": "string"}],
+        ),
+        "matrix layout",
+    ),
+    (
+        "categories mixed",
+        _set("input.columns", [{"name": "a", "kind": "categorical", "categories": [1, "x"]}]),
+        "mix",
+    ),
+    ("metrics of another task", _set("task", "regression"), "regressor"),
     ("schema version", _set("schema_version", 99), "schema_version"),
 ]
 
@@ -102,3 +116,25 @@ def test_onnx_file_that_does_not_match_its_sha256_is_rejected(
     (copy / ONNX_FILE).unlink()
     with pytest.raises(InvalidModelCard, match="missing"):
         load_card(copy)
+
+
+def test_a_version_1_card_still_loads_as_a_binary_numeric_model(card_json: dict[str, Any]) -> None:
+    """Cards written before typed columns (schema_version 1) are migrated in memory on load."""
+    doc = json.loads(json.dumps(card_json))
+    columns = doc["input"]["columns"]
+    doc["schema_version"] = 1
+    doc["input"] = {
+        "name": "input",
+        "feature_names": [c["name"] for c in columns],
+        "dtype": "float32",
+        "allow_missing": False,
+    }
+    del doc["task"]
+    del doc["metrics"]["task"]
+    card = decode_card(json.dumps(doc).encode())
+    assert card.schema_version == 2
+    assert card.task == "binary"
+    assert card.input.layout == "matrix"
+    assert card.input.feature_names == [c["name"] for c in columns]
+    assert not any(c.allow_missing for c in card.input.columns)
+    assert card.threshold == card_json["metrics"]["threshold"]

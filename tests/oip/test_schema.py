@@ -46,7 +46,11 @@ def test_values_finite_or_missing_where_allowed(card: ModelCard) -> None:
     with pytest.raises(InvalidInput, match=r"row 2 feature .* is missing"):
         check_values(bad, card)
     trees = msgspec.structs.replace(
-        card, input=msgspec.structs.replace(card.input, allow_missing=True)
+        card,
+        input=msgspec.structs.replace(
+            card.input,
+            columns=[msgspec.structs.replace(c, allow_missing=True) for c in card.input.columns],
+        ),
     )
     assert check_values(bad, trees) is bad
     bad[0, 1] = -np.inf

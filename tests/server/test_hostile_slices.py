@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from server.errors import TabserveError
-from server.large_bodies import LARGE_BODY, decode_infer_large, decode_predict_large
+from server.large_bodies import LARGE_BODY, decode_predict_large
 from server.modelcard import ModelCard, load_card
-from server.payload import decode_infer, decode_predict
+from server.oip.v2json import decode_infer, decode_infer_large
+from server.payload import decode_predict
 
 N = 3000  # rows: a body of several slices, over LARGE_BODY
 ROW = [round(0.5 + i * 1.25, 3) for i in range(24)]
