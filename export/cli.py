@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from server.errors import TabserveError
+from server.errors import ExportError, TabserveError
+from server.modelcard import BinaryMetrics, Label, Metrics, MulticlassMetrics
 
 JOBLIB_WARNING = (
     "WARNING: a joblib (pickle) file runs arbitrary code when it is loaded; convert only model "
@@ -95,19 +96,25 @@ def parser() -> argparse.ArgumentParser:
     listing = sub.add_parser(
         "list",
         help="show the repository as a table",
-        description="Show the latest version of every model in the repository: PR-AUC and F1 "
-        "on the hold-out split, ONNX Runtime cost per row at batch 64 and per call at batch 1, "
-        "file size and the ONNX-versus-native parity. Broken versions are listed on stderr.",
+        description="Show the latest version of every model in the repository: its task and "
+        "headline metric on the hold-out split (PR-AUC for binary classifiers, macro-F1 for "
+        "multiclass, RMSE for regressors), ONNX Runtime cost per row at batch 64 and per call "
+        "at batch 1, file size and the ONNX-versus-native parity. Broken versions are listed "
+        "on stderr.",
     )
     _models_dir_option(listing)
 
     convert = sub.add_parser(
         "convert",
         help="convert your own saved model (scikit-learn joblib or XGBoost JSON/UBJ)",
-        description="Convert a saved scikit-learn classifier or Pipeline (joblib) or an XGBoost "
-        "model (.json/.ubj) into a repository entry: ONNX, parity, metrics, cost and drift "
-        "reference. The hold-out CSV is split in half (stratified): the validation half picks "
-        "the F1-optimal threshold and gives the drift reference, the test half gives the metrics.",
+        description="Convert a saved scikit-learn classifier, regressor or Pipeline (joblib) or "
+        "an XGBoost model (.json/.ubj) into a repository entry: ONNX, parity, metrics, cost and "
+        "drift reference. The task comes from the model (a classifier's classes, or a "
+        "regressor). The CSV holds raw values: numbers, true/false, and category values as the "
+        "model was trained on them (strings for a string column). It is split in half "
+        "(stratified by class for a classifier): the validation half picks a binary "
+        "classifier's F1-optimal threshold and gives the drift reference, the test half gives "
+        "the metrics and the parity check.",
         epilog=JOBLIB_WARNING,
     )
     convert.add_argument(
@@ -124,7 +131,40 @@ def parser() -> argparse.ArgumentParser:
         metavar="CSV",
         help="CSV of labelled rows with a header row",
     )
-    convert.add_argument("--label-column", required=True, help="the CSV's 0/1 label column")
+    convert.add_argument(
+        "--label",
+        "--label-column",
+        dest="label_column",
+        required=True,
+        metavar="COLUMN",
+        help="the CSV's label column: the class (as the model's classes are spelled) or a "
+        "regressor's target",
+    )
+    convert.add_argument(
+        "--task",
+        choices=["binary", "multiclass", "regression"],
+        help="check that the model is this kind (the task is read from the model)",
+    )
+    convert.add_argument(
+        "--positive-class",
+        metavar="CLASS",
+        help="a binary classifier's positive class, as the CSV spells it; needed unless the "
+        "classes are 0/1, false/true, no/yes, n/y, negative/positive or neg/pos",
+    )
+    convert.add_argument(
+        "--categories",
+        action="append",
+        default=[],
+        metavar="COLUMN=V0,V1,...",
+        help="an XGBoost categorical feature's categories in code order, for a model trained on "
+        "category codes (a model fitted on a DataFrame with category columns records them)",
+    )
+    convert.add_argument(
+        "--categories-file",
+        type=Path,
+        metavar="FILE",
+        help='the same for many columns: a JSON object {"column": ["v0", "v1", ...], ...}',
+    )
     convert.add_argument("--name", required=True, help="model name in the repository")
     _models_dir_option(convert)
     convert.add_argument(
@@ -193,13 +233,13 @@ def _list(models_dir: Path) -> int:
     if not cards:
         print(f"no models in {models_dir}")
         return 0
-    header = ["name", "version", "PR-AUC", "F1", "µs/row@64", "µs@1", "size", "parity"]
+    header = ["name", "version", "task", "metric", "value", "µs/row@64", "µs@1", "size", "parity"]
     rows = [
         [
             c.name,
             str(c.version),
-            f"{c.metrics.pr_auc:.3f}",
-            f"{c.metrics.f1:.3f}",
+            c.task,
+            *_headline(c.metrics),
             f"{c.cost.us_per_row_batch64:.2f}",
             f"{c.cost.us_batch1:.1f}",
             _size(c.onnx.size_bytes),
@@ -216,6 +256,15 @@ def _list(models_dir: Path) -> int:
     return 0
 
 
+def _headline(metrics: Metrics) -> list[str]:
+    """The metric a table shows for a task: PR-AUC, macro-F1 or RMSE (hold-out test rows)."""
+    if isinstance(metrics, BinaryMetrics):
+        return ["PR-AUC", f"{metrics.pr_auc:.3f}"]
+    if isinstance(metrics, MulticlassMetrics):
+        return ["macro-F1", f"{metrics.macro_f1:.3f}"]
+    return ["RMSE", f"{metrics.rmse:.4g}"]
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -228,18 +277,62 @@ def _convert(args: argparse.Namespace) -> int:
     from export.byo import convert
     from export.progress import Progress
 
+    categories = _categories(args.categories, args.categories_file)
     if args.model.is_file() and args.model.suffix.lower() not in (".json", ".ubj"):
         print(JOBLIB_WARNING, file=sys.stderr)
-    result = convert(
-        args.model,
-        args.holdout,
-        args.label_column,
-        args.name,
-        args.models_dir,
-        seed=args.seed,
-        progress=Progress(args.name),
-    )
+    try:
+        result = convert(
+            args.model,
+            args.holdout,
+            args.label_column,
+            args.name,
+            args.models_dir,
+            seed=args.seed,
+            progress=Progress(args.name),
+            positive_class=args.positive_class,
+            task=args.task,
+            categories=categories,
+        )
+    except OSError as exc:
+        return _error(f"{exc.filename or args.models_dir}: {exc.strerror or exc}")
     card = result.card
     state = "published" if result.published else "unchanged, already"
     print(f"{state} {card.name}/{card.version} in {args.models_dir}")
     return 0
+
+
+def _categories(options: list[str], path: Path | None) -> dict[str, list[Label]]:
+    """``--categories COLUMN=V0,V1,...`` and ``--categories-file`` as column → categories
+    (ints when every value is a whole number, else strings)."""
+    import json
+
+    raw: dict[str, list[str]] = {}
+    if path is not None:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ExportError(f"categories file {path}: {exc.strerror}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ExportError(f"categories file {path}: not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(x, (str, int)) for x in v)
+            for v in doc.values()
+        ):
+            raise ExportError(
+                f"categories file {path}: expected a JSON object of non-empty lists of strings "
+                "or ints per column"
+            )
+        raw.update({str(k): [str(x) for x in v] for k, v in doc.items()})
+    for option in options:
+        column, sep, values = option.partition("=")
+        items = [v.strip() for v in values.split(",")]
+        if not sep or not column.strip() or not all(items):
+            raise ExportError(f"--categories {option!r}: expected COLUMN=VALUE0,VALUE1,...")
+        raw[column.strip()] = items
+    out: dict[str, list[Label]] = {}
+    for column, items in raw.items():
+        if len(set(items)) != len(items):
+            raise ExportError(f"categories of {column!r} repeat a value: {items}")
+        whole = all(item.lstrip("-").isdigit() for item in items)
+        out[column] = [int(item) for item in items] if whole else list(items)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,22 +29,32 @@ def _median_call_us(run: Callable[[int], object], budget_s: float, min_calls: in
     return float(np.median(times))
 
 
-def measure_cost(exported: Exported, X: NDArray[np.float32], budget_s: float = 0.4) -> Cost:
+def measure_cost(
+    exported: Exported,
+    X: NDArray[np.float32],
+    budget_s: float = 0.4,
+    feeds: Callable[[NDArray[np.float32]], dict[str, NDArray[Any]]] | None = None,
+) -> Cost:
     """Median µs per call at batch 1 and µs per row at batches 64 and 512, on real rows ``X``.
 
     Each call takes the next distinct rows of ``X`` (up to :data:`MAX_ROWS`, tiled when fewer).
     Each of the three measurements runs for about ``budget_s`` seconds (at least a few calls).
+    ``feeds`` turns rows of the row matrix into the graph's inputs (``Codec.onnx_feeds``; by
+    default the matrix is the one input).
     """
     sess = session(exported.onnx_bytes)
-    names = [exported.proba_output]
+    names = [exported.output]
+    to_feeds = feeds or (lambda rows: {exported.input_name: rows})
     reps = int(np.ceil(MAX_ROWS / len(X)))
     rows = np.ascontiguousarray(np.tile(X, (reps, 1))[:MAX_ROWS], dtype=np.float32)
 
     def per_row_us(batch: int, min_calls: int) -> float:
-        batches = [rows[i : i + batch].copy() for i in range(0, MAX_ROWS - batch + 1, batch)]
+        batches = [
+            to_feeds(rows[i : i + batch].copy()) for i in range(0, MAX_ROWS - batch + 1, batch)
+        ]
 
         def run(i: int) -> object:
-            return sess.run(names, {exported.input_name: batches[i % len(batches)]})
+            return sess.run(names, batches[i % len(batches)])
 
         return _median_call_us(run, budget_s, min_calls) / batch
 

@@ -1,4 +1,8 @@
-"""Honest evaluation: a threshold chosen on validation, metrics on the untouched test split."""
+"""Honest evaluation: a threshold chosen on validation, metrics on the untouched test split.
+
+One function per task: :func:`holdout_metrics` (binary), :func:`multiclass_metrics`,
+:func:`regression_metrics`. Scores come from the ONNX model, i.e. from what the server serves.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     confusion_matrix,
+    f1_score,
     log_loss,
     precision_recall_curve,
     roc_auc_score,
 )
 from sklearn.model_selection import StratifiedKFold
 
-from server.modelcard import BinaryMetrics
+from server.modelcard import BinaryMetrics, MulticlassMetrics, RegressionMetrics
 
 
 def f1_optimal_threshold(y_val: NDArray[np.int64], p_val: NDArray[np.float64]) -> float:
@@ -78,3 +83,79 @@ def cross_validated_pr_auc(
         p = np.asarray(model.predict_proba(X[score_idx]))[:, 1]
         scores.append(float(average_precision_score(y[score_idx], p)))
     return scores
+
+
+def multiclass_metrics(
+    y_test: NDArray[np.int64],
+    proba: NDArray[np.float64],
+    y_reference: NDArray[np.int64],
+    cv_scores: list[float] | None = None,
+) -> MulticlassMetrics:
+    """Metrics of the argmax label of class probabilities ``proba`` [n, k] on the test class
+    indices ``y_test``; the baseline predicts the most frequent class of ``y_reference``."""
+    k = proba.shape[1]
+    labels = list(range(k))
+    predicted = np.argmax(proba, axis=1)
+    majority = int(np.argmax(np.bincount(y_reference, minlength=k)))
+    onehot = np.eye(k, dtype=np.int64)[y_test]
+    pr_auc = [
+        float(average_precision_score(onehot[:, c], proba[:, c])) if onehot[:, c].any() else 0.0
+        for c in labels
+    ]
+    clipped = np.clip(proba, 1e-15, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return MulticlassMetrics(
+        accuracy=float(np.mean(predicted == y_test)),
+        baseline_accuracy=float(np.mean(y_test == majority)),
+        macro_f1=float(
+            f1_score(y_test, predicted, labels=labels, average="macro", zero_division=0)
+        ),
+        weighted_f1=float(
+            f1_score(y_test, predicted, labels=labels, average="weighted", zero_division=0)
+        ),
+        log_loss=float(log_loss(y_test, clipped, labels=labels)),
+        pr_auc_per_class=pr_auc,
+        macro_pr_auc=float(np.mean(pr_auc)),
+        confusion_matrix=confusion_matrix(y_test, predicted, labels=labels).tolist(),
+        class_rates_test=[float(r) for r in np.bincount(y_test, minlength=k) / len(y_test)],
+        cv_macro_f1_mean=float(np.mean(cv_scores)) if cv_scores else None,
+        cv_macro_f1_std=float(np.std(cv_scores)) if cv_scores else None,
+    )
+
+
+MAPE_FLOOR = 1e-3
+"""MAPE is left out (None) when a test target is within this share of the targets' mean
+magnitude of zero: a percentage of a value near zero says nothing."""
+RESIDUAL_QUANTILES = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
+
+
+def regression_metrics(
+    y_test: NDArray[np.float64],
+    predicted: NDArray[np.float64],
+    y_reference: NDArray[np.float64],
+    cv_scores: list[float] | None = None,
+) -> RegressionMetrics:
+    """Errors of ``predicted`` on the test targets, beside always predicting the reference
+    (training) target's median (MAE) or mean (RMSE)."""
+    y = np.asarray(y_test, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    residual = p - y
+    ref = np.asarray(y_reference, dtype=np.float64)
+    magnitude = np.abs(y)
+    near_zero = magnitude.min() <= MAPE_FLOOR * max(float(magnitude.mean()), 1e-300)
+    total = float(np.sum((y - y.mean()) ** 2))
+    return RegressionMetrics(
+        mae=float(np.mean(np.abs(residual))),
+        rmse=float(np.sqrt(np.mean(residual**2))),
+        r2=1.0 - float(np.sum(residual**2)) / total if total > 0 else 0.0,
+        mape=None if near_zero else float(np.mean(np.abs(residual) / magnitude)),
+        residual_quantiles={
+            key: float(np.quantile(residual, q)) for key, q in RESIDUAL_QUANTILES.items()
+        },
+        baseline_mae=float(np.mean(np.abs(y - np.median(ref)))),
+        baseline_rmse=float(np.sqrt(np.mean((y - ref.mean()) ** 2))),
+        target_mean=float(y.mean()),
+        target_std=float(y.std()),
+        cv_mae_mean=float(np.mean(cv_scores)) if cv_scores else None,
+        cv_mae_std=float(np.std(cv_scores)) if cv_scores else None,
+    )

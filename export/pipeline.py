@@ -1,8 +1,17 @@
 """From a fitted model to a published version: convert, check parity, evaluate, measure, publish.
 
 Shared by the bundled build (:mod:`export.build`) and bring-your-own conversion
-(:mod:`export.byo`). Metrics are computed from the ONNX model's scores, i.e. from what the server
-will actually serve (parity guarantees they match the native model's within the tolerance).
+(:mod:`export.byo`). Every task goes through the same steps:
+
+1. convert to ONNX for the candidate's input layout (:func:`export.onnx_export.to_onnx`);
+2. parity on the test rows, fed to ONNX Runtime through :class:`server.columns.Codec` (as the
+   server feeds it) and to the native model as raw values; then per column, whether it takes a
+   missing value and what it does with an unseen category (absolute tolerance for
+   probabilities, relative to the target's spread for a regressor);
+3. metrics of the task on the test rows only, from the ONNX model's answers (what the server
+   will serve; parity guarantees the native model's are the same within the tolerance); a
+   binary threshold is chosen on the validation rows only;
+4. the drift reference, the inference cost, and an atomic publish with ``holdout.npz``.
 """
 
 from __future__ import annotations
@@ -12,44 +21,59 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from export.cost import measure_cost
-from export.evaluate import f1_optimal_threshold, holdout_metrics
+from export.evaluate import (
+    f1_optimal_threshold,
+    holdout_metrics,
+    multiclass_metrics,
+    regression_metrics,
+)
 from export.onnx_export import (
-    TOLERANCE,
-    check_parity,
+    Exported,
+    ParityResult,
+    Scorer,
+    check_parity_rows,
     estimator_name,
-    handles_missing,
-    onnx_proba,
     session,
     to_onnx,
 )
 from export.progress import Progress
 from export.reference import reference_stats
 from export.repository import publish
+from server.columns import UNSEEN, Codec
 from server.errors import ExportError
 from server.modelcard import (
     SCHEMA_VERSION,
+    BinaryMetrics,
     Column,
     DatasetInfo,
     InputSpec,
+    Label,
+    Metrics,
     ModelCard,
+    MulticlassMetrics,
     OnnxInfo,
     OutputSpec,
     Parity,
+    Reference,
+    Task,
 )
 
 Params = dict[str, str | int | float | bool | None]
+NativeInput = Callable[[NDArray[np.float32]], Any]
 
 
 @dataclass(frozen=True)
 class Rows:
     X: NDArray[np.float32]
-    y: NDArray[np.int64]
+    """The row matrix [n, n_columns] (``server.columns``): categorical columns hold codes."""
+    y: NDArray[Any]
+    """Classifiers: int64 class index into ``Candidate.classes``; regression: float64 target."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +85,9 @@ class Candidate:
     framework: str
     recipe: str
     description: str
-    feature_names: list[str]
+    columns: list[Column]
+    """The input columns, in the row matrix's order. ``allow_missing`` and ``unknown`` are
+    found by the parity probes (what the native model and ONNX both take)."""
     reference: Rows
     """Rows the drift reference is computed from (the training split when there is one)."""
     validation: Rows
@@ -72,7 +98,23 @@ class Candidate:
     fingerprint: str
     params: Params = field(default_factory=dict)
     cv_scores: list[float] | None = None
+    """Cross-validated PR-AUC (binary), macro-F1 (multiclass) or MAE (regression) per fold."""
     threshold_rule: str = "f1-optimal on validation"
+    task: Task = "binary"
+    classes: list[Label] = field(default_factory=lambda: [0, 1])
+    """The user's labels in the order of the model's probability columns ([] for regression)."""
+    positive_class: Label | None = 1
+    layout: Literal["matrix", "columns"] = "matrix"
+    native_input: NativeInput | None = None
+    """Row matrix -> what the native model's predict/predict_proba takes (e.g. a pandas
+    DataFrame with the raw strings); None: the matrix itself."""
+    cause_if_parity_fails: str = ""
+    """Appended to a parity failure's message (e.g. the categorical features a converter is
+    known to get wrong)."""
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.columns]
 
 
 def publish_candidate(
@@ -91,65 +133,32 @@ def publish_candidate(
     always with one, as the server runs by default.
     """
     c = candidate
-    classes = [int(k) for k in getattr(c.model, "classes_", [0, 1])]
-    if classes != [0, 1]:
-        raise ExportError(f"{c.name}: only binary 0/1 classifiers are supported, classes {classes}")
-    n_features = len(c.feature_names)
+    _check_candidate(c)
+    spec = InputSpec(columns=list(c.columns), layout=c.layout)
     with progress.step("converting to ONNX and checking parity"):
-        exported = to_onnx(c.model, n_features, c.framework)
+        exported = to_onnx(c.model, spec, c.framework, c.task)
+        if c.layout == "matrix":
+            spec = InputSpec(columns=list(c.columns), layout="matrix", name=exported.input_name)
         sess = session(exported.onnx_bytes, threads)
-        diff = check_parity(c.model, exported, c.test.X, c.name, sess)
-        allow_missing = handles_missing(c.model, exported, c.test.X, seed, sess)
+        scorer = Scorer(c.model, exported, spec, c.task, sess, c.native_input)
+        parity = check_parity_rows(
+            scorer, c.test.X, c.test.y, c.name, seed, c.cause_if_parity_fails
+        )
+        spec = InputSpec(columns=parity.columns, layout=spec.layout, name=spec.name)
+        _check_rows_servable(c, spec)
+        scorer = Scorer(c.model, exported, spec, c.task, sess, c.native_input)
     with progress.step("evaluating"):
-
-        def scores(X: NDArray[np.float32]) -> NDArray[np.float64]:
-            return np.asarray(onnx_proba(sess, exported, X)[:, 1], dtype=np.float64)
-
-        threshold = f1_optimal_threshold(c.validation.y, scores(c.validation.X))
-        metrics = holdout_metrics(
-            c.test.y, scores(c.test.X), threshold, c.cv_scores, threshold_rule=c.threshold_rule
-        )
-        reference = reference_stats(
-            c.reference.X, c.reference.y, scores(c.reference.X), c.feature_names, threshold
-        )
+        metrics, threshold = _evaluate(c, scorer)
+        reference = _reference(c, spec, scorer.onnx(c.reference.X), threshold)
     with progress.step("measuring ONNX Runtime cost"):
-        cost = measure_cost(exported, c.test.X, budget_s=cost_budget_s)
+        codec = Codec(spec)
+        cost = measure_cost(exported, c.test.X, budget_s=cost_budget_s, feeds=codec.onnx_feeds)
 
     sha = hashlib.sha256(exported.onnx_bytes).hexdigest()
     created = datetime.now(UTC).isoformat(timespec="seconds")
 
     def card_for_version(version: int) -> ModelCard:
-        return ModelCard(
-            schema_version=SCHEMA_VERSION,
-            name=c.name,
-            version=version,
-            created_at=created,
-            framework=c.framework,
-            estimator=estimator_name(c.model),
-            recipe=c.recipe,
-            task="binary",
-            input=InputSpec(
-                name=exported.input_name,
-                columns=[Column(name=n, allow_missing=allow_missing) for n in c.feature_names],
-            ),
-            outputs=OutputSpec(probabilities=exported.proba_output, label=exported.label_output),
-            classes=list(classes),
-            positive_class=1,
-            onnx=OnnxInfo(
-                file="model.onnx",
-                sha256=sha,
-                opset=exported.opset,
-                size_bytes=len(exported.onnx_bytes),
-            ),
-            dataset=c.dataset,
-            metrics=metrics,
-            parity=Parity(max_abs_diff=diff, rows=len(c.test.X), tolerance=TOLERANCE),
-            cost=cost,
-            reference=reference,
-            fingerprint=c.fingerprint,
-            params=c.params,
-            description=c.description,
-        )
+        return _card(c, version, created, spec, exported, sha, metrics, parity, cost, reference)
 
     version_dir = publish(
         models_dir,
@@ -161,7 +170,154 @@ def publish_candidate(
     )
     card = card_for_version(int(version_dir.name))
     progress.say(
-        f"published version {card.version}: PR-AUC {metrics.pr_auc:.3f}, F1 {metrics.f1:.3f}, "
-        f"parity {diff:.1e}, {cost.us_per_row_batch64:.2f} µs/row at batch 64"
+        f"published version {card.version}: {_summary(metrics)}, "
+        f"parity {parity.max_abs_diff:.1e}, {cost.us_per_row_batch64:.2f} µs/row at batch 64"
     )
     return card
+
+
+def _check_candidate(c: Candidate) -> None:
+    if c.task == "regression":
+        if c.classes or c.positive_class is not None:
+            raise ExportError(f"{c.name}: a regressor has no classes and no positive class")
+        return
+    k = len(c.classes)
+    if c.task == "binary" and (k != 2 or c.positive_class not in c.classes):
+        raise ExportError(
+            f"{c.name}: a binary classifier needs two classes and a positive class among them, "
+            f"got classes {c.classes} and positive class {c.positive_class!r}"
+        )
+    if c.task == "multiclass" and (k < 3 or c.positive_class is not None):
+        raise ExportError(f"{c.name}: a multiclass classifier has 3+ classes, got {c.classes}")
+    for part, rows in (("reference", c.reference), ("validation", c.validation), ("test", c.test)):
+        y = np.asarray(rows.y)
+        if y.size and (y.min() < 0 or y.max() >= k):
+            raise ExportError(f"{c.name}: {part} labels must be class indices 0..{k - 1}")
+
+
+def _check_rows_servable(c: Candidate, spec: InputSpec) -> None:
+    """The hold-out rows are replayed against the server: each must be a row it takes."""
+    for j, column in enumerate(spec.columns):
+        cells = c.test.X[:, j]
+        if not column.allow_missing and np.isnan(cells).any():
+            raise ExportError(
+                f"{c.name}: column {column.name!r} has missing values in the hold-out rows, but "
+                "the model does not take a missing value there"
+            )
+        if column.kind == "categorical" and column.unknown == "refuse" and (cells == UNSEEN).any():
+            raise ExportError(
+                f"{c.name}: column {column.name!r} has values outside the model's categories in "
+                "the hold-out rows, and the model refuses unknown categories"
+            )
+
+
+def _evaluate(c: Candidate, scorer: Scorer) -> tuple[Metrics, float | None]:
+    if c.task == "binary":
+        pos = c.classes.index(c.positive_class) if c.positive_class in c.classes else 1
+
+        def scores(X: NDArray[np.float32]) -> NDArray[np.float64]:
+            return scorer.onnx(X)[:, pos]
+
+        def positives(y: NDArray[Any]) -> NDArray[np.int64]:
+            flags: NDArray[np.int64] = (np.asarray(y) == pos).astype(np.int64)
+            return flags
+
+        threshold = f1_optimal_threshold(positives(c.validation.y), scores(c.validation.X))
+        metrics = holdout_metrics(
+            positives(c.test.y),
+            scores(c.test.X),
+            threshold,
+            c.cv_scores,
+            threshold_rule=c.threshold_rule,
+        )
+        return metrics, threshold
+    if c.task == "multiclass":
+        proba = scorer.onnx(c.test.X)
+        reference_y = np.asarray(c.reference.y, dtype=np.int64)
+        y_test = np.asarray(c.test.y, dtype=np.int64)
+        return multiclass_metrics(y_test, proba, reference_y, c.cv_scores), None
+    predicted = scorer.onnx(c.test.X)[:, 0]
+    return (
+        regression_metrics(
+            np.asarray(c.test.y, dtype=np.float64),
+            predicted,
+            np.asarray(c.reference.y, dtype=np.float64),
+            c.cv_scores,
+        ),
+        None,
+    )
+
+
+def _summary(metrics: Metrics) -> str:
+    if isinstance(metrics, BinaryMetrics):
+        return f"PR-AUC {metrics.pr_auc:.3f}, F1 {metrics.f1:.3f}"
+    if isinstance(metrics, MulticlassMetrics):
+        return f"macro-F1 {metrics.macro_f1:.3f}, accuracy {metrics.accuracy:.3f}"
+    return f"RMSE {metrics.rmse:.4g}, R² {metrics.r2:.3f}"
+
+
+def _reference(
+    c: Candidate, spec: InputSpec, outputs: NDArray[np.float64], threshold: float | None
+) -> Reference:
+    """The drift reference of the reference rows and the ONNX model's answers on them."""
+    return reference_stats(
+        spec.columns,
+        c.reference.X,
+        c.reference.y,
+        outputs,
+        c.task,
+        list(c.classes),
+        threshold,
+        positive_class=c.positive_class if c.task == "binary" else None,
+    )
+
+
+def _card(
+    c: Candidate,
+    version: int,
+    created: str,
+    spec: InputSpec,
+    exported: Exported,
+    sha: str,
+    metrics: Metrics,
+    parity: ParityResult,
+    cost: Any,
+    reference: Reference,
+) -> ModelCard:
+    if c.task == "regression":
+        outputs = OutputSpec(value=exported.value_output)
+    else:
+        outputs = OutputSpec(probabilities=exported.proba_output, label=exported.label_output)
+    return ModelCard(
+        schema_version=SCHEMA_VERSION,
+        name=c.name,
+        version=version,
+        created_at=created,
+        framework=c.framework,
+        estimator=estimator_name(c.model),
+        recipe=c.recipe,
+        task=c.task,
+        input=spec,
+        outputs=outputs,
+        classes=list(c.classes),
+        positive_class=c.positive_class if c.task == "binary" else None,
+        onnx=OnnxInfo(
+            file="model.onnx",
+            sha256=sha,
+            opset=exported.opset,
+            size_bytes=len(exported.onnx_bytes),
+        ),
+        dataset=c.dataset,
+        metrics=metrics,
+        parity=Parity(
+            max_abs_diff=parity.max_abs_diff,
+            rows=len(c.test.X),
+            tolerance=parity.tolerance,
+            relative_to=parity.relative_to,
+        ),
+        cost=cost,
+        reference=reference,
+        fingerprint=c.fingerprint,
+        params=c.params,
+        description=c.description,
+    )

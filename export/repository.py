@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,15 +65,22 @@ def valid_cards(models_dir: Path) -> list[ModelCard]:
     return list_versions(models_dir)[0]
 
 
-def save_holdout(path: Path, X: NDArray[np.float32], y: NDArray[np.int64]) -> None:
+def _labels(y: NDArray[Any]) -> NDArray[Any]:
+    """Class indices as int64; a regression target (floats) as float64."""
+    y = np.asarray(y)
+    return y.astype(np.float64) if y.dtype.kind == "f" else y.astype(np.int64)
+
+
+def save_holdout(path: Path, X: NDArray[np.float32], y: NDArray[Any]) -> None:
     with path.open("wb") as fh:
-        np.savez_compressed(fh, X=np.asarray(X, dtype=np.float32), y=np.asarray(y, dtype=np.int64))
+        np.savez_compressed(fh, X=np.asarray(X, dtype=np.float32), y=_labels(y))
 
 
-def load_holdout(version_dir: Path) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """The labelled hold-out rows of a version: X float32 in the card's feature order, y int64."""
+def load_holdout(version_dir: Path) -> tuple[NDArray[np.float32], NDArray[Any]]:
+    """The labelled hold-out rows of a version: X float32 (the row matrix, in the card's column
+    order), y int64 class indices (classifiers) or float64 targets (regression)."""
     with np.load(version_dir / HOLDOUT_FILE) as data:
-        return np.asarray(data["X"], dtype=np.float32), np.asarray(data["y"], dtype=np.int64)
+        return np.asarray(data["X"], dtype=np.float32), _labels(data["y"])
 
 
 def publish(
@@ -80,7 +88,7 @@ def publish(
     name: str,
     card_for_version: CardForVersion,
     onnx_bytes: bytes,
-    holdout: tuple[NDArray[np.float32], NDArray[np.int64]] | None = None,
+    holdout: tuple[NDArray[np.float32], NDArray[Any]] | None = None,
     before_rename: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a new version of ``name`` atomically and return its folder.

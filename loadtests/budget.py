@@ -10,8 +10,9 @@ cell that sustained at least the rate within the limit shows the model fits (a l
 load would not be slower); if none did, the model is "not shown to fit".
 
 :func:`recommend` turns the verdicts into the answer a person wants: per dataset, the most
-accurate model (PR-AUC under load on its hold-out) among those that fit. ``make loadtest`` answers
-:data:`DEFAULT_BUDGET` unless told otherwise.
+accurate model among those that fit, by the headline metric of the dataset's task under load on
+its hold-out (PR-AUC for binary, macro-F1 for multiclass, the lowest MAE for regression).
+``make loadtest`` answers :data:`DEFAULT_BUDGET` unless told otherwise.
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtests.results import model_accuracy
-from loadtests.scoring import LATENCY_PERCENTILES, percentile_key
+from loadtests.results import dataset_headline, model_accuracy, model_headline
+from loadtests.scoring import LATENCY_PERCENTILES, Headline, headline, percentile_key
 
 DEFAULT_BUDGET = "p99<=5ms@500rps"
 """The budget the sweep answers unless given another: a fraud check on the request path that
 must answer 99% of requests within 5 ms while the service takes 500 requests a second."""
-ACCURACY_METRIC = "pr_auc"
-"""What "most accurate" means: PR-AUC (average precision), the ranking quality of the positive
-class, which is what matters on imbalanced data such as fraud."""
-
 RATE_TOLERANCE = 0.95
 MAX_ERROR_RATE = 0.01
 _PATTERN = re.compile(
@@ -169,8 +166,8 @@ class Ranked:
 
     model: str
     accuracy: float | None
-    """PR-AUC under load on the model's hold-out (the model card's offline figure if no cell
-    scored it)."""
+    """The task's headline metric under load on the model's hold-out (the model card's offline
+    figure if no cell scored it): PR-AUC, macro-F1 or MAE."""
     verdict: Verdict
 
 
@@ -182,6 +179,8 @@ class Recommendation:
     budget: Budget
     ranked: list[Ranked]
     """Every model of the dataset, most accurate first (faster first on a tie)."""
+    metric: Headline = field(default_factory=lambda: headline("binary"))
+    """What "most accurate" means for this dataset's task."""
 
     @property
     def fitting(self) -> list[Ranked]:
@@ -210,20 +209,21 @@ class Recommendation:
 
 
 def _accuracy(cells: list[dict[str, Any]], model: str) -> float | None:
+    key = model_headline(cells, model).key
     acc = model_accuracy(cells, model)
-    value = None if acc is None else acc.get(ACCURACY_METRIC)
+    value = None if acc is None else acc.get(key)
     if value is None:
         offline: dict[str, Any] = next(
             (c["offline"] for c in cells if c.get("model") == model and c.get("offline")), {}
         )
-        value = offline.get(ACCURACY_METRIC)
+        value = offline.get(key)
     if value is None or math.isnan(float(value)):
         return None
     return float(value)
 
 
 def recommend(cells: list[dict[str, Any]], budget: Budget) -> list[Recommendation]:
-    """Per dataset (PR-AUC on different data is not comparable), the most accurate model that
+    """Per dataset (accuracy on different data is not comparable), the most accurate model that
     fits the budget, with every other model ranked beside it."""
     datasets: dict[str, list[str]] = {}
     for c in cells:
@@ -234,13 +234,14 @@ def recommend(cells: list[dict[str, Any]], budget: Budget) -> list[Recommendatio
     out: list[Recommendation] = []
     for dataset, models in sorted(datasets.items()):
         verdicts = answer(cells, budget, sorted(models))
+        metric = dataset_headline(cells, dataset)
         ranked = [Ranked(v.model, _accuracy(cells, v.model), v) for v in verdicts]
         ranked.sort(
             key=lambda r: (
                 r.accuracy is None,
-                -(r.accuracy or 0.0),
+                -metric.goodness(r.accuracy or 0.0),
                 r.verdict.latency_ms if r.verdict.latency_ms is not None else math.inf,
             )
         )
-        out.append(Recommendation(dataset, budget, ranked))
+        out.append(Recommendation(dataset, budget, ranked, metric))
     return out

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mode",
         action="store_const",
         const="quick",
-        help="a few minutes: up to 6 fraud models x 2 concurrencies, 8 s per cell (default)",
+        help="about ten minutes: up to 6 fraud models and the bundled models with string "
+        "columns (pricing regression, returns multiclass) x 2 concurrencies, 8 s per cell "
+        "(default)",
     )
     mode.add_argument(
         "--full",

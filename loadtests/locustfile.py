@@ -8,14 +8,18 @@ Run one scenario (user class) or several, with plain Locust::
 Scenarios (user classes): ``SteadyOneRow`` (the fraud-check path), ``BatchRows`` (32-256 rows,
 offline scoring), ``ZipfRepeated`` (hot rows, exercises the cache), ``AllUnique`` (cache cold),
 ``MixedFleet`` (several models at once), ``ShiftedTraffic`` (drifted rows from the data
-generator, for monitoring). The ramp/spike shape lives in ``loadtests/shapes.py``; add it with
-``-f loadtests/locustfile.py,loadtests/shapes.py``.
+generator of a bundled model's data set, for monitoring). The ramp/spike shape lives in
+``loadtests/shapes.py``; add it with ``-f loadtests/locustfile.py,loadtests/shapes.py``.
 
-Every answered row is scored as it arrives (a few list appends); precision, recall, F1 at the
-card's threshold, PR-AUC, error and 503 rates and exact latency percentiles are computed once, at
-the end, and written to ``--scores-out`` (JSON). In distributed mode the workers ship their raw
-arrays to the master with each stats report (Locust's own ``report_to_master`` channel, flushed
-once more when a worker stops), and the master writes the one file.
+Rows go out as a client would send them: a list of numbers for an all-numeric model, an
+object of raw values (strings, booleans, nulls) for a model with typed columns
+(``loadtests.holdout.RowEncoder``). Every answered row is scored as it arrives (a few list
+appends); each task's own metrics (binary: precision, recall, F1 at the card's threshold, PR-AUC;
+multiclass: accuracy, macro-F1, log-loss; regression: MAE, RMSE, R²), error and 503 rates and
+exact latency percentiles are computed once, at the end, and written to ``--scores-out`` (JSON).
+In distributed mode the workers ship their raw arrays to the master with each stats report
+(Locust's own ``report_to_master`` channel, flushed once more when a worker stops), and the
+master writes the one file.
 """
 
 from __future__ import annotations
@@ -25,13 +29,13 @@ import logging
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import msgspec
 from locust import FastHttpUser, between, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests.answers import AnswerReader, UnusableAnswer
 from loadtests.holdout import ReplaySet, available_models, load_replay
 from loadtests.scoring import ScoreLog, summarize
 from loadtests.traffic import BatchSizes, Request, SequentialPicker, UniquePicker, ZipfPicker
@@ -49,7 +53,7 @@ __all__ = [
 
 
 # --- command line (Locust custom arguments; each also readable from an env var) ----------------
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("tabserve", "tabserve load-test scenarios")
     group.add_argument(
@@ -134,6 +138,7 @@ class _State:
 
     def __init__(self) -> None:
         self.replays: dict[str, ReplaySet] = {}
+        self.readers: dict[str, AnswerReader] = {}
         self.pickers: dict[tuple[str, str], Any] = {}
         self.logs: dict[str, ScoreLog] = {}
         self.meta: dict[str, dict[str, Any]] = {}
@@ -159,11 +164,15 @@ class _State:
         if stream not in self.replays:
             replay = load_replay(Path(options.models_dir), model, shift=shift)
             self.replays[stream] = replay
+            self.readers[stream] = AnswerReader(replay)
             self.logs.setdefault(stream, ScoreLog())
             self.meta[stream] = {
                 "model": replay.model,
                 "version": replay.version,
                 "dataset": replay.dataset,
+                "task": replay.task,
+                "classes": list(replay.classes),
+                "row_form": "objects" if replay.encoder is not None else "lists",
                 "threshold": replay.threshold,
                 "replay_rows": replay.n_rows,
                 "offline": replay.offline if shift is None else None,
@@ -180,25 +189,6 @@ class _State:
 
 STATE = _State()
 _HEADERS_BASE = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-
-
-class _Prediction(msgspec.Struct):
-    scores: list[float]
-
-
-class _PredictResponse(msgspec.Struct):
-    classes: list[int | str]
-    predictions: list[_Prediction]
-
-
-_decoder = msgspec.json.Decoder(_PredictResponse)
-
-
-def _positive_index(classes: list[int | str], positive: int) -> int:
-    try:
-        return classes.index(positive)
-    except ValueError:
-        return [str(c) for c in classes].index(str(positive))
 
 
 def _process_offset(environment: Environment) -> int:
@@ -227,9 +217,10 @@ class _PredictUser(FastHttpUser):
     def predict(self, stream: str, replay: ReplaySet, request: Request, scenario: str) -> None:
         """POST one request; record latency and status, and the returned scores when 200."""
         score_log = STATE.logs[stream]
+        reader = STATE.readers[stream]
         with self.client.post(
             f"/v1/models/{replay.model}/versions/{replay.version}/predict",
-            data=request.body,
+            data=cast(str, request.body),  # sent as the bytes they are
             headers=self._headers,
             name=f"{scenario} {stream}",
             catch_response=True,
@@ -237,24 +228,15 @@ class _PredictUser(FastHttpUser):
             status = response.status_code
             if status == 200:
                 try:
-                    decoded = _decoder.decode(response.content or b"")
-                    pos = _positive_index(decoded.classes, replay.positive_class)
-                    scores = [p.scores[pos] for p in decoded.predictions]
-                except (
-                    msgspec.DecodeError,
-                    msgspec.ValidationError,
-                    ValueError,
-                    IndexError,
-                ) as exc:
-                    response.failure(f"unusable 200 body: {exc}")
+                    scored = reader.read(response.content or b"", request.labels)
+                except UnusableAnswer as exc:
+                    response.failure(str(exc))
                     status = -1
                 else:
-                    if len(scores) != request.rows:
-                        response.failure(f"{len(scores)} predictions for {request.rows} rows")
-                        status = -1
-                    else:
-                        score_log.record_rows(request.keys, request.labels, scores)
-                        response.success()
+                    score_log.record_rows(
+                        request.keys, request.labels, scored.scores, scored.predicted
+                    )
+                    response.success()
             elif status in (503, 504):
                 response.failure(f"{status} (overloaded or past deadline)")
             score_log.record_request(response.request_meta["response_time"], status, request.rows)
@@ -344,7 +326,8 @@ class MixedFleet(_PredictUser):
 
 
 class ShiftedTraffic(_PredictUser):
-    """One-row requests of freshly generated, drifted rows (``--shift``); fraud models only.
+    """One-row requests of freshly generated, drifted rows (``--shift``); models of a bundled
+    data set with a generator only (fraud, pricing, returns).
 
     Pauses a little between requests: the point is a steady drifted stream for the monitor.
     """
@@ -362,12 +345,12 @@ class ShiftedTraffic(_PredictUser):
 
 
 # --- results: gathered on the master (or the single local process) ------------------------------
-@events.test_start.add_listener
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
 def _on_test_start(environment: Environment, **_: Any) -> None:
     STATE.reset()
 
 
-@events.report_to_master.add_listener
+@events.report_to_master.add_listener  # type: ignore[untyped-decorator]
 def _on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
     payload = {}
     for stream, score_log in STATE.logs.items():
@@ -376,14 +359,14 @@ def _on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
     data["tabserve_scores"] = payload
 
 
-@events.worker_report.add_listener
+@events.worker_report.add_listener  # type: ignore[untyped-decorator]
 def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
     for stream, item in data.get("tabserve_scores", {}).items():
         STATE.logs.setdefault(stream, ScoreLog()).extend_from(item["chunk"])
         STATE.meta[stream] = item["meta"]
 
 
-@events.test_stop.add_listener
+@events.test_stop.add_listener  # type: ignore[untyped-decorator]
 def _on_test_stop(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return
@@ -393,7 +376,7 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     _write_results(environment)
 
 
-@events.quitting.add_listener
+@events.quitting.add_listener  # type: ignore[untyped-decorator]
 def _on_quitting(environment: Environment, **_: Any) -> None:
     # The master's test_stop fires before its workers' last reports arrive; write again, final.
     if isinstance(environment.runner, WorkerRunner) or not STATE.logs:
@@ -424,13 +407,18 @@ def results_document(environment: Environment) -> dict[str, Any]:
     total = ScoreLog()
     for stream, score_log in sorted(STATE.logs.items()):
         meta = STATE.meta.get(stream, {})
-        summary = summarize(score_log, float(meta.get("threshold", 0.5)), duration_s=duration)
+        summary = summarize(
+            score_log,
+            float(meta.get("threshold", 0.5)),
+            task=str(meta.get("task", "binary")),
+            duration_s=duration,
+        )
         summary.update(meta)
         if stream in STATE.monitoring:
             summary["monitoring"] = STATE.monitoring[stream]
         streams[stream] = summary
         total.merge(score_log)
-    options = environment.parsed_options
+    options: Any = environment.parsed_options
     return {
         "host": environment.host,
         "user_classes": sorted(cls.__name__ for cls in environment.user_classes),
@@ -452,7 +440,8 @@ def results_document(environment: Environment) -> dict[str, Any]:
 
 
 def _write_results(environment: Environment) -> None:
-    path = Path(environment.parsed_options.scores_out)
+    options: Any = environment.parsed_options
+    path = Path(options.scores_out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(results_document(environment), indent=2, allow_nan=True))
@@ -462,9 +451,16 @@ def _write_results(environment: Environment) -> None:
 def one_line(summary: dict[str, Any]) -> str:
     acc = summary.get("accuracy") or {}
     lat = summary.get("latency_ms") or {}
+    task = summary.get("task", "binary")
+    nan = float("nan")
+    if task == "regression":
+        quality = f"MAE {acc.get('mae', nan):.4g} RMSE {acc.get('rmse', nan):.4g}"
+    elif task == "multiclass":
+        quality = f"accuracy {acc.get('accuracy', nan):.4f} macro-F1 {acc.get('macro_f1', nan):.4f}"
+    else:
+        quality = f"PR-AUC {acc.get('pr_auc', nan):.4f} F1 {acc.get('f1', nan):.4f}"
     return (
         f"{summary['requests']} requests, errors {summary['error_rate']:.2%} "
-        f"(503 {summary['rate_503']:.2%}), p50 {lat.get('p50', float('nan')):.2f} ms "
-        f"p99 {lat.get('p99', float('nan')):.2f} ms, rows {summary.get('distinct_rows', 0)}, "
-        f"PR-AUC {acc.get('pr_auc', float('nan')):.4f} F1 {acc.get('f1', float('nan')):.4f}"
+        f"(503 {summary['rate_503']:.2%}), p50 {lat.get('p50', nan):.2f} ms "
+        f"p99 {lat.get('p99', nan):.2f} ms, rows {summary.get('distinct_rows', 0)}, {quality}"
     )

@@ -14,12 +14,14 @@ from loadtests.labels import GROUP_TITLES, cell_label, noisy_verdict
 from loadtests.results import (
     LOCUST_BOUND_PCT,
     NOISY_OTHERS_PCT,
+    dataset_headline,
     is_noisy,
     locust_bound,
     ok_cells,
     pareto_models,
     tradeoff_points,
 )
+from loadtests.scoring import Headline
 
 PLOTS = ("tradeoff.png", "throughput.png", "latency.png")
 
@@ -84,7 +86,9 @@ def _plot_tradeoff(plt: Any, cells: list[dict[str, Any]], budget: Budget, path: 
             _closed_loop_panel(ax, points[key], fronts.get(key, []), key, cells)
         else:
             ax.set_title("(no data)")
-    fig.suptitle("accuracy vs latency (upper left is better; hatched = noisy cell)")
+    fig.suptitle(
+        "accuracy vs latency (upper left is better: error axes run downwards; hatched = noisy cell)"
+    )
     fig.tight_layout()
     return _save(plt, fig, path)
 
@@ -113,16 +117,26 @@ def _budget_panel(ax: Any, rec: Recommendation, budget: Budget) -> None:
         text = r.model + (" (deploy)" if chosen else "") + (" (noisy)" if noisy else "")
         labels.append((text, float(r.verdict.latency_ms or 0.0), float(r.accuracy or 0.0), chosen))
     ax.set_xlim(0, right)
+    _accuracy_axis(ax, rec.metric)
     _label_points(ax, labels)
     how = {r.verdict.how for r in shown}
     source = "paced" if how == {"measured"} else "paced or inferred from closed loop"
     ax.set_xlabel(f"{budget.key} latency, one-row requests (ms) at {budget.rate_rps:g} req/s")
-    ax.set_ylabel("PR-AUC under load (hold-out)")
     ax.set_title(
         f"{rec.dataset}: at the budget's {budget.rate_rps:g} req/s ({source})", fontsize=10
     )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+
+
+def _accuracy_axis(ax: Any, metric: Headline) -> None:
+    """The y axis of a trade-off panel; an error (MAE) runs downwards, so up is better."""
+    if metric.higher_is_better:
+        ax.set_ylabel(f"{metric.name} under load (hold-out)")
+    else:
+        ax.set_ylabel(f"{metric.name} under load (hold-out; lower is better, axis reversed)")
+        if not ax.yaxis_inverted():
+            ax.invert_yaxis()
 
 
 def _label_points(ax: Any, labels: list[tuple[str, float, float, bool]]) -> None:
@@ -190,9 +204,9 @@ def _closed_loop_panel(
     log_scale = bool(lats) and max(lats) / min(lats) > 20
     if log_scale:
         _set_log_axis(ax, "x", lats)
+    _accuracy_axis(ax, dataset_headline(cells, key[0]))
     _label_points(ax, labels)
     ax.set_xlabel("p99 latency, one-row requests (ms" + (", log scale)" if log_scale else ")"))
-    ax.set_ylabel("PR-AUC under load (hold-out)")
     users = f"{key[1]} user" + ("" if key[1] == 1 else "s")
     ax.set_title(f"{key[0]}: {users}, closed loop (each waits for its answer)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

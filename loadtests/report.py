@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.budget import (
-    ACCURACY_METRIC,
     DEFAULT_BUDGET,
     Budget,
     Recommendation,
@@ -22,6 +21,8 @@ from loadtests.plots import draw_plots
 from loadtests.results import (
     LOCUST_BOUND_PCT,
     NOISY_OTHERS_PCT,
+    cell_task,
+    dataset_headline,
     is_noisy,
     locust_bound,
     model_accuracy,
@@ -31,6 +32,7 @@ from loadtests.results import (
     read_results,
     tradeoff_points,
 )
+from loadtests.scoring import Headline
 
 REPORT_FILE = "REPORT.md"
 
@@ -72,14 +74,21 @@ def _server(cell: dict[str, Any], key: str, digits: int = 2) -> str:
 
 
 # --- sections ------------------------------------------------------------------------------------
-def _accuracy_text(value: float | None) -> str:
-    return NA if value is None else f"{value:.3f}"
+def _accuracy_text(value: float | None, metric: Headline | None = None) -> str:
+    """A headline value: scores in [0, 1] to 3 decimals, errors (MAE) to 4 significant digits."""
+    if value is None:
+        return NA
+    return f"{value:.3f}" if metric is None or metric.higher_is_better else f"{value:.4g}"
 
 
 def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> list[str]:
     budget, choice = rec.budget, rec.choice
     n_fit, n_all = len(rec.fitting), len(rec.ranked)
-    metric = "PR-AUC" if ACCURACY_METRIC == "pr_auc" else ACCURACY_METRIC
+    metric = rec.metric.name
+
+    def text(value: float | None) -> str:
+        return _accuracy_text(value, rec.metric)
+
     if choice is None:
         lines = [f"**No {rec.dataset} model fits {budget.describe()}** (none of {n_all} measured)."]
         near = rec.closest
@@ -87,7 +96,7 @@ def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> l
             lines.append(
                 f"Closest: `{near.model}` ({budget.key} {near.verdict.latency_ms:.2f} ms at "
                 f"{near.verdict.rate_rps or 0:.0f} req/s, {metric} "
-                f"{_accuracy_text(near.accuracy)}). Relax the budget, or give the server more "
+                f"{text(near.accuracy)}). Relax the budget, or give the server more "
                 "cores (`--workers`, `--server-cpus`) and measure again."
             )
         return [" ".join(lines), ""]
@@ -95,7 +104,7 @@ def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> l
     rows = _answered_rows(cells, choice.model)
     others = [r for r in rec.fitting if r is not choice]
     runner = others[0] if others else None
-    accuracy = f"{metric} {_accuracy_text(choice.accuracy)} under load" + (
+    accuracy = f"{metric} {text(choice.accuracy)} under load" + (
         f" on {rows:,} hold-out rows" if rows else ""
     )
     models = f"{rec.dataset} model{'s' if n_all != 1 else ''} measured"
@@ -109,7 +118,7 @@ def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> l
         )
     reason = f"**Deploy `{choice.model}`** ({rec.dataset}). {why}"
     if runner is not None:
-        reason += f" (next: `{runner.model}`, {_accuracy_text(runner.accuracy)})"
+        reason += f" (next: `{runner.model}`, {text(runner.accuracy)})"
     lat = v.latency_ms
     if v.how == "measured" and lat is not None:
         reason += (
@@ -129,7 +138,7 @@ def _recommendation_lines(rec: Recommendation, cells: list[dict[str, Any]]) -> l
         lines.append(
             "More accurate but over budget: "
             + "; ".join(
-                f"`{r.model}` ({metric} {_accuracy_text(r.accuracy)}, {r.verdict.evidence}"
+                f"`{r.model}` ({metric} {text(r.accuracy)}, {r.verdict.evidence}"
                 + ("; a noisy cell: it may fit on a quiet machine)" if noisy_verdict(r) else ")")
                 for r in better
             )
@@ -154,14 +163,14 @@ def _recommendation_section(cells: list[dict[str, Any]], budget: Budget) -> list
     lines = [f"## Which model to deploy for {budget.describe()}", ""]
     if not recs:
         return [*lines, "_(no model cells)_", ""]
-    metric = "PR-AUC" if ACCURACY_METRIC == "pr_auc" else ACCURACY_METRIC
     for rec in recs:
         lines += _recommendation_lines(rec, cells)
     rows = [
         [
             rec.dataset,
+            rec.metric.name,
             f"`{r.model}`" + (" (deploy)" if r is rec.choice else ""),
-            _accuracy_text(r.accuracy),
+            _accuracy_text(r.accuracy, rec.metric),
             "yes" if r.verdict.fits else "no",
             r.verdict.how,
             r.verdict.evidence + (" (noisy)" if noisy_verdict(r) else ""),
@@ -169,11 +178,15 @@ def _recommendation_section(cells: list[dict[str, Any]], budget: Budget) -> list
         for rec in recs
         for r in rec.ranked
     ]
-    lines += _table(["dataset", "model", f"{metric} under load", "fits", "how", "evidence"], rows)
+    lines += _table(
+        ["dataset", "metric", "model", "accuracy under load", "fits", "how", "evidence"], rows
+    )
     lines += [
-        f"The rule: among the models that fit `{budget}`, the highest {metric} (average "
-        "precision of the positive class on the model's hold-out, scored from the server's own "
-        "answers during the sweep); a tie goes to the faster. _measured_: Locust users paced to "
+        f"The rule: among the models that fit `{budget}`, the most accurate by the dataset's "
+        "task, on the model's hold-out, scored from the server's own answers during the sweep "
+        "(binary: the highest PR-AUC, average precision of the positive class; multiclass: the "
+        "highest macro-F1; regression: the lowest MAE); a tie goes to the faster. _measured_: "
+        "Locust users paced to "
         "the budget's rate in total (needs >= 95% of the rate, the latency limit, < 1% errors); "
         "_inferred_: no paced cell, but a closed-loop one-row cell sustained at least the rate "
         "within the limit. Another budget: `tabserve loadtest sweep --quick --budget "
@@ -238,23 +251,38 @@ def _pareto_section(cells: list[dict[str, Any]]) -> list[str]:
     fronts = pareto_models(cells)
     if not fronts:
         return []
-    lines = ["## Pareto-optimal models (PR-AUC under load vs p99 latency)", ""]
+    lines = ["## Pareto-optimal models (accuracy under load vs p99 latency)", ""]
     points = tradeoff_points(cells)
     for (dataset, users), front in fronts.items():
         pts = points[(dataset, users)]
+        metric = dataset_headline(cells, dataset)
         described = ", ".join(
-            f"`{m}` (p99 {pts[m][0]:.2f} ms, PR-AUC {pts[m][1]:.3f})" for m in front
+            f"`{m}` (p99 {pts[m][0]:.2f} ms, {metric.name} {_accuracy_text(pts[m][1], metric)})"
+            for m in front
         )
         who = f"{users} user" + ("" if users == 1 else "s")
         lines.append(f"- **{dataset}, {who}**: {described}")
     lines += [
         "",
         "A model is on the frontier when no other model is both at least as fast (p99) and at "
-        "least as accurate (PR-AUC on its hold-out, measured through the server). Datasets are "
-        "compared separately.",
+        "least as accurate on its hold-out, measured through the server (PR-AUC for binary, "
+        "macro-F1 for multiclass, MAE for regression models). Datasets are compared separately.",
         "",
     ]
     return lines
+
+
+_QUALITY_KEYS: dict[str, tuple[tuple[str, str, int], ...]] = {
+    "binary": (("PR-AUC", "pr_auc", 4), ("F1", "f1", 4)),
+    "multiclass": (("macro-F1", "macro_f1", 4), ("accuracy", "accuracy", 4)),
+    "regression": (("MAE", "mae", 4), ("RMSE", "rmse", 4), ("R²", "r2", 3)),
+}
+
+
+def _quality_text(task: str, metrics: dict[str, Any]) -> str:
+    """A model's main figures for its task: 'PR-AUC 0.8123, F1 0.7012', 'MAE 3.2100, ...'."""
+    keys = _QUALITY_KEYS.get(task, _QUALITY_KEYS["binary"])
+    return ", ".join(f"{name} {fmt(metrics.get(key), digits)}" for name, key, digits in keys)
 
 
 def _cards_section(facts: dict[str, Any]) -> list[str]:
@@ -270,9 +298,10 @@ def _cards_section(facts: dict[str, Any]) -> list[str]:
                 str(f.get("version", "")),
                 str(f.get("dataset", "")),
                 str(f.get("estimator", "")),
+                str(f.get("columns") or NA),
                 f"{f.get('rows_test', 0):,}",
-                fmt(off.get("pr_auc"), 4),
-                fmt(off.get("f1"), 4),
+                str(f.get("task") or off.get("task") or "binary"),
+                _quality_text(str(f.get("task") or off.get("task") or "binary"), off),
                 fmt(cost.get("batch1"), 1),
                 fmt(cost.get("per_row_batch64"), 2),
             ]
@@ -282,9 +311,10 @@ def _cards_section(facts: dict[str, Any]) -> list[str]:
         "version",
         "dataset",
         "estimator",
+        "input columns",
         "hold-out rows",
-        "offline PR-AUC",
-        "offline F1",
+        "task",
+        "offline quality (hold-out)",
         "ONNX us, 1 row",
         "ONNX us/row, batch 64",
     ]
@@ -343,50 +373,134 @@ def _offline_of(cells: list[dict[str, Any]], model: str) -> dict[str, Any]:
     return {}
 
 
-def _accuracy_section(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
-    rows = []
+def _accuracy_rows(
+    cells: list[dict[str, Any]], models: list[str], task: str
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(model, accuracy under load, offline metrics) of the models of ``task``."""
+    out = []
     for model in models:
         acc = model_accuracy(cells, model)
-        if acc is None:
+        if acc is None or cell_task(acc) != task:
             continue
-        offline = _offline_of(cells, model)
+        out.append((model, acc, _offline_of(cells, model)))
+    return out
 
-        def pair(key: str, acc: dict[str, Any] = acc, offline: dict[str, Any] = offline) -> str:
-            return f"{fmt(acc.get(key), 4)} / {fmt(offline.get(key), 4)}"
 
-        rows.append(
-            [
-                f"`{model}`",
-                f"{acc.get('rows', 0):,} ({_pct(acc.get('coverage'), 0)})",
-                fmt(acc.get("threshold"), 3),
-                pair("precision"),
-                pair("recall"),
-                pair("f1"),
-                pair("pr_auc"),
-                pair("roc_auc"),
-                fmt(acc.get("max_repeat_diff"), 6),
-            ]
-        )
-    lines = ["## Accuracy under load vs offline (same hold-out rows)", ""]
-    lines += _table(
+def _pair(acc: dict[str, Any], offline: dict[str, Any], key: str, digits: int = 4) -> str:
+    return f"{fmt(acc.get(key), digits)} / {fmt(offline.get(key), digits)}"
+
+
+def _rows_text(acc: dict[str, Any]) -> str:
+    return f"{acc.get('rows', 0):,} ({_pct(acc.get('coverage'), 0)})"
+
+
+def _binary_accuracy(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
+    rows = [
         [
-            "model",
-            "rows answered (coverage)",
-            "threshold",
-            "precision load / offline",
-            "recall load / offline",
-            "F1 load / offline",
-            "PR-AUC load / offline",
-            "ROC-AUC load / offline",
-            "max repeat diff",
-        ],
-        rows,
+            f"`{model}`",
+            _rows_text(acc),
+            fmt(acc.get("threshold"), 3),
+            _pair(acc, offline, "precision"),
+            _pair(acc, offline, "recall"),
+            _pair(acc, offline, "f1"),
+            _pair(acc, offline, "pr_auc"),
+            _pair(acc, offline, "roc_auc"),
+            fmt(acc.get("max_repeat_diff"), 6),
+        ]
+        for model, acc, offline in _accuracy_rows(cells, models, "binary")
+    ]
+    if not rows:
+        return []
+    header = [
+        "model",
+        "rows answered (coverage)",
+        "threshold",
+        "precision load / offline",
+        "recall load / offline",
+        "F1 load / offline",
+        "PR-AUC load / offline",
+        "ROC-AUC load / offline",
+        "max repeat diff",
+    ]
+    return ["### Binary classifiers", "", *_table(header, rows)]
+
+
+def _multiclass_accuracy(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
+    rows = [
+        [
+            f"`{model}`",
+            _rows_text(acc),
+            _pair(acc, offline, "accuracy"),
+            fmt(offline.get("baseline_accuracy"), 4),
+            _pair(acc, offline, "macro_f1"),
+            _pair(acc, offline, "weighted_f1"),
+            _pair(acc, offline, "log_loss"),
+            fmt(acc.get("max_repeat_diff"), 6),
+        ]
+        for model, acc, offline in _accuracy_rows(cells, models, "multiclass")
+    ]
+    if not rows:
+        return []
+    header = [
+        "model",
+        "rows answered (coverage)",
+        "accuracy load / offline",
+        "majority-class accuracy",
+        "macro-F1 load / offline",
+        "weighted F1 load / offline",
+        "log-loss load / offline",
+        "max repeat diff",
+    ]
+    return ["### Multiclass classifiers", "", *_table(header, rows)]
+
+
+def _regression_accuracy(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
+    rows = [
+        [
+            f"`{model}`",
+            _rows_text(acc),
+            _pair(acc, offline, "mae"),
+            fmt(offline.get("baseline_mae"), 4),
+            _pair(acc, offline, "rmse"),
+            _pair(acc, offline, "r2"),
+            _pair(acc, offline, "mape"),
+            fmt(acc.get("bias"), 4),
+            fmt(acc.get("max_repeat_diff"), 6),
+        ]
+        for model, acc, offline in _accuracy_rows(cells, models, "regression")
+    ]
+    if not rows:
+        return []
+    header = [
+        "model",
+        "rows answered (coverage)",
+        "MAE load / offline",
+        "MAE of the median",
+        "RMSE load / offline",
+        "R² load / offline",
+        "MAPE load / offline",
+        "mean residual (load)",
+        "max repeat diff",
+    ]
+    return ["### Regressors", "", *_table(header, rows)]
+
+
+def _accuracy_section(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
+    lines = ["## Accuracy under load vs offline (same hold-out rows)", ""]
+    parts = (
+        _binary_accuracy(cells, models)
+        + _multiclass_accuracy(cells, models)
+        + _regression_accuracy(cells, models)
     )
+    lines += parts or ["_(no cells)_", ""]
     lines.append(
-        "Under load: the scores the server returned during the sweep, scored at the card's "
-        "threshold (the cell that answered most rows). Offline: `model.json` metrics on the same "
-        "hold-out split. Max repeat diff: the largest change between two answers for the same row "
-        "across all cells (0 means batching and caching never mixed rows up)."
+        "Under load: what the server answered during the sweep, scored by each task's own "
+        "metrics (the cell that answered most rows): binary at the card's threshold; multiclass "
+        "from the answer's label (accuracy, macro/weighted F1) and the score of the true class "
+        "(log-loss); regression from the answer's `value` against the target. Offline: "
+        "`model.json` metrics on the same hold-out split. Max repeat diff: the largest change "
+        "between two answers for the same row across all cells (a changed multiclass label "
+        "counts 1; 0 means batching and caching never mixed rows up)."
     )
     lines.append("")
     return lines
@@ -460,6 +574,17 @@ def _config_section(
     return [f"## {title}", "", *_table(header, rows)]
 
 
+def _label_mix(task: str, acc: dict[str, Any]) -> str:
+    """What the shifted rows' labels look like: the positive rate, the most common class's
+    share, or the mean target."""
+    rows = acc.get("rows")
+    if task == "regression":
+        return f"mean target {fmt(acc.get('target_mean'), 3)}"
+    if task == "multiclass":
+        return f"largest class {_pct(acc.get('majority_share'))}"
+    return "positive rate " + _pct(acc.get("positives", 0) / rows if rows else None)
+
+
 def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
     chosen = ok_cells(cells, "shifted")
     if not chosen:
@@ -469,6 +594,12 @@ def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
     for c in chosen:
         acc = c.get("accuracy") or {}
         offline = _offline_of(cells, c["model"])
+        task = cell_task(c)
+        keys = _QUALITY_KEYS.get(task, _QUALITY_KEYS["binary"])
+        quality = ", ".join(
+            f"{name} {fmt(acc.get(key), digits)} / {fmt(offline.get(key), digits)}"
+            for name, key, digits in keys[:2]
+        )
         mon = c.get("monitoring")
         if isinstance(mon, dict) and "error" not in mon:
             mon_text = _monitoring_summary(mon)
@@ -481,9 +612,8 @@ def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
                 f"`{c['model']}`",
                 str(c.get("dataset", "")),
                 f"{acc.get('rows', 0):,}",
-                f"{fmt(acc.get('pr_auc'), 4)} / {fmt((offline or {}).get('pr_auc'), 4)}",
-                f"{fmt(acc.get('f1'), 4)} / {fmt((offline or {}).get('f1'), 4)}",
-                _pct(acc.get("positives", 0) / acc["rows"] if acc.get("rows") else None),
+                quality,
+                _label_mix(task, acc),
                 mon_text,
             ]
         )
@@ -492,9 +622,8 @@ def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
             "model",
             "rows",
             "answered",
-            "PR-AUC shifted / offline",
-            "F1 shifted / offline",
-            "positive rate",
+            "shifted / offline",
+            "labels",
             "server monitoring",
         ],
         rows,
@@ -503,14 +632,26 @@ def _shift_section(cells: list[dict[str, Any]]) -> list[str]:
 
 
 def _monitoring_summary(mon: dict[str, Any]) -> str:
-    """The monitoring endpoint's verdict and the features it flags, tolerant of its shape."""
+    """The monitoring endpoint's verdict, the features it flags (a categorical one with its
+    unseen share) and the predictions' drift, tolerant of its shape."""
     status = str(mon.get("status", "?"))
+    unseen = {
+        f.get("name"): f.get("unseen_rate")
+        for f in mon.get("features") or []
+        if isinstance(f, dict) and f.get("unseen_rate")
+    }
     flagged = [
-        f"{f.get('name')} (PSI {fmt(f.get('psi'), 2)})"
+        f"{f.get('name')} (PSI {fmt(f.get('psi'), 2)}"
+        + (f", unseen {_pct(unseen[f.get('name')])}" if f.get("name") in unseen else "")
+        + ")"
         for f in mon.get("top_drifting") or []
         if isinstance(f, dict) and f.get("status") not in (None, "ok", "stable")
     ]
-    return status + (": " + ", ".join(flagged) if flagged else "")
+    text = status + (": " + ", ".join(flagged) if flagged else "")
+    scores = mon.get("scores")
+    if isinstance(scores, dict) and scores.get("psi") is not None:
+        text += f"; predictions PSI {fmt(scores.get('psi'), 2)} ({scores.get('status', '?')})"
+    return text
 
 
 def _all_cells_section(cells: list[dict[str, Any]]) -> list[str]:
@@ -580,8 +721,11 @@ def render_markdown(doc: dict[str, Any], budget: Budget) -> str:
         "- server p99: from the server's own latency histogram (interpolated inside buckets); "
         "the gap to the client p99 is the loopback network, HTTP handling outside the handler "
         "and scheduling delays",
-        "- accuracy: every answered hold-out row scored as it arrived; precision/recall/F1 at the "
-        "card's threshold; PR-AUC = average precision",
+        "- accuracy: every answered hold-out row scored as it arrived, by its task's own metrics: "
+        "binary precision/recall/F1 at the card's threshold and PR-AUC (average precision); "
+        "multiclass accuracy and macro-F1 of the answered label; regression MAE and RMSE of the "
+        "answered value. Rows of models with typed columns are sent as objects of raw values "
+        "(strings, booleans), the others as lists of numbers",
     ]
     if meta.get("load_average_at_start") is not None:
         lines.append(
@@ -640,8 +784,8 @@ def recommendation_summary(doc: dict[str, Any], budget: Budget) -> list[str]:
         latency = NA if v.latency_ms is None else f"{v.latency_ms:.2f} ms"
         out.append(
             f"{rec.dataset}: deploy {choice.model}, the most accurate of the "
-            f"{len(rec.fitting)} model(s) that meet {budget.describe()} (PR-AUC "
-            f"{_accuracy_text(choice.accuracy)} under load; {budget.key} {latency} at "
+            f"{len(rec.fitting)} model(s) that meet {budget.describe()} ({rec.metric.name} "
+            f"{_accuracy_text(choice.accuracy, rec.metric)} under load; {budget.key} {latency} at "
             f"{v.rate_rps or 0:.0f} req/s, {v.how})"
         )
     return out

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from loadtests.scoring import Headline, headline
+
 RESULTS_FILE = "results.json"
 
 
@@ -93,6 +95,8 @@ def cell_record(
         record["max_repeat_diff"] = stream.get("max_repeat_diff")
         record["offline"] = stream.get("offline")
         record["dataset"] = stream.get("dataset")
+        record["task"] = stream.get("task", "binary")
+        record["row_form"] = stream.get("row_form")
         if "monitoring" in stream:
             record["monitoring"] = stream["monitoring"]
     return record
@@ -143,6 +147,23 @@ def ok_cells(cells: list[dict[str, Any]], group: str | None = None) -> list[dict
     return [c for c in cells if not c.get("failed") and (group is None or c.get("group") == group)]
 
 
+def cell_task(cell: dict[str, Any]) -> str:
+    """The task of the cell's model (binary for results written before there were others)."""
+    for source in (cell, cell.get("accuracy") or {}, cell.get("offline") or {}):
+        task = source.get("task") if isinstance(source, dict) else None
+        if task:
+            return str(task)
+    return "binary"
+
+
+def model_headline(cells: list[dict[str, Any]], model: str) -> Headline:
+    """The headline metric of ``model``'s task, from any of its cells."""
+    for c in cells:
+        if c.get("model") == model and not c.get("failed"):
+            return headline(cell_task(c))
+    return headline("binary")
+
+
 def model_accuracy(cells: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
     """The model's accuracy under load on its hold-out: from the cell that answered most rows.
 
@@ -169,12 +190,20 @@ def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
 
 
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names of the non-dominated points (lower latency, higher accuracy), fastest first.
+def pareto_front(
+    points: dict[str, tuple[float, float]], *, higher_is_better: bool = True
+) -> list[str]:
+    """Names of the non-dominated points (lower latency, better accuracy), fastest first.
 
+    With ``higher_is_better=False`` (an error such as MAE) a lower second coordinate is better.
     Points with a NaN coordinate are left out.
     """
-    clean = {k: v for k, v in points.items() if not (math.isnan(v[0]) or math.isnan(v[1]))}
+    sign = 1.0 if higher_is_better else -1.0
+    clean = {
+        k: (v[0], sign * v[1])
+        for k, v in points.items()
+        if not (math.isnan(v[0]) or math.isnan(v[1]))
+    }
     front = [
         k for k, v in clean.items() if not any(dominates(w, v) for j, w in clean.items() if j != k)
     ]
@@ -182,13 +211,14 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def tradeoff_points(
-    cells: list[dict[str, Any]], latency_key: str = "p99", metric: str = "pr_auc"
+    cells: list[dict[str, Any]], latency_key: str = "p99", metric: str | None = None
 ) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
     """(dataset, users) -> {model: (latency, accuracy)} over the model-comparison cells.
 
     Accuracy is each model's accuracy under load on its whole hold-out (see
-    :func:`model_accuracy`); latency is the one-row cell's client-side percentile at that
-    concurrency. Datasets are kept apart: PR-AUC on different data is not comparable.
+    :func:`model_accuracy`), by ``metric`` or else the headline metric of the model's task
+    (PR-AUC, macro-F1, MAE); latency is the one-row cell's client-side percentile at that
+    concurrency. Datasets are kept apart: accuracy on different data is not comparable.
     """
     out: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
     for c in ok_cells(cells, "models"):
@@ -199,10 +229,23 @@ def tradeoff_points(
         if acc is None or lat is None:
             continue
         key = (str(c.get("dataset") or "?"), int(c["users"]))
-        out.setdefault(key, {})[c["model"]] = (float(lat), float(acc.get(metric, float("nan"))))
+        value = acc.get(metric or headline(cell_task(c)).key)
+        accuracy = float("nan") if value is None else float(value)
+        out.setdefault(key, {})[c["model"]] = (float(lat), accuracy)
     return out
+
+
+def dataset_headline(cells: list[dict[str, Any]], dataset: str) -> Headline:
+    """The headline metric of a dataset's models (one task per dataset)."""
+    for c in ok_cells(cells):
+        if str(c.get("dataset") or "?") == dataset:
+            return headline(cell_task(c))
+    return headline("binary")
 
 
 def pareto_models(cells: list[dict[str, Any]]) -> dict[tuple[str, int], list[str]]:
     """(dataset, users) -> the Pareto-optimal models, fastest first."""
-    return {key: pareto_front(points) for key, points in sorted(tradeoff_points(cells).items())}
+    return {
+        key: pareto_front(points, higher_is_better=dataset_headline(cells, key[0]).higher_is_better)
+        for key, points in sorted(tradeoff_points(cells).items())
+    }

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.budget import DEFAULT_BUDGET, Budget, parse_budget
-from loadtests.holdout import available_models, load_replay, read_card
+from loadtests.holdout import (
+    GENERATED_DATASETS,
+    available_models,
+    load_replay,
+    offline_metrics,
+    read_card,
+)
 from loadtests.labels import cell_label
 from loadtests.processes import (
     LocustRun,
@@ -35,7 +41,14 @@ from loadtests.processes import (
 )
 from loadtests.promscrape import Samples, difference, scrape, server_figures
 from loadtests.report import recommendation_summary, render
-from loadtests.results import RESULTS_FILE, cell_record, read_locust_stats, write_results
+from loadtests.results import (
+    RESULTS_FILE,
+    cell_record,
+    cell_task,
+    read_locust_stats,
+    write_results,
+)
+from loadtests.scoring import headline
 from loadtests.serveproc import pin_prefix
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -161,6 +174,23 @@ def _fraud_models(models_dir: Path, models: list[str]) -> list[str]:
     return [m for m in models if read_card(models_dir, m).dataset.name == "fraud"]
 
 
+QUICK_BINARY = 6
+"""Numeric binary (fraud) models a quick sweep measures."""
+QUICK_TYPED = 4
+"""Bundled models with typed columns or another task a quick sweep measures besides."""
+
+
+def _typed_models(models_dir: Path, models: list[str]) -> list[str]:
+    """Bundled (not ``byo``) models with string/boolean columns or a task other than binary:
+    the e-commerce regression and multiclass models."""
+    out = []
+    for m in models:
+        card = read_card(models_dir, m)
+        if card.recipe != "byo" and (card.task != "binary" or not card.input.numeric_only):
+            out.append(m)
+    return out
+
+
 def budget_cells(models: list[str], budget: Budget, seconds: float) -> list[Cell]:
     users = max(4, min(128, math.ceil(budget.rate_rps / 50.0)))
     return [
@@ -221,19 +251,14 @@ def plan(options: SweepOptions, models: list[str]) -> list[Cell]:
             fresh_server=True,
         )
     )
-    if fraud:
-        shifted_model = heavy if heavy in fraud else fraud[0]
+    shifted = [heavy if heavy in fraud else fraud[0]] if fraud else []
+    # and one model per other generated data set (categorical drift: category shares move)
+    for dataset in GENERATED_DATASETS[1:]:
+        own = [m for m in models if read_card(options.models_dir, m).dataset.name == dataset]
+        shifted += own[:1] if quick else own
+    for m in shifted:
         cells.append(
-            Cell(
-                "shifted",
-                shifted_model,
-                "ShiftedTraffic",
-                4,
-                seconds,
-                base,
-                shift=1.0,
-                fresh_server=True,
-            )
+            Cell("shifted", m, "ShiftedTraffic", 4, seconds, base, shift=1.0, fresh_server=True)
         )
     if options.budget is not None:
         cells += budget_cells(models, options.budget, seconds)
@@ -514,10 +539,11 @@ def _progress_line(record: dict[str, Any]) -> str:
         f" (503 {float(record.get('rate_503') or 0):.1%})",
     ]
     if acc:
-        offline = off.get("pr_auc")
-        offline_text = "n/a" if offline is None else f"{offline:.3f}"
+        metric = headline(cell_task(record))
+        offline = off.get(metric.key)
+        offline_text = "n/a" if offline is None else f"{offline:.4g}"
         parts.append(
-            f"PR-AUC {acc.get('pr_auc', float('nan')):.3f} (offline {offline_text},"
+            f"{metric.name} {acc.get(metric.key, float('nan')):.4g} (offline {offline_text},"
             f" {float(record.get('coverage') or 0):.0%} rows)"
         )
     if server.get("mean_batch_rows") is not None:
@@ -533,13 +559,20 @@ def _model_facts(models_dir: Path, model: str) -> dict[str, Any]:
         "version": card.version,
         "dataset": card.dataset.name,
         "estimator": card.estimator,
+        "task": card.task,
+        "columns": _column_kinds(card.input.columns),
         "rows_test": card.dataset.rows_test,
-        "offline": {
-            k: getattr(card.metrics, k)
-            for k in ("threshold", "precision", "recall", "f1", "roc_auc", "pr_auc", "accuracy")
-        },
+        "offline": offline_metrics(card),
         "cost_us": {"batch1": card.cost.us_batch1, "per_row_batch64": card.cost.us_per_row_batch64},
     }
+
+
+def _column_kinds(columns: list[Any]) -> str:
+    """'3 categorical + 20 numeric' (in the order kinds first appear)."""
+    counts: dict[str, int] = {}
+    for c in columns:
+        counts[c.kind] = counts.get(c.kind, 0) + 1
+    return " + ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
 def _load_average() -> list[float] | None:
@@ -592,7 +625,8 @@ def resolve_models(options: SweepOptions) -> list[str]:
         return list(options.models)
     if options.mode == "quick":
         fraud = _fraud_models(options.models_dir, found)
-        return (fraud or found)[:6]
+        typed = _typed_models(options.models_dir, found)
+        return list(dict.fromkeys([*(fraud or found)[:QUICK_BINARY], *typed[:QUICK_TYPED]]))
     return found
 
 

@@ -1,9 +1,11 @@
 """Which rows each scenario sends: sequential replay, Zipf-repeated, all-unique, batches.
 
 A picker turns "the next request" into a :class:`Request`: the rows' keys (for scoring and the
-repeat check), their true labels and the ready-to-send body. Pickers hold no Locust state, so the
-tests drive them in-process; one picker per model is shared by all users of a process, which
-keeps sequential replay from sending the same row from every user at once.
+repeat check), what each answer is scored against (the class index, or a regressor's target) and
+the ready-to-send body (JSON lists, or objects of raw values for a model with typed columns).
+Pickers hold no Locust state, so the tests drive them in-process; one picker per model is shared
+by all users of a process, which keeps sequential replay from sending the same row from every
+user at once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import itertools
 import random
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 
 from loadtests.holdout import ReplaySet
@@ -21,7 +22,8 @@ from loadtests.holdout import ReplaySet
 @dataclass(frozen=True)
 class Request:
     keys: list[int]
-    labels: list[int]
+    labels: list[float]
+    """Per row: the true class index (a classifier) or the target (a regressor)."""
     body: bytes
 
     @property
@@ -51,7 +53,7 @@ class SequentialPicker:
     def __init__(self, replay: ReplaySet, start: int = 0) -> None:
         self.replay = replay
         self._cursor = itertools.count(start)
-        self._labels = replay.y.tolist()
+        self._labels = replay.labels
 
     def take(self, rows: int = 1) -> Request:
         n = self.replay.n_rows
@@ -79,7 +81,7 @@ class ZipfPicker:
         draws = rng.choice(n, size=self.BLOCK, p=weights / weights.sum())
         self._draws: list[int] = rank_to_row[draws].tolist()
         self._i = itertools.count()
-        self._labels = replay.y.tolist()
+        self._labels = replay.labels
 
     def take(self, rows: int = 1) -> Request:
         keys = [self._draws[next(self._i) % self.BLOCK] for _ in range(rows)]
@@ -90,19 +92,20 @@ class UniquePicker:
     """Every request carries rows never sent before in this run (a cold cache).
 
     The first pass sends the hold-out rows as they are; pass ``p >= 1`` scales one continuous
-    feature by ``1 + p * 2**-20`` (a change in the 6th significant digit that the model barely
-    notices but that gives the row new float32 bytes, hence a new cache key). Keys are
+    (numeric) column by ``1 + p * 2**-20`` (a change in the 6th significant digit that the model
+    barely notices but that gives the row new float32 bytes, hence a new cache key). Keys are
     ``p * n + row`` so each perturbed copy is scored as its own row.
     """
 
     def __init__(self, replay: ReplaySet, start: int = 0) -> None:
         self.replay = replay
         self._cursor = itertools.count(start)
-        self._labels = replay.y.tolist()
+        self._labels = replay.labels
         X = replay.X
-        # The feature with the most distinct values is continuous, so a tiny change is realistic.
-        self._feature = int(np.argmax([np.unique(X[:, j]).size for j in range(X.shape[1])]))
-        self._encoder = msgspec.json.Encoder()
+        numeric = _numeric_columns(replay)
+        # The numeric column with the most distinct values is continuous, so a tiny change is
+        # realistic (a category code must stay a known category).
+        self._feature = max(numeric, key=lambda j: np.unique(X[:, j]).size)
 
     def take(self, rows: int = 1) -> Request:
         n = self.replay.n_rows
@@ -120,9 +123,20 @@ class UniquePicker:
                 values[self._feature] = (
                     v * np.float32(1 + p * 2.0**-20) if v != 0 else np.float32(p * 1e-6)
                 )
-                parts.append(self._encoder.encode(values.tolist()))
+                parts.append(self.replay.encode_row(values))
         labels = [self._labels[k % n] for k in keys]
         return Request(keys, labels, b'{"instances":[' + b",".join(parts) + b"]}")
+
+
+def _numeric_columns(replay: ReplaySet) -> list[int]:
+    """Indices of the replay's numeric columns (every column of an all-numeric model)."""
+    encoder = replay.encoder
+    if encoder is None:
+        return list(range(replay.X.shape[1]))
+    numeric = [j for j, c in enumerate(encoder.spec.columns) if c.kind == "numeric"]
+    if not numeric:
+        raise ValueError(f"{replay.model}: AllUnique needs a numeric column to perturb")
+    return numeric
 
 
 class BatchSizes:

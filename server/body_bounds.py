@@ -22,8 +22,9 @@ def bound_work(body: bytes, card: ModelCard, max_rows: int) -> None:
     Decoding costs about one step per JSON value and per array or object; a valid request holds
     at most ``max_rows`` rows of ``n_features`` values, so at most about ``max_rows *
     n_features`` commas and ``max_rows`` arrays or objects (plus what the feature names, used as
-    keys, hold and ``_SLACK``). Counting is a C loop at memory speed (~1 ms for 4 MB), and a
-    body that passes costs no more to decode than the largest valid one."""
+    keys, and the categories, as values, hold, and ``_SLACK``). Counting is a C loop at memory
+    speed (~1 ms for 4 MB), and a body that passes costs no more to decode than the largest
+    valid one."""
     if len(body) > SCAN_FROM:
         for _ in _bound_steps(body, card, max_rows):
             pass
@@ -36,8 +37,21 @@ async def bound_work_yielding(body: bytes, card: ModelCard, max_rows: int) -> No
         await asyncio.sleep(0)
 
 
+def _text(card: ModelCard) -> list[str]:
+    """What a row may hold as text besides its numbers: the column names (keys of an object
+    row) and, per categorical column, its category with the most of the counted characters."""
+    texts = list(card.input.feature_names)
+    for column in card.input.columns:
+        if column.kind == "categorical":
+            strings = [c for c in column.categories if isinstance(c, str)]
+            if strings:
+                texts.append(max(strings, key=lambda c: c.count("[") + c.count("{")))
+                texts.append(max(strings, key=lambda c: c.count(",")))
+    return texts
+
+
 def _bound_steps(body: bytes, card: ModelCard, max_rows: int) -> Iterator[None]:
-    names = card.input.feature_names
+    names = card.input.feature_names if card.input.numeric_only else _text(card)
     per_row_opens = 1 + sum(name.count("[") + name.count("{") for name in names)
     opens = body.count(b"[")
     yield

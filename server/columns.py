@@ -69,7 +69,7 @@ class Codec:
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
         self.columns = spec.columns
-        self.lookups: list[dict[Label, float] | None] = [
+        self.lookups: list[dict[Label | float, float] | None] = [
             _lookup(c) if c.kind == "categorical" else None for c in spec.columns
         ]
         """Per column: category → code (categorical), else None. An int category is found by
@@ -155,7 +155,8 @@ class Codec:
             return np.asarray(codes, dtype=np.float64)
         if column.kind == "boolean":
             if not np.isnan(codes).any():
-                return np.asarray(codes, dtype=np.float64) != 0.0
+                flags: np.ndarray = np.asarray(codes, dtype=np.float64) != 0.0
+                return flags
             return np.array(
                 [None if math.isnan(c) else bool(c) for c in codes.tolist()], dtype=object
             )
@@ -189,7 +190,7 @@ class Codec:
         return feeds
 
 
-def _lookup(column: Column) -> dict[Label, float]:
+def _lookup(column: Column) -> dict[Label | float, float]:
     return {value: float(i) for i, value in enumerate(column.categories)}
 
 

@@ -31,6 +31,8 @@ _KINDS = {
 
 
 def _wanted(card: ModelCard) -> str:
+    if not card.input.numeric_only:
+        return "a number, a string, true/false or null"
     return "a number or null" if card.input.allow_missing else "a number"
 
 
@@ -54,13 +56,17 @@ def _value_problem(what: str, card: ModelCard) -> str:
     return f"expected {_wanted(card)}, got {got}" if got else what
 
 
-def _object_row_key(body: bytes, row: int) -> str | None:
-    """The first feature of object row ``row`` whose value is not a number or null (an error
-    path only: msgspec's path does not name the key of a bad dict value)."""
+def _object_row_key(body: bytes, row: int, typed: bool) -> str | None:
+    """The first feature of object row ``row`` whose value is not a number or null (``typed``:
+    not a number, string, boolean or null); an error path only: msgspec's path does not name
+    the key of a bad dict value."""
     try:
         instances = msgspec.json.decode(body)["instances"]
         for key, value in instances[row].items():
-            if not (
+            if typed:
+                if isinstance(value, list | dict):
+                    return str(key)
+            elif not (
                 value is None or (isinstance(value, int | float) and not isinstance(value, bool))
             ):
                 return str(key)
@@ -98,8 +104,9 @@ def explain_v1(
         return InvalidInput(f"`instances` must be a list of rows, got {_got(what) or what}")
     if path.startswith(".instances") and len(index) == 1:
         row_text = str(int(index[0]) + first) if index[0].isdigit() else index[0]
+        values = "numbers" if card.input.numeric_only else "values"
         return InvalidInput(
-            f"row {row_text} must be a list of {card.input.n_features} numbers or an object of "
+            f"row {row_text} must be a list of {card.input.n_features} {values} or an object of "
             f"feature: value, got {_got(what) or what}"
         )
     if path.startswith(".instances") and len(index) == 2 and index[0].isdigit():
@@ -107,7 +114,7 @@ def explain_v1(
         if index[1].isdigit():
             feature = _feature(card, int(index[1]))
         else:
-            key = _object_row_key(body, row)
+            key = _object_row_key(body, row, not card.input.numeric_only)
             feature = f"feature `{key}`" if key is not None else "a feature"
         return InvalidInput(f"row {row + first} {feature}: {_value_problem(what, card)}")
     return InvalidInput(f"invalid request body: {what} at `{path or '$'}`")

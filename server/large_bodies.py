@@ -29,6 +29,9 @@ SLICE_ROWS = 256
 SLICE_BYTES = 32 * 1024
 VALUE_BYTES = 64
 """Most bytes one value may take with its separator and whitespace (a float64 needs 24)."""
+UNSEEN_BYTES = 128
+"""What a category the model has not seen may take beyond the longest known one (a column
+whose model serves unknown categories)."""
 
 
 class _RawRows(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,18 +47,37 @@ mixed_decoder = msgspec.json.Decoder(list[Number | list[Number]])
 
 def _row_bytes(card: ModelCard) -> int:
     """The most bytes one row may take (objects: with its keys): a longer one holds something
-    no row holds (a number thousands of digits long, a long string), refused before decoding."""
+    no row holds (a number thousands of digits long, a long string), refused before decoding.
+    A categorical column's value may be twice as long as its longest category in JSON (plus
+    :data:`UNSEEN_BYTES` where the model serves unknown categories)."""
     names = card.input.feature_names
-    return card.input.n_features * VALUE_BYTES + sum(len(n) + 8 for n in names) + 64
+    limit = card.input.n_features * VALUE_BYTES + sum(len(n) + 8 for n in names) + 64
+    for column in card.input.columns:
+        if column.kind == "categorical":
+            longest = max(len(_json(c)) for c in column.categories)
+            # twice: a category may be written with JSON escapes (\u00e9 for é)
+            limit += 2 * longest + (UNSEEN_BYTES if column.unknown == "serve" else 0)
+    return limit
+
+
+def _json(value: object) -> bytes:
+    return msgspec.json.encode(value)
 
 
 def check_row_sizes(raws: list[msgspec.Raw], card: ModelCard, first: int = 0) -> None:
     limit = _row_bytes(card)
+    numeric = card.input.numeric_only
+    what = "numbers" if numeric else "values"
     for i, raw in enumerate(raws):
         if len(raw) > limit:
             raise InvalidInput(
-                f"row {i + first} is {len(raw)} bytes; a row of {card.input.n_features} numbers "
-                f"takes at most {limit} (a number too long, or something other than numbers)"
+                f"row {i + first} is {len(raw)} bytes; a row of {card.input.n_features} {what} "
+                f"takes at most {limit} (a number too long, "
+                + (
+                    "or something other than numbers)"
+                    if numeric
+                    else "or a string longer than any category of its column)"
+                )
             )
 
 

@@ -38,10 +38,18 @@ from litestar.openapi.spec import (
 )
 
 from server.modelcard import ModelCard
+from server.oip.schema import model_inputs
 
-_NUMBER_OR_NULL = Schema(
-    one_of=[Schema(type=OpenAPIType.NUMBER), Schema(type=OpenAPIType.NULL)],
-    description="A feature value; null is a missing value (only for models that allow it).",
+_VALUE = Schema(
+    one_of=[
+        Schema(type=OpenAPIType.NUMBER),
+        Schema(type=OpenAPIType.STRING),
+        Schema(type=OpenAPIType.BOOLEAN),
+        Schema(type=OpenAPIType.NULL),
+    ],
+    description="A column's value: a number (numeric column), a category (a string, or a "
+    "whole number for int categories), true/false (boolean column), or null, a missing value "
+    "(only where the column allows it). GET /v1/models/{name} lists each column's kind.",
 )
 
 PREDICT_BODY = Schema(
@@ -50,12 +58,12 @@ PREDICT_BODY = Schema(
     properties={
         "instances": Schema(
             type=OpenAPIType.ARRAY,
-            description="Rows: each a list of feature values in the model's order, or an object "
-            "mapping every feature name to its value.",
+            description="Rows: each a list of column values in the model's order, or an object "
+            "mapping every column name to its value.",
             items=Schema(
                 one_of=[
-                    Schema(type=OpenAPIType.ARRAY, items=_NUMBER_OR_NULL),
-                    Schema(type=OpenAPIType.OBJECT, additional_properties=_NUMBER_OR_NULL),
+                    Schema(type=OpenAPIType.ARRAY, items=_VALUE),
+                    Schema(type=OpenAPIType.OBJECT, additional_properties=_VALUE),
                 ]
             ),
         )
@@ -71,14 +79,17 @@ INFER_BODY = Schema(
         "parameters": Schema(type=OpenAPIType.OBJECT),
         "inputs": Schema(
             type=OpenAPIType.ARRAY,
-            description="Exactly one FP32 tensor of shape [rows, n_features].",
+            description="An all-numeric model: exactly one FP32 tensor of shape [rows, "
+            "n_features]. A model with typed columns: one input per column, named as the "
+            "column, shape [rows, 1] (FP32 numbers, BOOL booleans, BYTES string categories, "
+            "INT64 int categories), as MLServer's PandasCodec sends a table.",
             items=Schema(
                 type=OpenAPIType.OBJECT,
                 required=["name", "shape", "datatype", "data"],
                 properties={
                     "name": Schema(type=OpenAPIType.STRING),
                     "shape": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.INTEGER)),
-                    "datatype": Schema(type=OpenAPIType.STRING, enum=["FP32", "FP64"]),
+                    "datatype": Schema(type=OpenAPIType.STRING),
                     "data": Schema(
                         type=OpenAPIType.ARRAY,
                         description="Row-major values, flat or nested.",
@@ -90,8 +101,9 @@ INFER_BODY = Schema(
         ),
         "outputs": Schema(
             type=OpenAPIType.ARRAY,
-            description="Outputs to return: 'probabilities' (FP32 [n, n_classes]) and/or "
-            "'label' (INT64 [n]); all when absent.",
+            description="Outputs to return: a classifier's 'probabilities' (FP32 [n, n_classes]) "
+            "and/or 'label' (INT64 or BYTES [n]), a regressor's 'value' (FP32 [n]); all when "
+            "absent.",
             items=Schema(
                 type=OpenAPIType.OBJECT,
                 required=["name"],
@@ -109,7 +121,11 @@ FEEDBACK_BODY = Schema(
     description="The true label of one served row, named by request id and row index, or by "
     "row hash (exactly one of request_id and row_hash).",
     properties={
-        "label": Schema(type=OpenAPIType.INTEGER, description="One of the model's classes."),
+        "label": Schema(
+            one_of=[Schema(type=OpenAPIType.NUMBER), Schema(type=OpenAPIType.STRING)],
+            description="One of the model's classes as trained (an int or a string), or a "
+            "regressor's target (a number).",
+        ),
         "request_id": Schema(
             one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)],
             description="The request id the prediction was answered with.",
@@ -260,12 +276,19 @@ def document(openapi: OpenAPI, cards: Sequence[ModelCard]) -> None:
                 media.examples = {card.name: _infer_example(card) for card in cards}
 
 
-def example_row(card: ModelCard) -> list[float]:
-    """A valid row for ``card``: each feature's training median (its middle quantile edge)."""
-    row = []
-    for feature in card.reference.features:
-        edges = feature.histogram.bin_edges
-        row.append(float(f"{edges[len(edges) // 2]:.4g}") if edges else 0.0)
+def example_row(card: ModelCard) -> list[float | str | bool]:
+    """A valid row for ``card``: a numeric column's training median (its middle quantile edge),
+    a boolean column's too (as true or false), a categorical column's most frequent category
+    in training (the user's value: a string, or an int)."""
+    row: list[float | str | bool] = []
+    for column, feature in zip(card.input.columns, card.reference.features, strict=True):
+        if column.kind == "categorical":
+            counts = feature.category_counts or [0]
+            row.append(column.categories[max(range(len(counts)), key=counts.__getitem__)])
+            continue
+        edges = feature.histogram.bin_edges if feature.histogram is not None else []
+        middle = float(f"{edges[len(edges) // 2]:.4g}") if edges else 0.0
+        row.append(middle >= 0.5 if column.kind == "boolean" else middle)
     return row
 
 
@@ -293,14 +316,19 @@ def _predict_examples(card: ModelCard) -> list[tuple[str, Example]]:
 
 def _infer_example(card: ModelCard) -> Example:
     row = example_row(card)
-    return Example(
-        summary=f"{card.name}: one row ({len(row)} features)",
-        value={
-            "inputs": [
-                {"name": card.input.name, "shape": [1, len(row)], "datatype": "FP32", "data": row}
-            ]
-        },
-    )
+    tensors = model_inputs(card)
+    if len(tensors) == 1 and tensors[0].name == card.input.name:
+        inputs = [
+            {"name": card.input.name, "shape": [1, len(row)], "datatype": "FP32", "data": row}
+        ]
+        summary = f"{card.name}: one row ({len(row)} features)"
+    else:  # one input per column, as PandasCodec sends a table
+        inputs = [
+            {"name": t.name, "shape": [1, 1], "datatype": t.datatype, "data": [value]}
+            for t, value in zip(tensors, row, strict=True)
+        ]
+        summary = f"{card.name}: one row, one input per column ({len(row)} columns)"
+    return Example(summary=summary, value={"inputs": inputs})
 
 
 # --- the page --------------------------------------------------------------------------------

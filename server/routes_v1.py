@@ -13,9 +13,15 @@ from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, Route
 from server.large_bodies import decode_predict_large
-from server.modelcard import Cost, Metrics, ModelCard
+from server.modelcard import Column, Cost, Label, Metrics, ModelCard, Task
 from server.openapi_docs import PREDICT_BODY, with_json_body
-from server.payload import PredictResponse, decode_predict, encode, encode_predict
+from server.payload import (
+    PredictResponse,
+    RegressionResponse,
+    decode_predict,
+    encode,
+    encode_predict,
+)
 from server.registry import LoadedModel
 from server.request_meta import path_version
 
@@ -75,10 +81,19 @@ class ModelSummary(msgspec.Struct):
 
 class FeatureSchema(msgspec.Struct):
     input_name: str
+    """The ONNX input of a ``matrix`` layout (a ``columns`` layout has one per column)."""
     feature_names: list[str]
     n_features: int
     dtype: str
+    """The row matrix's type inside the server; each column's own values are in ``columns``."""
     allow_missing: bool
+    """Every column takes null (missing); per column in ``columns``."""
+    layout: str
+    """``matrix`` (one float32 ONNX input) or ``columns`` (one ONNX input per column)."""
+    columns: list[Column]
+    """Each column: ``kind`` (numeric, boolean, categorical), its ``categories``,
+    ``allow_missing``, what an unknown category gets (``unknown``: refuse or serve) and the
+    ``dtype`` its ONNX input takes."""
 
 
 class ServingCost(msgspec.Struct):
@@ -96,9 +111,13 @@ class VersionDetail(msgspec.Struct):
     framework: str
     estimator: str
     onnx_sha256: str
-    classes: list[int]
-    positive_class: int
-    threshold: float
+    task: Task
+    classes: list[Label]
+    """The user's labels in the order of the scores; empty for a regressor."""
+    positive_class: Label | None
+    """Binary: the class the threshold applies to; null otherwise."""
+    threshold: float | None
+    """Binary: the decision threshold on the positive class's score; null otherwise."""
     metrics: Metrics
     cost: ServingCost
     schema: FeatureSchema
@@ -122,9 +141,12 @@ class ModelDetail(msgspec.Struct):
     latest: int
     versions: list[int]
     description: str
+    task: Task
+    classes: list[Label]
     schema: FeatureSchema
-    threshold: float
+    threshold: float | None
     metrics: Metrics
+    """Hold-out metrics of the latest version, for its task (``metrics.task``)."""
     cost: ServingCost
     detail: list[VersionDetail]
     """Every loaded version, oldest first."""
@@ -138,9 +160,10 @@ def _version_detail(m: LoadedModel) -> VersionDetail:
         framework=card.framework,
         estimator=card.estimator,
         onnx_sha256=card.onnx.sha256,
+        task=card.task,
         classes=card.classes,
         positive_class=card.positive_class,
-        threshold=card.threshold,
+        threshold=card.threshold if card.task == "binary" else None,
         metrics=card.metrics,
         cost=ServingCost(
             measured_us_batch1=round(m.runner.cost_us, 2),
@@ -153,6 +176,8 @@ def _version_detail(m: LoadedModel) -> VersionDetail:
             n_features=card.input.n_features,
             dtype="float32",
             allow_missing=card.input.allow_missing,
+            layout=card.input.layout,
+            columns=card.input.columns,
         ),
         queued_rows=m.batcher.queued_rows,
         batches=m.batcher.stats.batches,
@@ -163,7 +188,13 @@ def _version_detail(m: LoadedModel) -> VersionDetail:
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:
     predict_op = with_json_body(PREDICT_BODY, "Rows to score.")
-    ok = {200: ResponseSpec(PredictResponse, description="One prediction per row, in order.")}
+    ok = {
+        200: ResponseSpec(
+            PredictResponse | RegressionResponse,  # type: ignore[arg-type]
+            description="One prediction per row, in order: a classifier's label and scores "
+            "(with the classes), or a regressor's value.",
+        )
+    }
 
     @post(
         "/v1/models/{name:str}/predict",
@@ -204,7 +235,8 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
 
     @get("/v1/models/{name:str}", tags=["v1"], summary="Describe a model")
     async def describe_model(name: FromPath[str]) -> ModelDetail:
-        """Versions, latest, input schema, hold-out metrics, threshold and measured cost."""
+        """Versions, latest, task, classes, typed input columns, hold-out metrics (per task),
+        threshold (binary) and measured cost."""
         latest = core.registry.get(name)
         by_version = core.registry.snapshot.versions.get(name, {latest.version: latest})
         details = [_version_detail(m) for _, m in sorted(by_version.items())]
@@ -214,6 +246,8 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
             latest=latest.version,
             versions=sorted(by_version),
             description=latest.card.description,
+            task=top.task,
+            classes=top.classes,
             schema=top.schema,
             threshold=top.threshold,
             metrics=top.metrics,

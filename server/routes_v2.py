@@ -3,7 +3,8 @@
 Server metadata, health (server live/ready), model metadata, model ready, and infer, with and
 without ``/versions/{version}``. Readiness is in the status code (200 ready, 503 not), with
 ``{"live": ...}`` / ``{"ready": ...}`` bodies as KServe's own server sends. Infer takes plain JSON
-or binary tensor data (``server.oip.rest``), held to the model's metadata (``server.oip.schema``).
+or binary tensor data (``server.oip.rest``), held to the model's metadata (``server.oip.schema``:
+one FP32 matrix, or one input per column for typed models; outputs per task).
 """
 
 from __future__ import annotations
@@ -86,9 +87,17 @@ V2 = Route(
 
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:
-    infer_op = with_json_body(INFER_BODY, "One FP32 tensor [rows, n_features].")
+    infer_op = with_json_body(
+        INFER_BODY,
+        "One FP32 tensor [rows, n_features] (every column numeric), or one input per column "
+        "(BYTES strings, BOOL, numbers) as the model's metadata states.",
+    )
     ok = {
-        200: ResponseSpec(InferResponse, description="probabilities FP32 [n, k], label INT64 [n].")
+        200: ResponseSpec(
+            InferResponse,
+            description="Classifiers: probabilities FP32 [n, k], label [n] (INT64, or BYTES for "
+            "string classes); regressors: value FP32 [n].",
+        )
     }
 
     server_meta = ServerMetadata(SERVER_NAME, server_version(), list(EXTENSIONS))

@@ -47,7 +47,8 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
 
 
 class Runner:
-    """Runs float32 rows [n, n_features] through the model; returns probabilities [n, n_classes]."""
+    """Runs the row matrix (float32 [n, n_columns]) through the model; returns the score matrix
+    (float32 [n, n_outputs]: probabilities per class, or a regressor's value)."""
 
     def __init__(self, onnx_path: Path, card: ModelCard, *, intra_op_threads: int = 1) -> None:
         self.card = card
@@ -112,8 +113,8 @@ class Runner:
         [n, 1]); once a run gave float32 [n, k], later runs skip the check (the graph does not
         change; ONNX Runtime returns a fresh array per run)."""
         flat = isinstance(out, np.ndarray) and out.ndim == 1 and self.n_classes == 1
-        if flat:
-            out = out.reshape(-1, 1)  # type: ignore[union-attr]
+        if flat and isinstance(out, np.ndarray):
+            out = out.reshape(-1, 1)
         if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape != (n, self.n_classes):
             raise InvalidModelCard(
                 f"{self.label}: output {self._output_names[0]!r} is not a float tensor "

@@ -12,20 +12,27 @@ of the others:
   workers, including workers that have exited (so totals never go backwards when one is
   restarted); ``_created`` takes the earliest;
 - gauges: ``tabserve_queue_rows`` is summed (rows waiting in all workers); the monitoring gauges
-  (``tabserve_drift_*``, ``tabserve_positive_rate``, ``tabserve_live_*``) keep one series per
-  worker under a ``worker`` label (each worker has its own drift window and labels: they are
-  not summable); every other gauge takes the largest value (models loaded, breaker state).
-  Gauges of a worker whose file has not been refreshed for ``5 * interval_s`` are dropped.
+  (``tabserve_drift_*``, ``tabserve_positive_rate``, ``tabserve_predicted_class_share``,
+  ``tabserve_live_*``) are the answering worker's own, computed at the scrape: its monitoring
+  snapshots already describe every worker's drift window and labels
+  (``server.monitoring.shared``), so workers do not publish them (:data:`PUBLISHING`); every
+  other gauge takes the largest value (models loaded, breaker state). Gauges of a worker whose
+  file has not been refreshed for ``5 * interval_s`` are dropped.
 
 What another worker contributes is at most ``interval_s`` old (one second by default); the
 answering worker's own samples are live. Publishing costs one exposition of the registry per
-second per worker (a few hundred microseconds), off the request path.
+second per worker (a few hundred microseconds; the monitoring gauges, the costly part, are
+left out), off the request path.
+
+Monitoring shares the same directory (``server.monitoring.shared``, under ``monitoring/``) with
+the helpers here: :func:`write_atomic` and :func:`peer_files`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -46,8 +53,21 @@ from server.extension import Extension
 log = logging.getLogger("tabserve.workershare")
 
 SUMMED_GAUGES = frozenset({"tabserve_queue_rows"})
-PER_WORKER_GAUGE_PREFIXES = ("tabserve_drift_", "tabserve_positive_rate", "tabserve_live_")
-WORKER_LABEL = "worker"
+OWN_GAUGE_PREFIXES = (
+    "tabserve_drift_",
+    "tabserve_positive_rate",
+    "tabserve_predicted_class_share",
+    "tabserve_live_",
+)
+"""Gauges taken from the answering worker (already a view of all workers)."""
+PUBLISHING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tabserve_workershare_publishing", default=False
+)
+"""True while a worker collects its registry to publish it for the others: a collector whose
+values the answering worker computes live for every worker (the monitoring gauges) yields
+nothing then, instead of computing values no one reads."""
+STALE_AFTER_INTERVALS = 5
+"""A worker whose file is older than this many publish intervals is gone or stuck."""
 
 Sample = tuple[str, dict[str, str], float]
 Family = dict[str, Any]
@@ -70,20 +90,21 @@ def families_of(registry: CollectorRegistry) -> list[Family]:
 def _gauge_mode(name: str) -> str:
     if name in SUMMED_GAUGES:
         return "sum"
-    if name.startswith(PER_WORKER_GAUGE_PREFIXES):
-        return "worker"
+    if name.startswith(OWN_GAUGE_PREFIXES):
+        return "first"
     return "max"
 
 
 def merge(workers: Iterable[tuple[str, list[Family], bool]]) -> list[Family]:
     """Merge ``(worker id, families, fresh)`` of every worker into one list of families.
 
-    ``fresh`` is False for a worker whose file is stale (gone or stuck): its counters and
+    The answering worker comes first (its value wins for the "own" gauges). ``fresh`` is False
+    for a worker whose file is stale (gone or stuck): its counters and
     histograms still count, its gauges do not.
     """
     merged: dict[str, Family] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for worker, families, fresh in workers:
+    for _worker, families, fresh in workers:
         for family in families:
             name, kind = family["name"], family["type"]
             if kind in ("gauge", "unknown", "info", "stateset") and not fresh:
@@ -92,11 +113,11 @@ def merge(workers: Iterable[tuple[str, list[Family], bool]]) -> list[Family]:
             series = values.setdefault(name, {})
             mode = _gauge_mode(name) if kind == "gauge" else "sum"
             for sample_name, labels, value in family["samples"]:
-                if mode == "worker":
-                    labels = {**labels, WORKER_LABEL: worker}
                 key = (sample_name, tuple(sorted(labels.items())))
                 if key not in series:
                     series[key] = value
+                elif mode == "first":
+                    continue
                 elif sample_name.endswith("_created"):
                     series[key] = min(series[key], value)
                 elif mode == "max":
@@ -146,6 +167,25 @@ def create_share_dir(supervisor_pid: int) -> Path:
     return path
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename: readers never see half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def peer_files(directory: Path, own: Path, pattern: str = "*.json") -> Iterator[tuple[Path, float]]:
+    """The other workers' files in ``directory`` (not ``own``) and their age in seconds."""
+    now = time.time()
+    for path in directory.glob(pattern):
+        if path == own:
+            continue
+        try:
+            yield path, now - path.stat().st_mtime
+        except OSError:
+            continue  # removed meanwhile: that worker exited
+
+
 class WorkerShare:
     """This worker's side of the shared directory: publish our samples, merge everyone's."""
 
@@ -157,22 +197,21 @@ class WorkerShare:
 
     def publish(self, registry: CollectorRegistry) -> None:
         """Write our samples (to a temporary file, then renamed: readers never see half)."""
-        tmp = self.directory / f".{self.worker}.json.tmp"
-        tmp.write_text(json.dumps(families_of(registry)))
-        tmp.replace(self.path)
+        token = PUBLISHING.set(True)
+        try:
+            families = families_of(registry)
+        finally:
+            PUBLISHING.reset(token)
+        write_atomic(self.path, json.dumps(families))
 
     def others(self) -> Iterator[tuple[str, list[Family], bool]]:
         """The other workers' published families, and whether each file is fresh."""
-        now = time.time()
-        for path in self.directory.glob("*.json"):
-            if path == self.path:
-                continue
+        for path, age_s in peer_files(self.directory, self.path):
             try:
-                fresh = now - path.stat().st_mtime <= 5 * self.interval_s
                 families = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue  # vanished or replaced while read: the next scrape has it
-            yield path.stem, families, fresh
+            yield path.stem, families, age_s <= STALE_AFTER_INTERVALS * self.interval_s
 
     def render(self, registry: CollectorRegistry) -> bytes:
         """The exposition of all workers: ours live, the others' as last published."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.cli import main
+from tests.support.model_repo import ALL_TEST_MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,5 +112,5 @@ def test_sweep_of_an_unknown_model(model_repo: Path, capsys: pytest.CaptureFixtu
     assert code == 2
     assert err == [
         f"tabserve loadtest: error: models not found under {model_repo}: ['nope'] "
-        "(found ['logreg', 'xgb_small'])"
+        f"(found {sorted(ALL_TEST_MODELS)})"
     ]

@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC_PORT = "127.0.0.1:8000"
 ADMIN_TOKEN = "change-me"
 DOC_MODEL = "xgb_small"
+DOC_MODELS = ("xgb_small", "pricing_xgb", "returns_sklearn")
+"""The bundled models the docs call: numeric binary, regression and multiclass over strings."""
 BIN = Path(sys.executable).parent
 
 NORMALISE: list[tuple[re.Pattern[str], str]] = [
@@ -284,6 +286,13 @@ CHECKS: dict[str, Check | Runs] = {
     "--label-column is_fraud --name my_model": help_lists_options("tabserve export convert"),
     "tabserve export convert --model booster.json --holdout rows.csv "
     "--label-column y --name my_xgb": help_lists_options("tabserve export convert"),
+    "python -m export.example_default --out /tmp/default": help_lists_options(
+        "python -m export.example_default"
+    ),
+    "tabserve export convert --model /tmp/default/default.joblib --holdout "
+    "/tmp/default/default.csv --label default --name default": help_lists_options(
+        "tabserve export convert"
+    ),
     # measurement: minutes of load on both cores
     "tabserve bench": help_lists_options("tabserve bench"),
     "tabserve bench --suite serving --seconds 4 --repeat 3 --json serving.json": (
@@ -365,13 +374,20 @@ def run_examples(examples: list[Example], port: int | None) -> list[Outcome]:
 
 
 def build_doc_models(dest: Path) -> Path:
-    """The bundled ``xgb_small``, built by the real CLI (seconds, more on a busy machine)."""
+    """The bundled :data:`DOC_MODELS` and the bring-your-own example ``default`` (a scikit-learn
+    pipeline over a string column with Yes/No labels), made by the real CLI as the docs show
+    (seconds each, more on a busy machine)."""
     where = shlex.quote(str(dest))
-    code, out = run_shell(
-        f"tabserve export build --only {DOC_MODEL} --n-jobs 1 --models-dir {where}", timeout=300
-    )
-    if code != 0:
-        raise RuntimeError(f"building the docs' model failed:\n{out}")
+    example = shlex.quote(str(dest.parent / "default-example"))
+    for command in (
+        f"tabserve export build --only {' '.join(DOC_MODELS)} --n-jobs 1 --models-dir {where}",
+        f"{BIN}/python -m export.example_default --out {example}",
+        f"tabserve export convert --model {example}/default.joblib --holdout "
+        f"{example}/default.csv --label default --name default --models-dir {where}",
+    ):
+        code, out = run_shell(command, timeout=300)
+        if code != 0:
+            raise RuntimeError(f"building the docs' models failed:\n$ {command}\n{out}")
     return dest
 
 

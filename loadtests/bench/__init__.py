@@ -1,8 +1,10 @@
 """``tabserve bench``: measurements of the running server on loopback, with pinned cores.
 
 Suites: ``serving`` (:mod:`loadtests.bench.serving`: predict against its floors, batching on and
-off, ONNX Runtime alone) and ``cache`` (:mod:`loadtests.bench.cache`: the response cache's tiers
-on repeated and unique traffic). :mod:`loadtests.bench.cli` parses the options and runs them;
+off, ONNX Runtime alone), ``cache`` (:mod:`loadtests.bench.cache`: the response cache's tiers
+on repeated and unique traffic) and ``typed`` (:mod:`loadtests.bench.typed`: server CPU per
+one-row request of a model with 3 string and 20 numeric columns against an all-numeric one of the
+same width, both built by the bench). :mod:`loadtests.bench.cli` parses the options and runs them;
 :mod:`loadtests.bench.cache_costs` times the cache's pieces in process.
 
 Scripts run with ``python -m`` that print numbers (not tests, not part of ``tabserve bench``):

@@ -70,8 +70,9 @@ async def main(model: str, traffic: str) -> None:
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await inbox.put({"type": "lifespan.startup"})
+    asgi: Any = app  # driven with plain dicts, as a server would
     lifespan = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+        asgi({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
     )
     assert (await outbox.get())["type"] == "lifespan.startup.complete"
     predict = f"/v1/models/{model}/predict"

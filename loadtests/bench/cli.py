@@ -10,6 +10,7 @@ from typing import Any
 
 from loadtests.bench.cache import print_cache_report, run_cache
 from loadtests.bench.serving import DEFAULT_MODELS, placement, print_report, run
+from loadtests.bench.typed import print_typed_report, run_typed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,9 +53,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     p.add_argument(
         "--suite",
-        choices=["all", "serving", "cache"],
+        choices=["all", "serving", "cache", "typed"],
         default="all",
-        help="serving (floors, predict, batching, ONNX Runtime alone), cache, or both",
+        help="serving (floors, predict, batching, ONNX Runtime alone), cache, typed (3 string "
+        "+ 20 numeric columns against 23 numeric: server CPU per request), or all three",
     )
     p.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent of the cache suite")
     return p
@@ -69,6 +71,9 @@ def main(argv: list[str]) -> int:
     if args.suite in ("all", "cache"):
         report["cache"] = run_cache(args, *placement(args))
         print_cache_report(report["cache"])
+    if args.suite in ("all", "typed"):
+        report["typed"] = run_typed(args, *placement(args))
+        print_typed_report(report["typed"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from export.data import make_fraud
 from export.reference import reference_stats
-from server.modelcard import placeholder_card
+from server.modelcard import Column, placeholder_card
 from server.monitoring import ModelMonitor, MonitorParams, row_hash
 
 
@@ -42,7 +42,15 @@ def main() -> None:
         1,
         feature_names=names,
         threshold=threshold,
-        reference=reference_stats(X, y, scores, names, threshold),
+        reference=reference_stats(
+            [Column(name=n) for n in names],
+            X,
+            y,
+            np.column_stack([1.0 - scores, scores]),
+            "binary",
+            [0, 1],
+            threshold,
+        ),
     )
     live, _, _ = make_fraud(64 * 2_000, seed=1, shift=0.5)
     p = fake_scores(live, names).astype(np.float32)

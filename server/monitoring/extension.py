@@ -9,6 +9,11 @@
 - ``route_handlers()``: ``GET /v1/models/{name}/monitoring`` and ``POST .../feedback`` (see
   :mod:`server.monitoring.routes`).
 
+With ``--workers N`` (``settings.workers > 1``) it also runs this worker's side of
+:class:`~server.monitoring.shared.MonitorShare` in the directory the workers share for
+``/metrics``: it publishes its monitors' states every second, answers the other workers'
+feedback on its socket, and its snapshots (routes and gauges) describe every worker.
+
 A monitor that cannot be built (a bad setting) is logged and left out: the version serves
 without one. Monitors are held by weak reference: the batcher of a version owns its monitor, so
 when a version is unloaded (and its batcher dropped) the monitor and its feedback memory go with
@@ -17,10 +22,15 @@ it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from litestar.types import ControllerRouterHandler
 
@@ -31,8 +41,10 @@ from server.extension import Extension
 from server.modelcard import ModelCard
 from server.monitoring.monitor import ModelMonitor, MonitorParams
 from server.monitoring.prometheus import MonitoringCollector, register_monitoring_metrics
+from server.monitoring.shared import MonitorShare
 from server.registry import LoadedModel
 from server.settings import Settings
+from server.workershare import share_dir as workers_share_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +52,27 @@ log = logging.getLogger(__name__)
 class MonitoringExtension(Extension):
     """Drift and live-quality monitoring for every served model version."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        share_dir: Path | None = None,
+        publish_interval_s: float = 1.0,
+    ) -> None:
+        """``share_dir``: the directory shared with the other workers; by default, with
+        ``settings.workers > 1``, the one their supervisor (our parent process) made."""
         self.params = MonitorParams.from_settings(settings)
         self._clock = clock
+        if share_dir is None and settings.workers > 1:
+            share_dir = workers_share_dir(os.getppid())
+        self.share = (
+            MonitorShare(share_dir, interval_s=publish_interval_s)
+            if share_dir is not None
+            else None
+        )
+        self._publisher: asyncio.Task[None] | None = None
+        self._stop_publishing: asyncio.Event | None = None
         self._monitors: weakref.WeakValueDictionary[tuple[str, int], ModelMonitor] = (
             weakref.WeakValueDictionary()
         )
@@ -56,9 +86,48 @@ class MonitoringExtension(Extension):
 
     async def start(self, core: Core) -> None:
         self._core = core
-        self._collector = register_monitoring_metrics(core.metrics.registry, self.serving)
+        self._collector = register_monitoring_metrics(
+            core.metrics.registry, self.serving, self.snapshot
+        )
+        if self.share is not None:
+            from server.monitoring.routes import peer_answerer
+
+            try:
+                await self.share.serve(peer_answerer(self))
+                self.share.publish([])
+            except OSError as exc:  # e.g. no room in /tmp: monitor this worker alone
+                log.error(
+                    "event=monitoring_share_unavailable directory=%s error=%r (each worker "
+                    "monitors its own traffic)",
+                    self.share.directory,
+                    exc,
+                )
+                await self.share.close()
+                self.share = None
+                return
+            self._stop_publishing = asyncio.Event()
+            self._publisher = asyncio.get_running_loop().create_task(
+                self._publish_every_interval(self.share), name="monitoring-share"
+            )
+
+    async def _publish_every_interval(self, share: MonitorShare) -> None:
+        stop = self._stop_publishing
+        assert stop is not None
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=share.interval_s)
+            try:
+                share.refresh(self.serving())
+            except Exception as exc:  # never stop publishing over one bad round
+                log.warning("event=monitoring_share_failed error=%r", exc)
 
     async def stop(self) -> None:
+        if self._publisher is not None and self._stop_publishing is not None:
+            self._stop_publishing.set()
+            await self._publisher
+            self._publisher = None
+        if self.share is not None:
+            await self.share.close()
         if self._core is not None and self._collector is not None:
             self._core.metrics.registry.unregister(self._collector)
         self._collector = None
@@ -69,7 +138,9 @@ class MonitoringExtension(Extension):
         a monitoring problem (e.g. ``TABSERVE_DRIFT_WINDOW_ROWS=0``) never keeps a model from
         serving: the version serves unmonitored, and its monitoring route answers 503."""
         try:
-            monitor = ModelMonitor(card, self.params, clock=self._clock)
+            monitor = ModelMonitor(
+                card, self.params, clock=self._clock, shared=self.share is not None
+            )
         except Exception as exc:
             log.error(
                 "event=monitor_unavailable model=%s/%d reason=%r (serving without monitoring)",
@@ -91,6 +162,10 @@ class MonitoringExtension(Extension):
             self._monitors.get((m.name, m.version)) for m in self._core.registry.snapshot.all()
         )
         return [m for m in found if m is not None]
+
+    def snapshot(self, monitor: ModelMonitor) -> dict[str, Any]:
+        """``monitor``'s snapshot: over every worker's traffic when there are several."""
+        return monitor.snapshot() if self.share is None else self.share.snapshot(monitor)
 
     def monitor(self, name: str, version: int | None = None) -> ModelMonitor:
         """The monitor of a served version (the latest when ``version`` is None).

@@ -1,7 +1,7 @@
 """Live quality: remember served rows so that labels arriving later can be matched to their scores.
 
 :class:`ServedRows` keeps the newest ``capacity`` served rows in a ring: each row's float32 bytes
-and its positive-class score, under a global sequence number (ring slot = seq % capacity). Two
+and its answer (see below), under a global sequence number (ring slot = seq % capacity). Two
 keys find a row again:
 
 - ``(request_id, row)``: an ordered map request_id → its parts, each (first row within the
@@ -29,17 +29,15 @@ from 1.8 MB (16-row requests) to 41 MB (one-row requests with 128-character ids)
 The price of hashing lazily is a one-off pause on the event loop at the first hash lookup
 (measured 0.14-0.22 s for 100,000 rows on a shared 2-core machine).
 
-:class:`QualityWindow` keeps the newest labelled (score, label) pairs and computes precision,
-recall, F1 at the decision threshold, the Brier score and the mean predicted versus observed
-positive rate from them at read time. A second label for the same served row replaces the
-first (a corrected label) while the pair is still in the window.
+Each row is remembered with one number, what the server answered for it: the positive-class
+score (binary), the predicted class's index (multiclass) or the predicted value (regression).
+The labels matched to them go to the task's quality window (``quality.py``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -54,7 +52,7 @@ def row_hash(row: ArrayLike) -> str:
 
 
 class ServedRows:
-    """The newest ``capacity`` served rows, their positive scores, and two ways to find them."""
+    """The newest ``capacity`` served rows, their answers, and two ways to find them."""
 
     def __init__(self, capacity: int, n_features: int) -> None:
         if capacity < 1:
@@ -97,8 +95,9 @@ class ServedRows:
         scores: NDArray[np.float32],
         requests: Sequence[tuple[str, int, int]],
     ) -> None:
-        """Remember a batch: rows, positive scores, and (request_id, start_row, row_count) per
-        request part in row order (``start_row``: the part's first row within its request)."""
+        """Remember a batch: rows, answers (one number a row), and (request_id, start_row,
+        row_count) per request part in row order (``start_row``: the part's first row within
+        its request)."""
         n = rows.shape[0]
         start = self._next_seq
         keep = min(n, self.capacity)
@@ -191,73 +190,3 @@ class ServedRows:
             if start + count > oldest:
                 break
             requests.popitem(last=False)
-
-
-class QualityWindow:
-    """The newest ``capacity`` labelled rows as (positive score, is-positive, row seq)."""
-
-    def __init__(self, capacity: int, threshold: float) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be positive, got {capacity}")
-        self.capacity = capacity
-        self.threshold = threshold
-        self._scores = np.zeros(capacity, dtype=np.float64)
-        self._positive = np.zeros(capacity, dtype=bool)
-        self._row_seq = np.full(capacity, -1, dtype=np.int64)
-        self._next = 0
-        self.labels_total = 0
-        """Feedback calls counted since start (including replaced labels)."""
-
-    @property
-    def size(self) -> int:
-        return min(self._next, self.capacity)
-
-    def add(self, score: float, positive: bool, row_seq: int, previous: int) -> tuple[int, bool]:
-        """Record a label; replace the earlier label of the same row if it is still in the window.
-
-        Returns the label's position (to pass back as ``previous`` next time) and whether it
-        replaced an earlier label.
-        """
-        self.labels_total += 1
-        if (
-            previous >= 0
-            and previous >= self._next - self.capacity
-            and self._row_seq[previous % self.capacity] == row_seq
-        ):
-            self._positive[previous % self.capacity] = positive
-            return previous, True
-        ref = self._next
-        slot = ref % self.capacity
-        self._scores[slot] = score
-        self._positive[slot] = positive
-        self._row_seq[slot] = row_seq
-        self._next += 1
-        return ref, False
-
-    def summary(self) -> dict[str, Any]:
-        """Quality over the window; a ratio whose denominator is 0 is None."""
-        n = self.size
-        scores = self._scores[:n]
-        actual = self._positive[:n]
-        predicted = scores >= self.threshold
-        tp = int(np.count_nonzero(predicted & actual))
-        fp = int(np.count_nonzero(predicted & ~actual))
-        fn = int(np.count_nonzero(~predicted & actual))
-        return {
-            "labels": n,
-            "window": self.capacity,
-            "labels_total": self.labels_total,
-            "true_positives": tp,
-            "false_positives": fp,
-            "false_negatives": fn,
-            "precision": _ratio(tp, tp + fp),
-            "recall": _ratio(tp, tp + fn),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-            "brier": float(np.mean((scores - actual) ** 2)) if n else None,
-            "mean_score": float(scores.mean()) if n else None,
-            "observed_positive_rate": float(actual.mean()) if n else None,
-        }
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None

@@ -9,16 +9,24 @@ rolling window in one vectorised pass, and remembered for feedback -- once ``fol
 pending (which bounds the memory held), and before anything reads: :meth:`snapshot` (and so the
 Prometheus collector), :meth:`feedback`, :meth:`flush`, and the status re-evaluation that
 ``observe`` runs at most once per ``status_interval_s`` to log transitions into and out of the
-drift state even when nobody reads. Reads are therefore exact, and each row keeps its own
-arrival time for the window's time-based expiry. Measured with
-``loadtests/bench/monitor_observe.py`` (CPU time per row, amortised over the folds, on a shared
-2-core machine): about 2 us at batch 1 (18-19 us when every call binned its own batch),
-0.8-0.9 us at batch 16 and 64 (1.9 and 1.2 us before). A fold of 256 one-row batches takes
-about 0.4 ms, on the request that triggers it.
+drift state even when nobody reads (a shared monitor leaves that to the publishing loop). Reads
+are therefore exact, and each row keeps its own arrival time for the window's time-based expiry.
+Measured with ``loadtests/bench/monitor_observe.py`` (CPU time per row, amortised over the
+folds, on a shared 2-core machine): about 2 us at batch 1 (18-19 us when every call binned its
+own batch), 0.8-0.9 us at batch 16 and 64 (1.9 and 1.2 us before). A fold of 256 one-row
+batches takes about 0.4 ms, on the request that triggers it.
 
 Holding references means the batcher must not write into the arrays it passed once ``observe``
 returns (it does not: each batch's rows and scores are fresh arrays, or views of a request's
 decoded rows, which nothing mutates).
+
+With ``--workers N`` each worker has its own monitor per version; :meth:`ModelMonitor.state`
+is what one worker publishes for the others (its window's bin totals, its quality window's
+sufficient statistics, its counters), and :meth:`ModelMonitor.snapshot` given the other workers'
+states (``peers``) answers for all of them: bin totals and statistics summed, PSI, KS and status
+computed on the sums (``server.monitoring.shared`` carries the states between workers). Such a
+*shared* monitor's status follows the merged view: ``observe`` no longer re-evaluates it, the
+publishing loop does (:meth:`ModelMonitor.refresh_status`), and one worker logs transitions.
 
 Nothing in ``observe`` may fail a prediction: it catches every exception, logs the first of a
 kind, and counts it in the snapshot's ``observed`` section (a malformed batch is caught when it
@@ -42,8 +50,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from server.errors import InvalidInput
-from server.modelcard import ModelCard
-from server.monitoring.feedback import QualityWindow, ServedRows
+from server.modelcard import Column, FeatureReference, Label, ModelCard
+from server.monitoring.feedback import ServedRows
+from server.monitoring.quality import add_stats
 from server.monitoring.stats import (
     Status,
     ks_binned,
@@ -52,7 +61,8 @@ from server.monitoring.stats import (
     psi_status,
     worst,
 )
-from server.monitoring.window import BinnedWindow
+from server.monitoring.tasks import task_monitor
+from server.monitoring.window import BinnedWindow, Counts, WindowCounts
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,6 +88,8 @@ class _Gathered(NamedTuple):
 
 TOP_DRIFTING = 5
 """Features listed under ``top_drifting`` in a snapshot."""
+TOP_CATEGORY_SHIFTS = 3
+"""Categories listed under a categorical feature's ``largest_shifts``."""
 
 
 @dataclass(frozen=True)
@@ -111,25 +123,61 @@ class MonitorParams:
 
 
 @dataclass(frozen=True)
+class PeerState:
+    """Another worker's :meth:`ModelMonitor.state` of the same model version, as last published."""
+
+    worker: str
+    state: dict[str, Any]
+    age_s: float
+    """Seconds since it was published."""
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    feature_psi: list[float]
+    score_psi: float
+    rows: int
+    at: float
+
+
+@dataclass
+class _View:
+    """What a snapshot describes: this worker's window and labels, or all workers' summed."""
+
+    counts: Counts
+    quality: dict[str, Any] | None
+    """Summed quality stats (None: this monitor's own labels)."""
+    oldest_age_s: float | None
+    started_wall: float
+    observed: dict[str, int]
+    workers: list[dict[str, Any]] | None
+    """Per worker: id, window rows, labels, age of its state (None: one worker)."""
+
+
+@dataclass(frozen=True)
 class FeedbackResult:
     """What a label was matched to."""
 
     matched_by: str
     """"request_id" or "row_hash"."""
-    score: float
-    """The positive-class score the server answered for that row."""
-    predicted_positive: bool
-    """Whether that score was at or above the decision threshold."""
-    label: int
+    label: Label | float
+    """The label as the model knows it: one of its classes, or a regressor's target."""
+    predicted: Label | float
+    """What the server answered for that row: the predicted class, or the predicted value."""
     replaced: bool
     """True when this label replaced an earlier label for the same row."""
+    score: float | None = None
+    """Binary: the positive-class score the server answered for that row."""
+    predicted_positive: bool | None = None
+    """Binary: whether that score was at or above the decision threshold."""
 
 
 class ModelMonitor:
     """Drift and quality monitor of one model version (a ``BatchObserver`` for the batcher).
 
     ``clock`` is a monotonic clock in seconds (injectable for tests); ``wall_clock`` gives the
-    Unix time used only to print timestamps.
+    Unix time used to print timestamps (and to date a published state). ``shared``: one of
+    several workers' monitors (see the module docstring): the status follows the merged view.
     """
 
     def __init__(
@@ -139,6 +187,7 @@ class ModelMonitor:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        shared: bool = False,
     ) -> None:
         if params is None:
             params = MonitorParams()
@@ -147,32 +196,37 @@ class ModelMonitor:
         self.card = card
         self.params = params
         self._clock = clock
+        self._wall_clock = wall_clock
+        self.shared = shared
         self._lock = threading.Lock()
         self._n_features = card.input.n_features
-        self._positive_index = card.positive_index
-        self._n_classes = len(card.classes)
-        self._threshold = card.threshold
-        ref = card.reference
-        # Window columns: every feature, then the positive score on the training score bins, then
-        # the positive score against the threshold alone (bin 1 = predicted positive).
-        edges: list[list[float]] = [f.histogram.bin_edges for f in ref.features]
-        edges.append(ref.scores.bin_edges)
-        edges.append([self._threshold])
+        self._n_outputs = card.n_outputs
+        self._task = task_monitor(card, params.quality_window_labels)
+        # Window columns: every feature, then the answer (binary: the positive score on the
+        # training score bins, then against the threshold alone; multiclass: the predicted class;
+        # regression: the predicted value).
+        # (A card is validated before it is served; a reference that does not match its columns
+        # anyway makes every fold fail, counted in ``errors``, and never a prediction.)
+        features = [
+            _feature_bins(c, f)
+            for c, f in zip(card.input.columns, card.reference.features, strict=False)
+        ]
+        edges = [e for e, _ in features] + self._task.edges
         self._window = BinnedWindow(
             edges, capacity_rows=params.drift_window_rows, max_age_s=params.drift_window_s
         )
         self._score_column = self._n_features
-        self._threshold_column = self._n_features + 1
-        self._ref_counts: list[NDArray[np.int64]] = [
-            np.array([*f.histogram.counts, f.missing], dtype=np.int64) for f in ref.features
-        ]
-        self._ref_scores = np.array([*ref.scores.counts, 0], dtype=np.int64)
+        self._n_columns = self._n_features + len(self._task.edges)
+        self._ref_counts: list[NDArray[np.int64]] = [c for _, c in features]
         self._served = ServedRows(params.feedback_capacity, self._n_features)
-        self._quality = QualityWindow(params.quality_window_labels, self._threshold)
         self._started = clock()
         self._started_wall = wall_clock()
         self._status: Status = "insufficient_data"
         self._status_since = self._started
+        self._announced: Status = "insufficient_data"
+        """The status last logged (transitions are logged against it)."""
+        self._evaluated: _Evaluation | None = None
+        """The last status evaluation (what a transition's log line tells)."""
         self._next_status_check = self._started + params.status_interval_s
         self._pending: list[_PendingBatch] = []
         self._pending_rows = 0
@@ -185,6 +239,8 @@ class ModelMonitor:
         """Batches binned for drift but not remembered for feedback (request counts off)."""
         self.errors = 0
         """Exceptions caught while observing or folding."""
+        self.labels_from_other_workers = 0
+        """Labels another worker received and forwarded here, to the row this worker served."""
         self._logged_problems: set[str] = set()
 
     # --- the batcher's side ------------------------------------------------------------------
@@ -211,10 +267,14 @@ class ModelMonitor:
                 self._pending_rows += n
                 if self._pending_rows >= self.params.fold_rows:
                     self._fold(now)
-                if now >= self._next_status_check:
+                if not self.shared and now >= self._next_status_check:
                     self._next_status_check = now + self.params.status_interval_s
                     self._fold(now)
-                    self._update_status(self._feature_psi(), self._score_psi(), now)
+                    window = self._window
+                    self._update_status(
+                        self._feature_psi(window), self._score_psi(window), now, window
+                    )
+                    self._announce()
         except Exception as exc:  # a monitoring bug must never fail a prediction
             self.errors += 1
             self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)
@@ -263,7 +323,7 @@ class ModelMonitor:
                 or scores.dtype.kind != "f"
                 or rows.ndim != 2
                 or rows.shape[1] != self._n_features
-                or scores.shape != (rows.shape[0], self._n_classes)
+                or scores.shape != (rows.shape[0], self._n_outputs)
             ):
                 return None
             # Each batch's request row counts must add up to its rows.
@@ -291,7 +351,7 @@ class ModelMonitor:
         arrived: list[float] = []
         remembered: list[bool] = []
         requests_all: list[tuple[str, int, int]] = []
-        f, k = self._n_features, self._n_classes
+        f, k = self._n_features, self._n_outputs
         for rows, scores, requests, t in pending:
             try:
                 rows = np.asarray(rows, dtype=np.float32)
@@ -337,38 +397,41 @@ class ModelMonitor:
         """Bin the gathered rows into the window, remember them for feedback, count them."""
         f = self._n_features
         total = batches.rows.shape[0]
-        positive = batches.scores[:, self._positive_index]
-        columns = np.empty((total, f + 2), dtype=np.float32)
+        answers = self._task.answers(batches.scores)
+        columns = np.empty((total, self._n_columns), dtype=np.float32)
         columns[:, :f] = batches.rows
-        columns[:, self._score_column] = positive
-        columns[:, self._threshold_column] = positive
+        for j in range(f, self._n_columns):
+            columns[:, j] = answers
         self._window.add(columns, now, arrived=batches.arrived)
         self.rows_total += total
         self.batches_total += batches.n_batches
         keep = batches.remembered
         if keep is None:
-            self._served.record(batches.rows, positive, batches.requests)
+            self._served.record(batches.rows, answers, batches.requests)
         elif keep.any():
-            self._served.record(batches.rows[keep], positive[keep], batches.requests)
+            self._served.record(batches.rows[keep], answers[keep], batches.requests)
 
     # --- feedback ----------------------------------------------------------------------------
 
     def feedback(
         self,
         *,
-        label: int,
+        label: Label | float,
         request_id: str | None = None,
         row: int = 0,
         row_hash: str | None = None,
+        forwarded: bool = False,
     ) -> FeedbackResult:
         """Attach a true label to a served row, found by ``(request_id, row)`` or by ``row_hash``.
 
-        Raises InvalidInput for a label that is not one of the model's classes or when not
-        exactly one of ``request_id`` and ``row_hash`` is given, and UnknownFeedbackId when the
-        row was never served or has been forgotten (more than ``feedback_capacity`` rows ago).
+        ``label``: one of the model's classes as the user's own value (an int class also as a
+        whole float), or a regressor's target (a finite number). Raises InvalidInput for a label
+        that is not one, or when not exactly one of ``request_id`` and ``row_hash`` is given, and
+        UnknownFeedbackId when the row was never served or has been forgotten (more than
+        ``feedback_capacity`` rows ago). ``forwarded``: the label reached another worker first
+        (counted in the snapshot's ``observed`` section).
         """
-        if isinstance(label, bool) or label not in self.card.classes:
-            raise InvalidInput(f"label {label!r} is not one of the classes {self.card.classes}")
+        truth = self._task.truth(label)
         if (request_id is None) == (row_hash is None):
             raise InvalidInput("give exactly one of request_id and row_hash")
         with self._lock:
@@ -380,17 +443,13 @@ class ModelMonitor:
                 assert row_hash is not None
                 seq = self._served.find_by_hash(row_hash)
                 matched_by = "row_hash"
-            score = self._served.score(seq)
-            ref, replaced = self._quality.add(
-                score, label == self.card.positive_class, seq, self._served.label_ref(seq)
-            )
+            answer = self._served.score(seq)
+            ref, replaced = self._task.quality.add(answer, truth, seq, self._served.label_ref(seq))
             self._served.set_label_ref(seq, ref)
+            if forwarded:
+                self.labels_from_other_workers += 1
         return FeedbackResult(
-            matched_by=matched_by,
-            score=score,
-            predicted_positive=score >= self._threshold,
-            label=label,
-            replaced=replaced,
+            matched_by=matched_by, replaced=replaced, **self._task.feedback(answer, truth)
         )
 
     # --- reading -----------------------------------------------------------------------------
@@ -400,55 +459,162 @@ class ModelMonitor:
         """Overall status as last evaluated (by ``observe``'s periodic check or a snapshot)."""
         return self._status
 
-    def snapshot(self) -> dict[str, Any]:
-        """The monitoring state as a JSON-ready dict (shape documented in the package docstring)."""
+    def state(self) -> dict[str, Any]:
+        """What this worker publishes for the others (JSON-ready): the window's bin totals, the
+        quality window's sufficient statistics and the counters, as of now."""
         with self._lock:
             now = self._clock()
             self._fold(now)
-            feature_psi = self._feature_psi()
-            score_psi = self._score_psi()
-            self._update_status(feature_psi, score_psi, now)
-            return self._snapshot(feature_psi, score_psi, now)
+            oldest = self._window.oldest_time()
+            return {
+                "sha256": self.card.onnx.sha256,
+                "totals": self._window.totals.tolist(),
+                "rows": self._window.rows,
+                "max_rows": self.params.drift_window_rows,
+                "oldest_age_s": now - oldest if oldest is not None else None,
+                "started": self._started_wall,
+                "quality": self._task.quality.stats(),
+                "observed": self._observed(),
+            }
 
-    def _snapshot(self, feature_psi: list[float], score_psi: float, now: float) -> dict[str, Any]:
-        p = self.params
-        rows = self._window.rows
+    def snapshot(
+        self, peers: Sequence[PeerState] | None = None, *, worker: str = "this"
+    ) -> dict[str, Any]:
+        """The monitoring state as a JSON-ready dict (shape documented in the package docstring).
+
+        ``peers``: the other workers' states of this version; the snapshot then describes all
+        workers' traffic and labels (and gains a ``workers`` section). A state that does not fit
+        (another model file, another window layout) is left out and listed as such; ``worker``
+        names this worker in that list.
+        """
+        with self._lock:
+            now = self._clock()
+            self._fold(now)
+            view = self._own_view(now) if peers is None else self._merged_view(peers, now, worker)
+            feature_psi = self._feature_psi(view.counts)
+            score_psi = self._score_psi(view.counts)
+            self._update_status(feature_psi, score_psi, now, view.counts)
+            if not self.shared:
+                self._announce()
+            return self._snapshot(view, feature_psi, score_psi, now)
+
+    def refresh_status(self, peers: Sequence[PeerState], *, announce: bool) -> None:
+        """Keep a shared monitor's status current on the merged view (the publishing loop calls
+        this once a second): re-evaluate it unless a snapshot (a route, ``/metrics``) did within
+        ``status_interval_s``; ``announce``: log a transition (one worker does)."""
+        with self._lock:
+            now = self._clock()
+            last = self._evaluated
+            if last is None or now - last.at >= self.params.status_interval_s:
+                self._fold(now)
+                counts = self._merged_view(peers, now).counts
+                self._update_status(self._feature_psi(counts), self._score_psi(counts), now, counts)
+            if announce:
+                self._announce()
+
+    def _observed(self) -> dict[str, int]:
+        observed = {
+            "rows_total": self.rows_total,
+            "batches_total": self.batches_total,
+            "rejected_batches": self.rejected_batches,
+            "feedback_skipped_batches": self.feedback_skipped_batches,
+            "errors": self.errors,
+            "feedback_rows_remembered": self._served.remembered,
+            "feedback_capacity": self._served.capacity,
+            "feedback_requests_indexed": self._served.requests_indexed,
+            "feedback_hashes_indexed": self._served.hashes_indexed,
+        }
+        if self.shared:
+            observed["labels_from_other_workers"] = self.labels_from_other_workers
+        return observed
+
+    def _own_view(self, now: float) -> _View:
         oldest = self._window.oldest_time()
-        features: list[dict[str, Any]] = []
-        for j, name in enumerate(self.card.input.feature_names):
-            live = self._window.column_counts(j)
-            ref = self._ref_counts[j]
-            distance = ks_binned(ref[:-1], live[:-1])
-            features.append(
-                {
-                    "name": name,
-                    "psi": _num(feature_psi[j]),
-                    "ks": _num(distance),
-                    "ks_pvalue": _num(
-                        ks_pvalue(distance, int(ref[:-1].sum()), int(live[:-1].sum()))
-                    ),
-                    "missing_rate": _num(live[-1] / rows) if rows else None,
-                    "status": self._psi_status(feature_psi[j]),
-                }
-            )
+        return _View(
+            counts=self._window,
+            quality=None,
+            oldest_age_s=now - oldest if oldest is not None else None,
+            started_wall=self._started_wall,
+            observed=self._observed(),
+            workers=None,
+        )
+
+    def _merged_view(self, peers: Sequence[PeerState], now: float, worker: str = "this") -> _View:
+        own = self._own_view(now)
+        totals = self._window.totals.copy()
+        rows = self._window.rows
+        quality = self._task.quality.stats()
+        observed = dict(own.observed)
+        ages = [own.oldest_age_s] if own.oldest_age_s is not None else []
+        started = self._started_wall
+        workers: list[dict[str, Any]] = [
+            {"worker": worker, "rows": rows, "labels": quality["labels"], "state_age_s": 0.0}
+        ]
+        for peer in peers:
+            entry: dict[str, Any] = {"worker": peer.worker}
+            workers.append(entry)
+            age = {"state_age_s": round(peer.age_s, 3)}
+            try:
+                state = peer.state
+                if state["sha256"] != self.card.onnx.sha256:
+                    raise ValueError("another model file")
+                theirs = np.asarray(state["totals"], dtype=np.int64)
+                if theirs.shape != totals.shape:
+                    raise ValueError("another window layout")
+                summed_quality = add_stats(quality, state["quality"])
+                summed_observed = {k: observed[k] + int(state["observed"][k]) for k in observed}
+                their_rows = int(state["rows"])
+                their_labels = int(state["quality"]["labels"])
+                their_started = float(state["started"])
+                oldest = state["oldest_age_s"]
+                their_age = None if oldest is None else float(oldest) + peer.age_s
+            except (KeyError, TypeError, ValueError) as exc:
+                entry |= {**age, "left_out": str(exc) or type(exc).__name__}
+                continue
+            totals += theirs
+            rows += their_rows
+            quality, observed = summed_quality, summed_observed
+            if their_age is not None:
+                ages.append(their_age)
+            started = min(started, their_started)
+            entry |= {"rows": their_rows, "labels": their_labels, **age}
+        return _View(
+            counts=WindowCounts(totals, self._window.offsets, rows),
+            quality=quality,
+            oldest_age_s=max(ages) if ages else None,
+            started_wall=started,
+            observed=observed,
+            workers=workers,
+        )
+
+    def _snapshot(
+        self, view: _View, feature_psi: list[float], score_psi: float, now: float
+    ) -> dict[str, Any]:
+        p = self.params
+        counts = view.counts
+        rows = counts.rows
+        features = [
+            self._feature_section(j, column, feature_psi[j], counts)
+            for j, column in enumerate(self.card.input.columns)
+        ]
         ranked = sorted(
             (j for j, v in enumerate(feature_psi) if math.isfinite(v)),
             key=lambda j: feature_psi[j],
             reverse=True,
         )
-        threshold_counts = self._window.column_counts(self._threshold_column)
-        scored = int(threshold_counts[:2].sum())
-        reference = self.card.reference
-        return {
+        task = self._task
+        n_workers = 1 if view.workers is None else sum("rows" in w for w in view.workers)
+        snap: dict[str, Any] = {
             "model": self.card.name,
             "version": self.card.version,
+            "task": self.card.task,
             "status": self._status,
             "status_since": self._iso(self._status_since),
-            "since": self._iso(self._started),
+            "since": datetime.fromtimestamp(view.started_wall, UTC).isoformat(timespec="seconds"),
             "window": {
                 "rows": rows,
-                "seconds": round(now - oldest, 3) if oldest is not None else 0.0,
-                "max_rows": p.drift_window_rows,
+                "seconds": round(view.oldest_age_s, 3) if view.oldest_age_s is not None else 0.0,
+                "max_rows": p.drift_window_rows * n_workers,
                 "max_seconds": p.drift_window_s,
                 "min_rows": p.drift_min_rows,
             },
@@ -456,7 +622,7 @@ class ModelMonitor:
                 "psi_watch": p.psi_watch,
                 "psi_drift": p.psi_drift,
                 "min_rows": p.drift_min_rows,
-                "decision_threshold": self._threshold,
+                "decision_threshold": self.card.threshold if self.card.task == "binary" else None,
             },
             "features": features,
             "top_drifting": [
@@ -464,84 +630,112 @@ class ModelMonitor:
                 for j in ranked[:TOP_DRIFTING]
             ],
             "scores": {
+                "of": task.answer,
                 "psi": _num(score_psi),
-                "status": self._psi_status(score_psi),
-                "ks": _num(
-                    ks_binned(
-                        self._ref_scores[:-1], self._window.column_counts(self._score_column)[:-1]
-                    )
-                ),
-                "positive_rate": _num(threshold_counts[1] / scored) if scored else None,
-                "reference_positive_rate": reference.predicted_positive_rate,
-                "base_rate": reference.base_rate,
+                "status": self._psi_status(score_psi, rows),
+                **task.scores_section(counts, self._score_column, score_psi),
             },
-            "quality": {
-                **self._quality.summary(),
-                "threshold": self._threshold,
-                "reference": {
-                    "precision": self.card.metrics.precision,
-                    "recall": self.card.metrics.recall,
-                    "f1": self.card.metrics.f1,
-                    "brier": self.card.metrics.brier,
-                },
-            },
-            "observed": {
-                "rows_total": self.rows_total,
-                "batches_total": self.batches_total,
-                "rejected_batches": self.rejected_batches,
-                "feedback_skipped_batches": self.feedback_skipped_batches,
-                "errors": self.errors,
-                "feedback_rows_remembered": self._served.remembered,
-                "feedback_capacity": self._served.capacity,
-                "feedback_requests_indexed": self._served.requests_indexed,
-                "feedback_hashes_indexed": self._served.hashes_indexed,
-            },
+            "quality": task.quality_section(view.quality),
+            "observed": view.observed,
         }
+        if view.workers is not None:
+            snap["workers"] = view.workers
+        return snap
+
+    def _feature_section(
+        self, j: int, column: Column, psi_value: float, counts: Counts
+    ) -> dict[str, Any]:
+        rows = counts.rows
+        live = counts.column_counts(j)
+        ref = self._ref_counts[j]
+        section: dict[str, Any] = {"name": column.name, "kind": column.kind, "psi": _num(psi_value)}
+        if column.kind == "categorical":
+            # slots: unseen, one per category, missing
+            n_ref = int(ref.sum())
+            live_share = live / rows if rows else np.zeros(live.shape)
+            ref_share = ref / n_ref if n_ref else np.zeros(ref.shape)
+            gap = np.abs(live_share[:-1] - ref_share[:-1]) if rows else np.zeros(ref.size - 1)
+            shown = [*column.categories]
+            order = sorted(range(len(shown)), key=lambda i: -gap[i + 1])[:TOP_CATEGORY_SHIFTS]
+            section |= {
+                "ks": None,
+                "ks_pvalue": None,
+                "missing_rate": _num(live[-1] / rows) if rows else None,
+                "unseen_rate": _num(live[0] / rows) if rows else None,
+                "reference_unseen_rate": _num(ref_share[0]) if n_ref else None,
+                "largest_shifts": [
+                    {
+                        "category": shown[i],
+                        "live_share": _num(live_share[i + 1]),
+                        "reference_share": _num(ref_share[i + 1]),
+                    }
+                    for i in order
+                ]
+                if rows
+                else [],
+            }
+        else:
+            distance = ks_binned(ref[:-1], live[:-1])
+            section |= {
+                "ks": _num(distance),
+                "ks_pvalue": _num(ks_pvalue(distance, int(ref[:-1].sum()), int(live[:-1].sum()))),
+                "missing_rate": _num(live[-1] / rows) if rows else None,
+            }
+        section["status"] = self._psi_status(psi_value, rows)
+        return section
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _feature_psi(self) -> list[float]:
-        return [psi(ref, self._window.column_counts(j)) for j, ref in enumerate(self._ref_counts)]
+    def _feature_psi(self, counts: Counts) -> list[float]:
+        return [psi(ref, counts.column_counts(j)) for j, ref in enumerate(self._ref_counts)]
 
-    def _score_psi(self) -> float:
-        return psi(self._ref_scores, self._window.column_counts(self._score_column))
+    def _score_psi(self, counts: Counts) -> float:
+        return psi(self._task.ref_counts, counts.column_counts(self._score_column))
 
-    def _psi_status(self, value: float) -> Status:
+    def _psi_status(self, value: float, rows: int) -> Status:
         p = self.params
         return psi_status(
-            value,
-            self._window.rows,
-            min_rows=p.drift_min_rows,
-            watch=p.psi_watch,
-            drift=p.psi_drift,
+            value, rows, min_rows=p.drift_min_rows, watch=p.psi_watch, drift=p.psi_drift
         )
 
-    def _update_status(self, feature_psi: list[float], score_psi: float, now: float) -> None:
-        new = worst([self._psi_status(v) for v in [*feature_psi, score_psi]])
-        old = self._status
-        if new == old:
+    def _update_status(
+        self, feature_psi: list[float], score_psi: float, now: float, counts: Counts
+    ) -> None:
+        """Track the status of ``counts`` (and remember the evaluation for :meth:`_announce`)."""
+        rows = counts.rows
+        new = worst([self._psi_status(v, rows) for v in [*feature_psi, score_psi]])
+        if new != self._status:
+            self._status = new
+            self._status_since = now
+        self._evaluated = _Evaluation(feature_psi, score_psi, rows, now)
+
+    def _announce(self) -> None:
+        """Log entering and leaving drift (once per transition)."""
+        old, new, last = self._announced, self._status, self._evaluated
+        if new == old or last is None:
             return
-        self._status = new
-        self._status_since = now
+        self._announced = new
         name = f"{self.card.name}/{self.card.version}"
+        scope = " (all workers)" if self.shared else ""
         if new == "drift":
             drifting = sorted(
                 (
                     (v, f)
-                    for v, f in zip(feature_psi, self.card.input.feature_names, strict=True)
+                    for v, f in zip(last.feature_psi, self.card.input.feature_names, strict=True)
                     if math.isfinite(v) and v > self.params.psi_drift
                 ),
                 reverse=True,
             )
             logger.warning(
-                "model %s entered drift over %d rows: %s; score PSI %.3f",
+                "model %s entered drift over %d rows%s: %s; score PSI %.3f",
                 name,
-                self._window.rows,
+                last.rows,
+                scope,
                 ", ".join(f"{f} PSI {v:.3f}" for v, f in drifting) or "no single feature",
-                score_psi,
+                last.score_psi,
             )
         elif old == "drift":
-            logger.info("model %s left drift, now %s", name, new)
+            logger.info("model %s left drift%s, now %s", name, scope, new)
 
     def _reject(self, kind: str, message: str) -> None:
         self.rejected_batches += 1
@@ -560,6 +754,28 @@ class ModelMonitor:
     def _iso(self, monotonic: float) -> str:
         wall = self._started_wall + (monotonic - self._started)
         return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
+
+
+def _feature_bins(column: Column, ref: FeatureReference) -> tuple[list[float], NDArray[np.int64]]:
+    """A feature's window edges and reference counts (its bins, then its missing slot).
+
+    A categorical column holds codes (-1 unseen, 0 … k-1 known): edges -0.5, 0.5, …, k-1.5 give
+    one bin for unseen values, then one per category, so PSI compares the category shares and
+    the unseen share together. Training rows have no unseen value (the categories were learned
+    from them), so the reference's unseen share is 0, floored to PSI's epsilon (1e-4): a live
+    unseen share ``u`` alone adds about ``u * ln(u / 1e-4)`` to the column's PSI, which passes
+    the watch threshold (0.1) at about 2% unseen rows and the drift threshold (0.25) at about 4%,
+    however stable the known categories' shares stay.
+    """
+    if column.kind == "categorical":
+        k = len(column.categories)
+        counts = ref.category_counts if ref.category_counts is not None else [0] * k
+        edges = [i - 0.5 for i in range(k)]
+        return edges, np.array([ref.unseen, *counts, ref.missing], dtype=np.int64)
+    if ref.histogram is None:
+        raise ValueError(f"reference {column.name}: a histogram is needed")
+    hist = ref.histogram
+    return list(hist.bin_edges), np.array([*hist.counts, ref.missing], dtype=np.int64)
 
 
 def _num(value: float | np.floating[Any]) -> float | None:

@@ -10,6 +10,11 @@ planes; it writes the slot indices into the ring and adds one ``np.bincount`` to
 that fall out (ring full, or older than ``max_age_s``) are subtracted the same way. Reads take the
 totals as they stand: no raw rows are kept and nothing is recomputed from them.
 
+A column whose edges are consecutive half-integers (``c - 0.5, c + 0.5, …``: a categorical
+column's codes, a classifier's predicted class) holds whole numbers; it is binned by arithmetic,
+``clip(floor(x - e_0) + 1, 0, len(e))``, the same bin the comparison gives, without widening the
+comparison by one plane per category. A window without such columns runs as before.
+
 Binning compares float32 values with float32 edges, each edge rounded *up* to the nearest
 float32. For a float32 value ``x`` and a float64 edge ``e``, ``x >= e`` exactly when ``x >= up(e)``,
 so the bins are the same as comparing in float64, without converting every value.
@@ -21,10 +26,36 @@ about 300 kB). Not thread-safe: the owner serialises calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+
+class Counts(Protocol):
+    """What a snapshot reads from a window: its rows and each column's bin counts."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def column_counts(self, column: int) -> NDArray[np.int64]: ...
+
+
+class WindowCounts:
+    """Bin totals without the rows behind them: one worker's window as published, or several
+    workers' windows summed (``server.monitoring.shared``)."""
+
+    def __init__(self, totals: NDArray[np.int64], offsets: NDArray[np.int64], rows: int) -> None:
+        self.totals = totals
+        self.offsets = offsets
+        self._rows = rows
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def column_counts(self, column: int) -> NDArray[np.int64]:
+        return self.totals[self.offsets[column] : self.offsets[column + 1]]
 
 
 class BinnedWindow:
@@ -40,11 +71,18 @@ class BinnedWindow:
         self.capacity = capacity_rows
         self.max_age_s = max_age_s
         self.n_columns = len(edges)
-        widest = max(len(e) for e in edges)
+        coded = [j for j, e in enumerate(edges) if _consecutive_half_integers(e)]
+        compared = [j for j in range(self.n_columns) if j not in set(coded)]
+        self._coded: NDArray[np.intp] | None = np.array(coded, dtype=np.intp) if coded else None
+        """Columns binned by arithmetic (None: every column is compared with its edges)."""
+        self._compared = np.array(compared, dtype=np.intp)
+        self._coded_first = np.array([edges[j][0] for j in coded], dtype=np.float64)
+        self._coded_bins = np.array([len(edges[j]) for j in coded], dtype=np.float64)
+        widest = max((len(edges[j]) for j in compared), default=0)
         # NaN padding: every comparison with NaN is False, so padding never counts as an edge.
-        edges64 = np.full((widest, self.n_columns), np.nan, dtype=np.float64)
-        for j, column_edges in enumerate(edges):
-            edges64[: len(column_edges), j] = column_edges
+        edges64 = np.full((widest, len(compared)), np.nan, dtype=np.float64)
+        for i, j in enumerate(compared):
+            edges64[: len(edges[j]), i] = edges[j]
         with np.errstate(over="ignore"):  # an edge past float32's range becomes +inf: still "up"
             edges32 = edges64.astype(np.float32)
         rounded_down = edges32 < edges64
@@ -86,12 +124,32 @@ class BinnedWindow:
 
     def slots(self, values: NDArray[np.float32]) -> NDArray[np.int64]:
         """Flat slot index per value of a float32 ``[n, n_columns]`` array (NaN: missing slot)."""
-        below = values[None, :, :] >= self._edges
-        counts = np.add.reduce(below.view(np.uint8), axis=0, dtype=self._count_dtype)
-        slots: NDArray[np.int64] = counts + self._column_base
+        if self._coded is None:
+            below = values[None, :, :] >= self._edges
+            counts = np.add.reduce(below.view(np.uint8), axis=0, dtype=self._count_dtype)
+            slots: NDArray[np.int64] = counts + self._column_base
+        else:
+            slots = self._mixed_slots(values)
         missing = np.isnan(values)
         if missing.any():
             slots = np.where(missing, self._missing_slot, slots)
+        return slots
+
+    def _mixed_slots(self, values: NDArray[np.float32]) -> NDArray[np.int64]:
+        """:meth:`slots` before the missing slots, some columns binned by arithmetic."""
+        assert self._coded is not None
+        slots = np.empty(values.shape, dtype=np.int64)
+        if self._compared.size:
+            part = values[:, self._compared]
+            below = part[None, :, :] >= self._edges
+            counts = np.add.reduce(below.view(np.uint8), axis=0, dtype=self._count_dtype)
+            slots[:, self._compared] = counts + self._column_base[self._compared]
+        codes = values[:, self._coded].astype(np.float64)
+        # floor(x - e_0) + 1 edges are at or below x; NaN becomes bin 0 here (the caller moves it
+        # to the missing slot)
+        bins = np.clip(np.floor(codes - self._coded_first) + 1.0, 0.0, self._coded_bins)
+        bins = np.nan_to_num(bins, nan=0.0)
+        slots[:, self._coded] = bins.astype(np.int64) + self._column_base[self._coded]
         return slots
 
     def add(
@@ -170,3 +228,15 @@ class BinnedWindow:
             dropped = np.concatenate((self._ring[tail:], self._ring[: end - self.capacity]))
         self.totals -= np.bincount(dropped.ravel(), minlength=self.n_slots)
         self._size -= k
+
+
+def _consecutive_half_integers(edges: Sequence[float]) -> bool:
+    """Edges ``c - 0.5, c + 0.5, c + 1.5, …`` (two or more) for a whole number ``c``, small enough
+    that float64 arithmetic on them is exact. (One edge alone, e.g. a threshold of 0.5, is left
+    to the comparison: it costs nothing there.)"""
+    if len(edges) < 2:
+        return False
+    first = float(edges[0])
+    if not abs(first) < 2.0**40 or len(edges) > 2**24 or not (first - 0.5).is_integer():
+        return False
+    return all(float(e) == first + i for i, e in enumerate(edges))

@@ -22,14 +22,16 @@ from server.errors import InvalidInput
 from server.modelcard import ModelCard
 from server.oip.schema import (
     INPUT_DATATYPE,
-    OUTPUTS,
     Tensor,
+    by_column,
     check_inputs,
     check_outputs,
     check_values,
+    output_names,
     outputs,
 )
 from server.oip.tensors import from_raw, to_raw
+from server.oip.typed import Values, column_steps, json_values, rows_now, texts
 from server.oip.v2json import Parameters, RequestedOutput, decode_infer
 
 HEADER = b"inference-header-content-length"
@@ -57,7 +59,8 @@ def infer_spec(
     """The outputs a request asks for (each one the model gives) and which are binary."""
     default = _flag(parameters, "binary_data_output", "the request") is True
     if not requested:
-        return InferSpec(request_id, OUTPUTS, (default,) * len(OUTPUTS))
+        names = output_names(card)
+        return InferSpec(request_id, names, (default,) * len(names))
     names = check_outputs(card, [out.name for out in requested])
     binary = []
     for out in requested:
@@ -128,6 +131,9 @@ def decode_request(
             f"request: {exc}"
         ) from None
     specs = [Tensor(t.name, t.datatype, t.shape) for t in req.inputs]
+    if by_column(card, specs):
+        spec = infer_spec(card, req.id, req.parameters, req.outputs)
+        return _column_rows(req.inputs, specs, tail, card, max_rows), spec
     index = check_inputs(card, specs, max_rows)
     spec = infer_spec(card, req.id, req.parameters, req.outputs)
     pieces = _binary_pieces(req.inputs, tail)
@@ -143,6 +149,26 @@ def decode_request(
     else:  # JSON data in a binary request: the JSON part alone is a plain infer request
         rows, _ = decode_infer(bytes(head), card, max_rows)
     return rows, spec
+
+
+def _column_rows(
+    inputs: list[_Input], specs: list[Tensor], tail: memoryview, card: ModelCard, max_rows: int
+) -> np.ndarray:
+    """One input per column (``server.oip.typed``), each binary or JSON ``data``."""
+    pieces = _binary_pieces(inputs, tail)
+
+    def load(i: int) -> Values:
+        tensor, piece = inputs[i], pieces[i]
+        if piece is None:
+            if not tensor.data:
+                raise InvalidInput(
+                    f"input `{tensor.name}` has neither `data` nor parameters.binary_data_size"
+                )
+            return json_values(bytes(tensor.data), tensor.datatype, tensor.name, tensor.shape[0])
+        array = from_raw(bytes(piece), tensor.datatype, tensor.shape, tensor.name)
+        return texts(array.reshape(-1), tensor.name) if tensor.datatype == "BYTES" else array
+
+    return rows_now(column_steps(card, specs, load, max_rows))
 
 
 def _binary_pieces(inputs: list[_Input], tail: memoryview) -> list[memoryview | None]:

@@ -6,9 +6,12 @@ gRPC and HTTP requests alike) and the server metrics (requests and latency per m
 under the HTTP status their outcome maps to). A ModelInfer call:
 
     check inputs and outputs against the model's metadata (server.oip.schema)
-    raw_input_contents, or the typed contents, as float32 rows
-    Batcher.predict(rows, deadline) ─▶ probabilities and labels
-    raw_output_contents when the request was raw, else typed contents
+    raw_input_contents, or the typed contents, as the row matrix (one FP32 matrix; or one
+        input per column through server.oip.typed: bytes_contents for BYTES, bool_contents,
+        fp32/fp64/int/int64/uint/uint64_contents as the input's datatype says)
+    Batcher.predict(rows, deadline) ─▶ probabilities and labels (a regressor: values)
+    raw_output_contents when the request was raw, else typed contents (a string label in
+        bytes_contents, UTF-8)
 
 The client's deadline (``grpc-timeout``) is the request's deadline; without one the server's
 default applies. Metadata ``x-request-id`` (1-128 visible ASCII characters) names the request in
@@ -36,6 +39,7 @@ from server.oip.schema import (
     PLATFORM,
     SERVER_NAME,
     Tensor,
+    by_column,
     check_inputs,
     check_outputs,
     check_values,
@@ -45,6 +49,7 @@ from server.oip.schema import (
     server_version,
 )
 from server.oip.tensors import from_raw, to_raw
+from server.oip.typed import Values, column_steps, rows_now, texts
 from server.registry import LoadedModel
 from server.request_meta import canonical_version, new_request_id, valid_request_id
 
@@ -58,6 +63,21 @@ _TYPED_FIELDS = (
     "fp64_contents",
     "bytes_contents",
 )
+_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""The typed-contents field of each datatype (FP16 has none: raw only)."""
 _InferOutput = pb.ModelInferResponse.InferOutputTensor
 _TensorMetadata = pb.ModelMetadataResponse.TensorMetadata
 
@@ -212,9 +232,6 @@ def _rows(
     card = model.card
     inputs = request.inputs
     specs = [Tensor(t.name, t.datatype, list(t.shape)) for t in inputs]
-    index = check_inputs(card, specs, max_rows)
-    tensor = inputs[index]
-    shape = specs[index].shape
     if raw:
         contents = request.raw_input_contents
         if len(contents) != len(inputs):
@@ -227,7 +244,13 @@ def _rows(
                 "an input carries `contents` while the request carries raw_input_contents; "
                 "use one or the other"
             )
-        rows = from_raw(contents[index], INPUT_DATATYPE, shape, tensor.name)
+    if by_column(card, specs):
+        return _column_rows(request, specs, model, max_rows, raw)
+    index = check_inputs(card, specs, max_rows)
+    tensor = inputs[index]
+    shape = specs[index].shape
+    if raw:
+        rows = from_raw(request.raw_input_contents[index], INPUT_DATATYPE, shape, tensor.name)
     else:
         typed = tensor.contents
         others = [f for f in _TYPED_FIELDS if f != "fp32_contents" and len(getattr(typed, f))]
@@ -243,6 +266,36 @@ def _rows(
             )
         rows = np.asarray(values, dtype=np.float32).reshape(shape)
     return check_values(rows, card)
+
+
+def _column_rows(
+    request: pb.ModelInferRequest,
+    specs: list[Tensor],
+    model: LoadedModel,
+    max_rows: int,
+    raw: bool,
+) -> np.ndarray:
+    """One input per column (``server.oip.typed``): raw, or in its datatype's typed contents."""
+    inputs = request.inputs
+
+    def load(i: int) -> Values:
+        tensor, spec = inputs[i], specs[i]
+        if raw:
+            array = from_raw(request.raw_input_contents[i], spec.datatype, spec.shape, spec.name)
+            return texts(array.reshape(-1), spec.name) if spec.datatype == "BYTES" else array
+        field = _FIELD.get(spec.datatype)
+        typed = tensor.contents
+        others = [f for f in _TYPED_FIELDS if f != field and len(getattr(typed, f))]
+        if field is None or others:
+            where = f"in {field}" if field else "raw (raw_input_contents)"
+            got = f", not {others[0]}" if others else ""
+            raise InvalidInput(
+                f"input `{spec.name}` is {spec.datatype}: its values go {where}{got}"
+            )
+        values = getattr(typed, field)
+        return texts(values, spec.name) if field == "bytes_contents" else list(values)
+
+    return rows_now(column_steps(model.card, specs, load, max_rows))
 
 
 def _response(
@@ -268,8 +321,11 @@ def _response(
         )
     out = []
     for t in tensors:
-        field = "fp32_contents" if t.datatype == "FP32" else "int64_contents"
-        contents = pb.InferTensorContents(**{field: t.array.ravel().tolist()})
+        field = _FIELD[t.datatype]
+        values = t.array.ravel().tolist()
+        if field == "bytes_contents":
+            values = [str(v).encode() for v in values]
+        contents = pb.InferTensorContents(**{field: values})
         out.append(_InferOutput(name=t.name, datatype=t.datatype, shape=t.shape, contents=contents))
     return pb.ModelInferResponse(
         model_name=card.name, model_version=str(card.version), id=response_id, outputs=out

@@ -1,10 +1,21 @@
 """``/v2`` infer bodies in JSON (the Open Inference Protocol's REST form): decoded and checked
 against the model's tensors (``server.oip.schema``), small bodies at once and large ones a slice
-at a time (``server.large_bodies``)."""
+at a time (``server.large_bodies``).
+
+A one-tensor model (every column numeric) takes the FP32 matrix on the benchmarked path below.
+A typed model (and a one-tensor model sent one input per column, as MLServer's ``PandasCodec``
+sends a DataFrame) goes through ``server.oip.typed``: the body is decoded with each input's
+``data`` left raw, the inputs are checked against the columns, then each input's ``data`` is
+decoded and coded in turn; a large body the same way with the event loop free after each input
+and each slice of values (:func:`decode_infer_large`). The per-column path does not pre-count
+the body (``server.body_bounds`` counts rows of numbers): its work is bounded by the body size
+(``max_body_bytes``) and by the row count the inputs' shapes state, checked before any ``data``
+is decoded."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
 from typing import Any
 
 import msgspec
@@ -24,7 +35,8 @@ from server.large_bodies import (
     raw_list_decoder,
 )
 from server.modelcard import ModelCard
-from server.oip.schema import Tensor, check_inputs, check_outputs
+from server.oip.schema import Tensor, check_inputs, check_outputs, names_columns, per_column
+from server.oip.typed import column_steps, json_values, rows_now, rows_yielding
 from server.payload import F32, Number, check_rows, decode_json, to_float32
 
 # --- /v2 (Open Inference Protocol) ---------------------------------------------------------------
@@ -91,13 +103,33 @@ _raw_infer_decoder = msgspec.json.Decoder(_RawInfer)
 
 
 def decode_infer(body: bytes, card: ModelCard, max_rows: int) -> tuple[np.ndarray, InferRequest]:
-    """A V2 infer body → float32 rows [n, n_features] and the decoded request."""
+    """A V2 infer body → float32 rows [n, n_features] (the row matrix) and the decoded
+    request (per-column inputs: their ``data`` left out)."""
+    if per_column(card):
+        steps, req = _column_steps(_decode_raw(body, card), card, max_rows)
+        return rows_now(steps), req
     if len(body) > SCAN_FROM:
         bound_work(body, card, max_rows)
     try:
         req = decode_json(_v2_decoder, body)
     except msgspec.ValidationError as exc:
-        raise explain_v2(exc, card) from None
+        problem = explain_v2(exc, card)
+        try:  # one input per column, with strings or booleans?
+            raw_req = decode_json(_raw_infer_decoder, body)
+        except (msgspec.ValidationError, InvalidInput):
+            raise problem from None
+        if not names_columns(card, [r.name for r in raw_req.inputs]):
+            raise problem from None
+        steps, req = _column_steps(raw_req, card, max_rows)
+        return rows_now(steps), req
+    inputs = req.inputs
+    if (
+        inputs
+        and inputs[0].name != card.input.name
+        and names_columns(card, [t.name for t in inputs])
+    ):
+        steps, req = _column_steps(_decode_raw(body, card), card, max_rows)
+        return rows_now(steps), req
     shape = check_tensor(req, card, max_rows)
     tensor = req.inputs[0]
     rows = tensor_rows(data_values(tensor.data, tensor.name, shape), tensor.name, shape)
@@ -149,18 +181,51 @@ def tensor_rows(values: np.ndarray, name: str, shape: list[int]) -> np.ndarray:
     )
 
 
+def _decode_raw(body: bytes, card: ModelCard) -> _RawInfer:
+    try:
+        return decode_json(_raw_infer_decoder, body)
+    except msgspec.ValidationError as exc:
+        raise explain_v2(exc, card) from None
+
+
+def _specs(raw_req: _RawInfer) -> list[Tensor]:
+    return [Tensor(r.name, r.datatype, r.shape) for r in raw_req.inputs]
+
+
+def _without_data(raw_req: _RawInfer) -> InferRequest:
+    empties = [InferInput(r.name, r.shape, r.datatype, [], r.parameters) for r in raw_req.inputs]
+    return InferRequest(empties, raw_req.id, raw_req.parameters, raw_req.outputs)
+
+
+def _column_steps(
+    raw_req: _RawInfer, card: ModelCard, max_rows: int
+) -> tuple[Generator[None, None, np.ndarray], InferRequest]:
+    """The steps that decode a request of one input per column (``server.oip.typed``)."""
+    req = _without_data(raw_req)
+    if req.outputs is not None:
+        check_outputs(card, [o.name for o in req.outputs])
+    inputs = raw_req.inputs
+
+    def load(i: int) -> list[Any]:
+        raw = inputs[i]
+        return json_values(bytes(raw.data), raw.datatype, raw.name, raw.shape[0])
+
+    return column_steps(card, _specs(raw_req), load, max_rows), req
+
+
 async def decode_infer_large(
     body: bytes, card: ModelCard, max_rows: int
 ) -> tuple[np.ndarray, InferRequest]:
     """:func:`decode_infer` for a large body, ``data`` a slice at a time (same answers)."""
-    await bound_work_yielding(body, card, max_rows)
-    try:
-        raw_req = decode_json(_raw_infer_decoder, body)
-    except msgspec.ValidationError as exc:
-        raise explain_v2(exc, card) from None
+    typed = per_column(card)
+    if not typed:
+        await bound_work_yielding(body, card, max_rows)
+    raw_req = _decode_raw(body, card)
     await asyncio.sleep(0)
-    empties = [InferInput(r.name, r.shape, r.datatype, [], r.parameters) for r in raw_req.inputs]
-    req = InferRequest(empties, raw_req.id, raw_req.parameters, raw_req.outputs)
+    if typed or names_columns(card, [r.name for r in raw_req.inputs]):
+        steps, typed_req = _column_steps(raw_req, card, max_rows)
+        return await rows_yielding(steps), typed_req
+    req = _without_data(raw_req)
     shape = check_tensor(req, card, max_rows)  # the model's one input, and nothing else
     raw = raw_req.inputs[0]
     data = bytes(raw.data)

@@ -1,7 +1,9 @@
-"""The benchmark's built-in load generator (used where wrk is missing) against a real server."""
+"""The benchmark against a real server: its built-in load generator (used where wrk is missing),
+and the typed-columns cell, bounded."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from loadtests.bench.serving import _python_load, request_bytes
+from loadtests.bench.typed import FORMS, NUMERIC, TYPED, run_typed
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -34,3 +37,18 @@ async def test_python_load_generator_drives_a_real_server(model_repo: Path, tmp_
     assert result["errors"] == 0
     assert len(result["latencies_ns"]) > 10
     assert min(result["latencies_ns"]) > 0
+
+
+def test_typed_columns_cell_measures_both_models() -> None:
+    """The bench's typed-columns cell, bounded: both models built, every form answered 200."""
+    args = argparse.Namespace(concurrency="1", env=[], repeat=1, seconds=0.3)
+    report = run_typed(args, None, None, "python")
+    assert report["refused"] == {}
+    cells = {(c["model"], c["kind"]): c for c in report["cells"]}
+    assert set(cells) == {(m, f"typed-{f}") for m in (TYPED, NUMERIC) for f in FORMS}
+    for cell in cells.values():
+        assert cell["errors"] == 0 and cell["requests"] > 0
+        assert cell["cpu_us_per_request"] is not None and cell["cpu_us_per_request"] > 0
+    assert set(report["ort_us_batch1"]) == {TYPED, NUMERIC}
+    headline = [k for k in report["ratios"] if "headline" in k]
+    assert len(headline) == 1 and report["ratios"][headline[0]] > 0

@@ -9,11 +9,11 @@ import joblib
 import numpy as np
 import pytest
 import xgboost as xgb
+from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.semi_supervised import LabelSpreading
-from sklearn.tree import DecisionTreeRegressor
 
 from export.byo import convert
 from export.cli import main
@@ -52,7 +52,7 @@ def test_joblib_pipeline(parts: tuple[Dataset, np.ndarray, np.ndarray], tmp_path
     )
     models = tmp_path / "models"
 
-    result = convert(model_path, csv_path, "is_fraud", "my_pipe", models)
+    result = convert(model_path, csv_path, "is_fraud", "my_pipe", models, cost_budget_s=0.02)
     card = load_card(models / "my_pipe" / "1")
     assert result.published and card == result.card
     assert card.recipe == "byo" and card.estimator == "sklearn.pipeline.Pipeline"
@@ -66,7 +66,7 @@ def test_joblib_pipeline(parts: tuple[Dataset, np.ndarray, np.ndarray], tmp_path
     assert len(y_test) == card.dataset.rows_test
     assert sum(card.reference.scores.counts) == card.dataset.rows_validation
 
-    again = convert(model_path, csv_path, "is_fraud", "my_pipe", models)
+    again = convert(model_path, csv_path, "is_fraud", "my_pipe", models, cost_budget_s=0.02)
     assert not again.published and again.card.version == 1
 
 
@@ -120,12 +120,14 @@ def test_unsupported_estimator_is_named(
     with pytest.raises(UnsupportedEstimator, match=r"sklearn\.semi_supervised\.LabelSpreading"):
         convert(tmp_path / "spread.joblib", csv_path, "y", "spread", tmp_path / "models")
 
-    regressor = DecisionTreeRegressor(max_depth=2).fit(data.X[train], data.y[train])
-    joblib.dump(regressor, tmp_path / "tree.joblib")
+    clusters = KMeans(n_clusters=2, n_init=1, random_state=0).fit(data.X[train])
+    joblib.dump(clusters, tmp_path / "kmeans.joblib")
     with pytest.raises(
-        UnsupportedEstimator, match=r"sklearn\.tree\.DecisionTreeRegressor is not a classifier"
+        UnsupportedEstimator,
+        match=r"sklearn\.cluster\.KMeans is neither a classifier with predict_proba nor a "
+        "regressor",
     ):
-        convert(tmp_path / "tree.joblib", csv_path, "y", "tree", tmp_path / "models")
+        convert(tmp_path / "kmeans.joblib", csv_path, "y", "kmeans", tmp_path / "models")
     assert not (tmp_path / "models" / "spread").exists() or not any(
         p.name.isdigit() for p in (tmp_path / "models" / "spread").iterdir()
     )
@@ -140,17 +142,17 @@ def test_unsupported_estimator_via_cli(
     csv_path = _write_csv(
         tmp_path / "h.csv", data.feature_names, data.X[holdout], data.y[holdout], "y"
     )
-    regressor = DecisionTreeRegressor(max_depth=2).fit(data.X[train], data.y[train])
-    joblib.dump(regressor, tmp_path / "tree.joblib")
+    clusters = KMeans(n_clusters=2, n_init=1, random_state=0).fit(data.X[train])
+    joblib.dump(clusters, tmp_path / "kmeans.joblib")
     code = main(
         [
             "convert",
-            *("--model", str(tmp_path / "tree.joblib"), "--holdout", str(csv_path)),
-            *("--label-column", "y", "--name", "tree", "--models-dir", str(tmp_path)),
+            *("--model", str(tmp_path / "kmeans.joblib"), "--holdout", str(csv_path)),
+            *("--label-column", "y", "--name", "kmeans", "--models-dir", str(tmp_path)),
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "DecisionTreeRegressor" in err and err.count("runs arbitrary code") == 1
+    assert code == 2 and "KMeans" in err and err.count("runs arbitrary code") == 1
     assert "Traceback" not in err
 
 
@@ -176,10 +178,19 @@ def test_raw_xgboost_booster_files(
     csv_path = _write_csv(
         tmp_path / "h.csv", data.feature_names, data.X[holdout], data.y[holdout], "y"
     )
-    card = convert(tmp_path / "booster.ubj", csv_path, "y", "raw", tmp_path / "models").card
+    card = convert(
+        tmp_path / "booster.ubj", csv_path, "y", "raw", tmp_path / "models", cost_budget_s=0.02
+    ).card
     assert card.framework == "xgboost" and card.parity.max_abs_diff <= 1e-4
+
+    hinge = {"objective": "binary:hinge", "max_depth": 2, "nthread": 1}
+    xgb.train(hinge, dtrain, num_boost_round=3).save_model(tmp_path / "hinge.json")
+    with pytest.raises(UnsupportedEstimator, match="objective 'binary:hinge' is not supported"):
+        convert(tmp_path / "hinge.json", csv_path, "y", "hinge", tmp_path / "models")
 
     regression = {"objective": "reg:squarederror", "max_depth": 2, "nthread": 1}
     xgb.train(regression, dtrain, num_boost_round=3).save_model(tmp_path / "reg.json")
-    with pytest.raises(UnsupportedEstimator, match="reg:squarederror"):
-        convert(tmp_path / "reg.json", csv_path, "y", "reg", tmp_path / "models")
+    reg = convert(
+        tmp_path / "reg.json", csv_path, "y", "reg", tmp_path / "models", cost_budget_s=0.02
+    ).card
+    assert reg.task == "regression" and reg.estimator == "xgboost.XGBRegressor"

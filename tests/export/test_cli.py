@@ -9,7 +9,8 @@ import pytest
 
 from export.cli import main
 from export.repository import model_versions, valid_cards
-from server.modelcard import load_card
+from server.modelcard import BinaryMetrics, load_card
+from tests.support.model_repo import ALL_TEST_MODELS
 
 
 def test_list_prints_a_table(model_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -18,20 +19,24 @@ def test_list_prints_a_table(model_repo: Path, capsys: pytest.CaptureFixture[str
     assert lines[0].split() == [
         "name",
         "version",
-        "PR-AUC",
-        "F1",
+        "task",
+        "metric",
+        "value",
         "µs/row@64",
         "µs@1",
         "size",
         "parity",
     ]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == {"logreg", "xgb_small"}
+    assert set(rows) == set(ALL_TEST_MODELS)
     card = load_card(model_repo / "xgb_small" / "1")
+    assert isinstance(card.metrics, BinaryMetrics)
     row = rows["xgb_small"]
-    assert row[1] == "1"
-    assert row[2] == f"{card.metrics.pr_auc:.3f}" and row[3] == f"{card.metrics.f1:.3f}"
+    assert row[1:4] == ["1", "binary", "PR-AUC"]
+    assert row[4] == f"{card.metrics.pr_auc:.3f}"
     assert row[-1] == f"{card.parity.max_abs_diff:.1e}"
+    assert rows["pricing_sklearn"][2:4] == ["regression", "RMSE"]
+    assert rows["returns_xgb"][2:4] == ["multiclass", "macro-F1"]
 
 
 def test_list_reports_broken_versions(repo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,7 +45,7 @@ def test_list_reports_broken_versions(repo_copy: Path, capsys: pytest.CaptureFix
     assert main(["list", "--models-dir", str(repo_copy)]) == 0
     out, err = capsys.readouterr()
     assert "skipped:" in err and "logreg/2" in err
-    assert len(out.splitlines()) == 3
+    assert len(out.splitlines()) == 1 + len(ALL_TEST_MODELS)
 
 
 def test_list_of_an_empty_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,10 +103,8 @@ def test_models_dir_defaults_to_the_environment(
     assert main(["build", "--if-missing"]) == 0
     assert f"{repo_copy} already holds models; nothing to build" in capsys.readouterr().err
     assert main(["list"]) == 0
-    assert {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]} == {
-        "logreg",
-        "xgb_small",
-    }
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert listed == set(ALL_TEST_MODELS)
 
 
 def test_build_rejects_unknown_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

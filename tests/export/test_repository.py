@@ -16,9 +16,11 @@ from server.modelcard import (
     HOLDOUT_FILE,
     ONNX_FILE,
     ModelCard,
+    RegressionMetrics,
     load_card,
     version_dirs,
 )
+from tests.support.model_repo import ALL_TEST_MODELS
 
 
 def _source(
@@ -35,19 +37,33 @@ def _card_for(card: ModelCard) -> Callable[[int], ModelCard]:
 
 def test_test_repo_is_complete(model_repo: Path) -> None:
     dirs = version_dirs(model_repo)
-    assert [(d.parent.name, d.name) for d in dirs] == [("logreg", "1"), ("xgb_small", "1")]
+    assert [(d.parent.name, d.name) for d in dirs] == [(n, "1") for n in sorted(ALL_TEST_MODELS)]
     for version_dir in dirs:
         card = load_card(version_dir)  # validates the card, its folder and the ONNX sha256
         X, y = load_holdout(version_dir)
-        assert X.dtype == np.float32 and y.dtype == np.int64
+        assert X.dtype == np.float32
         assert X.shape == (card.dataset.rows_test, card.input.n_features)
-        assert set(np.unique(y)) == {0, 1}
-        assert card.metrics.confusion_matrix[0][0] + card.metrics.confusion_matrix[1][1] <= len(y)
-        assert sum(map(sum, card.metrics.confusion_matrix)) == len(y)
-        assert card.parity.max_abs_diff <= card.parity.tolerance == 1e-4
+        metrics = card.metrics
+        if isinstance(metrics, RegressionMetrics):
+            assert y.dtype == np.float64
+            assert card.parity.relative_to is not None and card.parity.relative_to > 0
+        else:
+            assert y.dtype == np.int64
+            assert set(np.unique(y)) <= set(range(len(card.classes)))
+            assert sum(map(sum, metrics.confusion_matrix)) == len(y)
+            assert card.parity.tolerance == 1e-4
+        assert card.parity.max_abs_diff <= card.parity.tolerance
         assert card.cost.us_batch1 > 0 and card.cost.us_per_row_batch64 > 0
-        for feature in card.reference.features:
-            assert sum(feature.histogram.counts) + feature.missing == card.dataset.rows_train
+        for column, feature in zip(card.input.columns, card.reference.features, strict=True):
+            counts = (
+                feature.category_counts
+                if column.kind == "categorical"
+                else feature.histogram.counts
+                if feature.histogram
+                else None
+            )
+            assert counts is not None
+            assert sum(counts) + feature.unseen + feature.missing == card.dataset.rows_train
         assert sum(card.reference.scores.counts) == card.dataset.rows_train
         assert card.fingerprint and card.onnx.opset >= 13
 

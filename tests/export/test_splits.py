@@ -41,3 +41,11 @@ def test_holdout_halves_are_disjoint_and_stratified() -> None:
 def test_bad_fractions_are_refused() -> None:
     with pytest.raises(ValueError, match="fractions"):
         stratified_split(np.zeros(10, dtype=np.int64), 0, validation=0.6, test=0.5)
+
+
+def test_a_regression_target_splits_unstratified() -> None:
+    y = np.linspace(0.0, 1.0, 101)
+    val, test = holdout_halves(y, seed=0, stratify=False)
+    assert not set(val) & set(test) and len(val) + len(test) == 101
+    split = stratified_split(y, 0, stratify=False)
+    assert len(split.train) + len(split.validation) + len(split.test) == 101

@@ -1,13 +1,34 @@
-"""Fixed inputs for the load-test tooling: a small replay set and a sweep's results."""
+"""Fixed inputs for the load-test tooling: a small replay set, typed models, a sweep's results."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from loadtests.holdout import ReplaySet, encode_rows
+from loadtests.typed_models import Layout, build_shop_model
+from server.modelcard import Task
+
+TYPED_MODELS: dict[str, tuple[Task, Layout]] = {
+    "shop_regression": ("regression", "columns"),
+    "shop_multiclass": ("multiclass", "columns"),
+    "shop_binary_codes": ("binary", "matrix"),
+}
+"""Models with string columns (built by ``loadtests.typed_models``), and a numeric one."""
+
+
+@pytest.fixture(scope="session")
+def typed_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository of small sklearn pipelines: a regressor and a multiclass classifier
+    over 3 string + 4 numeric columns (one ONNX input per column), and a binary classifier over
+    the same 7 columns as numbers (category codes)."""
+    repo = tmp_path_factory.mktemp("typed-models")
+    for name, (task, layout) in TYPED_MODELS.items():
+        build_shop_model(repo, name, task=task, layout=layout, n_rows=1_200, n_numeric=4)
+    return repo
 
 
 @pytest.fixture
@@ -141,3 +162,105 @@ def results_doc() -> dict[str, Any]:
         "models": {},
         "cells": cells,
     }
+
+
+def _task_cell(
+    model: str,
+    group: str,
+    users: int,
+    p99: float,
+    rps: float,
+    task: str,
+    accuracy: dict[str, Any],
+    offline: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    cell = _cell(model, group, users, p99, rps, 0.5, rows=accuracy["rows"], **extra)
+    cell.update(
+        task=task,
+        dataset=f"shop-{task}",
+        accuracy=accuracy | {"task": task},
+        offline=offline | {"task": task},
+        row_form="objects",
+    )
+    return cell
+
+
+def _regression(mae: float, rows: int = 750) -> dict[str, Any]:
+    return {"rows": rows, "mae": mae, "rmse": mae * 1.3, "r2": 0.9, "mape": 0.1, "bias": 0.2}
+
+
+def _multiclass(macro_f1: float, rows: int = 600) -> dict[str, Any]:
+    return {"rows": rows, "accuracy": macro_f1 + 0.05, "macro_f1": macro_f1, "weighted_f1": 0.7}
+
+
+@pytest.fixture
+def mixed_doc(results_doc: dict[str, Any]) -> dict[str, Any]:
+    """The fraud models plus two regressors and two multiclass classifiers."""
+    pricing = {"mae": 0.0, "rmse": 0.0, "r2": 0.9, "baseline_mae": 30.0}
+    returns = {"accuracy": 0.7, "macro_f1": 0.0, "baseline_accuracy": 0.4, "log_loss": 0.6}
+    results_doc["cells"] += [
+        # pricing_xgb has the lower MAE and fits the budget: it is the one to deploy
+        _task_cell(
+            "pricing_sklearn",
+            "models",
+            1,
+            0.6,
+            1800,
+            "regression",
+            _regression(5.2),
+            pricing | {"mae": 5.1},
+        ),
+        _task_cell(
+            "pricing_xgb",
+            "models",
+            1,
+            1.2,
+            900,
+            "regression",
+            _regression(4.0),
+            pricing | {"mae": 4.0},
+        ),
+        _task_cell(
+            "pricing_sklearn",
+            "models",
+            16,
+            1.6,
+            5000,
+            "regression",
+            _regression(5.2),
+            pricing | {"mae": 5.1},
+        ),
+        _task_cell(
+            "pricing_xgb",
+            "models",
+            16,
+            3.5,
+            2500,
+            "regression",
+            _regression(4.0),
+            pricing | {"mae": 4.0},
+        ),
+        # returns_xgb is more accurate but too slow for p99 <= 5 ms
+        _task_cell(
+            "returns_sklearn",
+            "models",
+            1,
+            0.7,
+            1500,
+            "multiclass",
+            _multiclass(0.61),
+            returns | {"macro_f1": 0.6},
+        ),
+        _task_cell(
+            "returns_xgb",
+            "models",
+            1,
+            9.0,
+            300,
+            "multiclass",
+            _multiclass(0.72),
+            returns | {"macro_f1": 0.72},
+        ),
+    ]
+    return results_doc

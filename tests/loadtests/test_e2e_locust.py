@@ -11,6 +11,7 @@ import pytest
 
 from loadtests.holdout import read_card
 from loadtests.results import read_locust_stats
+from server.modelcard import BinaryMetrics
 from tests.support.ports import free_port
 from tests.support.server_process import ServerProcess
 
@@ -66,6 +67,7 @@ def test_locustfile_scores_a_real_server(model_repo: Path, tmp_path: Path) -> No
     assert stream["distinct_rows"] == stream["replay_rows"]
     assert stream["max_repeat_diff"] < 1e-6
     offline = read_card(model_repo, "logreg").metrics
+    assert isinstance(offline, BinaryMetrics)
     acc = stream["accuracy"]
     assert acc["pr_auc"] == pytest.approx(offline.pr_auc, abs=1e-4)
     assert acc["roc_auc"] == pytest.approx(offline.roc_auc, abs=1e-4)
@@ -128,3 +130,42 @@ def test_distributed_run_gathers_worker_scores_on_the_master(
     # every request the worker made reached the master's file, scored
     assert stream["requests"] == stats["requests"] > 20
     assert stream["rows_answered"] == stream["requests"] and stream["error_rate"] == 0.0
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("model", "metrics"),
+    [
+        ("shop_regression", ("mae", "rmse", "r2")),
+        ("shop_multiclass", ("accuracy", "macro_f1", "weighted_f1", "log_loss")),
+    ],
+)
+def test_locustfile_sends_typed_rows_and_scores_each_task(
+    typed_repo: Path, tmp_path: Path, model: str, metrics: tuple[str, ...]
+) -> None:
+    """String columns go out as objects; the answers are scored with the task's own metrics,
+    which on the whole hold-out must be the card's offline figures (up to ONNX parity)."""
+    out = tmp_path / "accuracy.json"
+    with ServerProcess(typed_repo, log_path=tmp_path / "server.log") as server:
+        proc = subprocess.run(
+            [
+                *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)),
+                *_bounded_headless(server.url, tmp_path),
+                "BatchRows",
+                *("--model", model, "--models-dir", str(typed_repo)),
+                *("--batch-size", "64", "--scores-out", str(out)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stream = json.loads(out.read_text())["streams"][model]
+    assert stream["error_rate"] == 0.0 and stream["row_form"] == "objects"
+    assert stream["distinct_rows"] == stream["replay_rows"]
+    assert stream["max_repeat_diff"] < 1e-4
+    acc, offline = stream["accuracy"], stream["offline"]
+    assert acc["task"] == offline["task"] == read_card(typed_repo, model).task
+    for key in metrics:
+        assert acc[key] == pytest.approx(offline[key], rel=1e-4, abs=1e-4), key

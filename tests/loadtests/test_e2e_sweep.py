@@ -33,3 +33,26 @@ def test_two_cell_sweep(model_repo: Path, tmp_path: Path) -> None:
     assert one_row["cpu"]["server_s"] > 0 and one_row["locust"]["requests"] > 0
     assert batch["coverage"] == 1.0
     assert batch["accuracy"]["pr_auc"] == pytest.approx(batch["offline"]["pr_auc"], abs=1e-4)
+
+
+@pytest.mark.e2e
+def test_sweep_reports_a_regressor_with_string_columns(typed_repo: Path, tmp_path: Path) -> None:
+    options = SweepOptions(typed_repo, tmp_path, server_cpus=None, client_cpus=None)
+    model = "shop_regression"
+    cells = [
+        Cell("models", model, "SteadyOneRow", 2, 2.0),
+        Cell("accuracy", model, "BatchRows", 1, 2.0, ServerConfig(), batch_size="128"),
+    ]
+    report = Sweep(options, cells, tmp_path / "run", progress=lambda _: None).run()
+    records = read_results(tmp_path / "run")["cells"]
+    assert [r.get("failed") for r in records] == [None, None]
+    one_row, batch = records
+    assert one_row["task"] == "regression" and one_row["row_form"] == "objects"
+    assert one_row["error_rate"] == 0.0
+    assert batch["coverage"] == 1.0
+    assert batch["accuracy"]["mae"] == pytest.approx(batch["offline"]["mae"], rel=1e-4)
+    text = report.read_text()
+    # judged by its own metric whether or not this busy machine met the latency budget
+    assert f"| shop-regression | MAE | `{model}`" in text and "### Regressors" in text
+    verdict = next(line for line in text.splitlines() if line.startswith("**"))
+    assert "MAE " in verdict and "PR-AUC" not in verdict

@@ -60,7 +60,7 @@ def test_report_recommends_the_most_accurate_model_within_the_budget(
     # the more accurate model it passed over, and why
     assert "More accurate but over budget: `slow_good` (PR-AUC 0.610, 470 req/s" in fraud
     assert any(line.startswith("**Deploy `cancer`** (cancer)") for line in lines)
-    assert "| fraud | `fast_ok` (deploy) | 0.410 | yes | measured |" in text
+    assert "| fraud | PR-AUC | `fast_ok` (deploy) | 0.410 | yes | measured |" in text
     assert text.index("**Deploy `fast_ok`**") < text.index("## How this was measured")
 
 
@@ -153,3 +153,67 @@ def test_noisy_cells_are_marked(tmp_path: Path, results_doc: dict[str, Any]) -> 
     assert "dominated (noisy)" in texts["tradeoff.png"]
     assert any("Hatched ring: a noisy cell" in t for t in texts["throughput.png"])
     assert "fast_ok (deploy) (noisy)" in texts["tradeoff.png"]
+
+
+def test_report_scores_regression_and_multiclass_models_by_their_own_metric(
+    tmp_path: Path, mixed_doc: dict[str, Any]
+) -> None:
+    text = _render(tmp_path, mixed_doc)
+    lines = text.splitlines()
+    pricing = next(line for line in lines if line.startswith("**Deploy `pricing_xgb`**"))
+    assert "MAE 4 under load on 750 hold-out rows" in pricing
+    assert "(next: `pricing_sklearn`, 5.2)" in pricing
+    returns = next(line for line in lines if line.startswith("**Deploy `returns_sklearn`**"))
+    assert "macro-F1 0.610 under load" in returns
+    assert "More accurate but over budget: `returns_xgb` (macro-F1 0.720" in returns
+    assert "| shop-regression | MAE | `pricing_xgb` (deploy) | 4 | yes | inferred |" in text
+    assert "| shop-multiclass | macro-F1 | `returns_sklearn` (deploy) | 0.610 | yes |" in text
+    # each task's own table: under load / offline, with the baseline beside it
+    assert "### Regressors" in text and "### Multiclass classifiers" in text
+    assert "| `pricing_xgb` | 750 (75%) | 4.0000 / 4.0000 | 30.0000 | 5.2000 / 0.0000 |" in text
+    assert "| `returns_xgb` | 600 (60%) | 0.7700 / 0.7000 | 0.4000 | 0.7200 / 0.7200 |" in text
+    assert "### Binary classifiers" in text and "0.6100 / 0.6000" in text  # fraud unchanged
+    # the frontier compares MAE downwards: the faster, less accurate sklearn model is on it too
+    assert "- **shop-regression, 1 user**: `pricing_sklearn` (p99 0.60 ms, MAE 5.2), " in text
+    assert "`pricing_xgb` (p99 1.20 ms, MAE 4)" in text
+    summary = recommendation_summary(mixed_doc, parse_budget("p99<=5ms@500rps"))
+    assert any(
+        s.startswith("shop-regression: deploy pricing_xgb") and "(MAE 4 under" in s for s in summary
+    )
+
+
+def test_tradeoff_plot_names_each_task_metric(tmp_path: Path, mixed_doc: dict[str, Any]) -> None:
+    texts = draw_plots(mixed_doc, tmp_path, parse_budget("p99<=5ms@500rps"))
+    tradeoff = texts["tradeoff.png"]
+    assert "PR-AUC under load (hold-out)" in tradeoff
+    assert "macro-F1 under load (hold-out)" in tradeoff
+    assert "MAE under load (hold-out; lower is better, axis reversed)" in tradeoff
+    assert "pricing_xgb (deploy)" in tradeoff
+
+
+def test_shifted_regression_shows_its_metric_and_categorical_drift(
+    tmp_path: Path, mixed_doc: dict[str, Any]
+) -> None:
+    monitoring = {
+        "status": "drift",
+        "features": [{"name": "region", "kind": "categorical", "psi": 0.31, "unseen_rate": 0.05}],
+        "top_drifting": [{"name": "region", "psi": 0.31, "status": "drift"}],
+        "scores": {"of": "predicted_value", "psi": 0.12, "status": "watch"},
+    }
+    shifted = next(c for c in mixed_doc["cells"] if c["model"] == "pricing_xgb")
+    mixed_doc["cells"].append(
+        shifted
+        | {
+            "cell_id": "shifted-pricing_xgb",
+            "group": "shifted",
+            "scenario": "ShiftedTraffic",
+            "dataset": "shop-regression shift=1",
+            "accuracy": shifted["accuracy"] | {"mae": 6.5, "target_mean": 41.0},
+            "offline": None,
+            "monitoring": monitoring,
+        }
+    )
+    text = _render(tmp_path, mixed_doc)
+    row = next(line for line in text.splitlines() if line.startswith("| `pricing_xgb` | shop-"))
+    assert "| MAE 6.5000 / 4.0000, RMSE 5.2000 / 0.0000 | mean target 41.000 |" in row
+    assert "drift: region (PSI 0.31, unseen 5.0%); predictions PSI 0.12 (watch)" in row

@@ -7,20 +7,31 @@ import math
 import numpy as np
 import pytest
 from sklearn.metrics import (
+    accuracy_score,
     average_precision_score,
     f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_absolute_percentage_error,
     precision_score,
+    r2_score,
     recall_score,
     roc_auc_score,
+    root_mean_squared_error,
 )
 
 from loadtests.scoring import (
+    HEADLINES,
     ScoreLog,
     average_precision,
     classification_summary,
+    headline,
     latency_summary,
+    multiclass_summary,
+    regression_summary,
     roc_auc,
     summarize,
+    task_summary,
     threshold_metrics,
 )
 
@@ -138,3 +149,69 @@ def test_log_chunks_round_trip() -> None:
     assert list(merged.statuses) == list(log.statuses)
     log.clear()
     assert set(log.lengths().values()) == {0}
+
+
+def test_multiclass_summary_matches_scikit_learn() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, size=400)
+    proba = rng.dirichlet(np.ones(4), size=400)
+    predicted = np.where(rng.random(400) < 0.6, y, proba.argmax(axis=1))
+    predicted[predicted == 3] = 2  # class 3 is never predicted: its F1 is 0, still averaged
+    s = multiclass_summary(y, predicted, proba[np.arange(400), y])
+    assert s["rows"] == 400
+    assert s["accuracy"] == pytest.approx(accuracy_score(y, predicted))
+    assert s["macro_f1"] == pytest.approx(f1_score(y, predicted, average="macro"))
+    assert s["weighted_f1"] == pytest.approx(f1_score(y, predicted, average="weighted"))
+    assert s["log_loss"] == pytest.approx(log_loss(y, proba, labels=[0, 1, 2, 3]))
+    assert s["f1_per_class"]["3"] == 0.0
+    assert math.isnan(multiclass_summary([0, 1], [0, 1], [0.5, math.nan])["log_loss"])
+
+
+def test_regression_summary_matches_scikit_learn() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.lognormal(3.0, 0.5, size=300)
+    v = y + rng.normal(0.5, 4.0, size=300)
+    s = regression_summary(y, v)
+    assert s["mae"] == pytest.approx(mean_absolute_error(y, v))
+    assert s["rmse"] == pytest.approx(root_mean_squared_error(y, v))
+    assert s["r2"] == pytest.approx(r2_score(y, v))
+    assert s["mape"] == pytest.approx(mean_absolute_percentage_error(y, v))
+    assert s["bias"] == pytest.approx(float(np.mean(v - y)))
+    # a target at zero: no MAPE (a percentage of nothing)
+    assert regression_summary([0.0, 2.0], [0.5, 2.0])["mape"] is None
+
+
+def test_summarize_scores_each_task_with_its_own_metrics() -> None:
+    regression = ScoreLog()
+    regression.record_request(1.0, 200, 3)
+    regression.record_rows([0, 1, 2], [10.0, 20.0, 30.0], [12.0, 18.0, 30.0])
+    regression.record_request(1.0, 200, 1)
+    regression.record_rows([0], [10.0], [12.0])  # row 0 again, the same value
+    s = summarize(regression, 0.5, task="regression")
+    assert s["accuracy"]["task"] == "regression" and s["accuracy"]["rows"] == 3
+    assert s["accuracy"]["mae"] == pytest.approx(4.0 / 3)
+    assert s["accuracy"]["rmse"] == pytest.approx(math.sqrt(8.0 / 3))
+    assert s["max_repeat_diff"] == 0.0
+
+    multiclass = ScoreLog()
+    multiclass.record_request(1.0, 200, 4)
+    # true classes 0, 1, 2, 2; predicted 0, 1, 1, 2; scores of the true class
+    multiclass.record_rows([0, 1, 2, 3], [0, 1, 2, 2], [0.8, 0.6, 0.3, 0.7], [0, 1, 1, 2])
+    s = summarize(multiclass, 0.5, task="multiclass")
+    acc = s["accuracy"]
+    assert acc["task"] == "multiclass" and acc["accuracy"] == pytest.approx(0.75)
+    assert acc["macro_f1"] == pytest.approx(f1_score([0, 1, 2, 2], [0, 1, 1, 2], average="macro"))
+    # the same row answered with another class later is a repeat mismatch
+    multiclass.record_request(1.0, 200, 1)
+    multiclass.record_rows([1], [1], [0.6], [2])
+    assert summarize(multiclass, 0.5, task="multiclass")["max_repeat_diff"] == 1.0
+    with pytest.raises(ValueError):
+        task_summary("ranking", [1], [1.0])
+
+
+def test_headline_metric_per_task() -> None:
+    assert headline("binary").key == "pr_auc" and headline(None).key == "pr_auc"
+    assert headline("multiclass").name == "macro-F1"
+    mae = HEADLINES["regression"]
+    assert mae.key == "mae" and not mae.higher_is_better
+    assert mae.goodness(2.0) > mae.goodness(3.0)

@@ -85,3 +85,15 @@ def test_core_busy_seconds_reads_proc_stat() -> None:
     busy = core_busy_seconds("0")
     assert busy is not None and busy > 0
     assert core_busy_seconds(None) is None and core_busy_seconds("999") is None
+
+
+def test_quick_sweep_includes_typed_models(
+    typed_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Models with string columns or another task join the quick sweep beside the binary ones."""
+    assert main(["sweep", "--dry-run", "--models-dir", str(typed_repo), "--users", "2"]) == 0
+    out = capsys.readouterr().out
+    for model in ("shop_regression", "shop_multiclass", "shop_binary_codes"):
+        assert f"models-{model}-SteadyOneRow-b0-coff-u2" in out
+        assert f"accuracy-{model}-BatchRows" in out
+    assert "shifted-" not in out  # shifted traffic needs a fraud model

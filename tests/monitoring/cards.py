@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from export.reference import reference_stats
-from server.modelcard import ModelCard, placeholder_card
+from server.modelcard import Column, ModelCard, placeholder_card
 
 
 def card_from_data(
@@ -30,7 +30,9 @@ def card_from_data(
         version,
         feature_names=feature_names,
         threshold=threshold,
-        reference=reference_stats(X, y, scores, feature_names, threshold),
+        reference=reference_stats(
+            [Column(name=n) for n in feature_names], X, y, scores, "binary", [0, 1], threshold
+        ),
     )
     dataset = msgspec.structs.replace(
         card.dataset, rows_train=len(X), positive_rate_train=float(np.mean(y))

@@ -92,6 +92,7 @@ def test_snapshot_shape_is_json_ready(fraud_card: ModelCard, clock: FakeClock) -
     assert list(snap) == [
         "model",
         "version",
+        "task",
         "status",
         "status_since",
         "since",
@@ -105,8 +106,17 @@ def test_snapshot_shape_is_json_ready(fraud_card: ModelCard, clock: FakeClock) -
     ]
     assert snap["since"] == "2027-01-15T08:00:00+00:00"
     assert [f["name"] for f in snap["features"]] == fraud_card.input.feature_names
-    assert set(snap["features"][0]) == {"name", "psi", "ks", "ks_pvalue", "missing_rate", "status"}
+    assert set(snap["features"][0]) == {
+        "name",
+        "kind",
+        "psi",
+        "ks",
+        "ks_pvalue",
+        "missing_rate",
+        "status",
+    }
     assert set(snap["scores"]) == {
+        "of",
         "psi",
         "status",
         "ks",

@@ -158,3 +158,23 @@ def test_a_long_stream_stays_at_the_row_bound_with_exact_totals() -> None:
     assert window.rows == 1_000
     assert int(window.totals.sum()) == 1_000 * len(EDGES)
     np.testing.assert_array_equal(window.totals, direct_counts(last))
+
+
+def test_code_columns_bin_like_digitize() -> None:
+    """Columns with half-integer edges (category codes, class indices) are binned by arithmetic:
+    the same bins as comparing with the edges, for codes, fractions, extremes and NaN."""
+    edges = [[-0.5, 0.5, 1.5, 2.5], [0.0, 1.0, 2.0], [0.5, 1.5], [-0.5]]
+    window = BinnedWindow(edges, capacity_rows=1_000, max_age_s=1e9)
+    rng = np.random.default_rng(5)
+    codes = rng.integers(-3, 6, size=(200, 4)).astype(np.float32)
+    codes[:20] += rng.random((20, 4)).astype(np.float32)  # fractions between codes
+    codes[20:30] = np.array([np.inf, -np.inf, 3.4e38, np.nan], dtype=np.float32)
+    codes[30:40] = np.array([-0.5, 0.5, 1.5, -0.5], dtype=np.float32)  # exactly on edges
+    slots = window.slots(codes)
+    for j, column_edges in enumerate(edges):
+        column = codes[:, j]
+        expected = np.digitize(column.astype(np.float64), np.array(column_edges))
+        expected = np.where(np.isnan(column), len(column_edges) + 1, expected)
+        np.testing.assert_array_equal(slots[:, j] - window.offsets[j], expected, err_msg=str(j))
+    window.add(codes, now=0.0)
+    assert window.column_counts(0).sum() == 200

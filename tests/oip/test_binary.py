@@ -18,7 +18,7 @@ import tritonclient.http as triton_http
 from server.errors import InvalidInput, PayloadTooLarge
 from server.modelcard import ModelCard, load_card
 from server.oip.binary import InferSpec, decode_request, encode_response, header_length
-from server.oip.schema import OUTPUTS
+from server.oip.schema import CLASSIFIER_OUTPUTS
 from server.oip.tensors import bytes_from_raw, bytes_to_raw, from_raw, to_raw
 
 
@@ -101,7 +101,7 @@ def test_tritonclient_default_request_decodes_to_its_rows(card: ModelCard) -> No
     np.testing.assert_array_equal(got, rows)
     assert got.dtype == np.float32
     # no outputs named: tritonclient asks for every output in binary (binary_data_output)
-    assert spec == InferSpec(None, OUTPUTS, (True, True))
+    assert spec == InferSpec(None, CLASSIFIER_OUTPUTS, (True, True))
 
 
 def test_requested_outputs_choose_binary_or_json_each(card: ModelCard) -> None:
@@ -213,7 +213,9 @@ def test_unknown_outputs_and_bad_flags_are_400(card: ModelCard) -> None:
 
 def test_binary_answer_reads_back_in_tritonclient(card: ModelCard) -> None:
     scores = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
-    body, json_size = encode_response(card, "r-1", InferSpec(None, OUTPUTS, (True, True)), scores)
+    body, json_size = encode_response(
+        card, "r-1", InferSpec(None, CLASSIFIER_OUTPUTS, (True, True)), scores
+    )
     assert json_size is not None and json_size < len(body)
     result = triton_http.InferenceServerClient.parse_response_body(body, header_length=json_size)
     np.testing.assert_array_equal(result.as_numpy("probabilities"), scores)

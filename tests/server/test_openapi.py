@@ -12,6 +12,7 @@ from typing import Any
 from server.app import create_app, default_extensions
 from server.settings import Settings
 from tests.server.conftest import AppClient
+from tests.support.model_repo import ALL_TEST_MODELS
 
 METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -126,16 +127,16 @@ async def _test_request_examples_are_valid_for_the_models_they_name(client: AppC
         if method != "post" or not path.endswith(("/predict", "/infer")):
             continue
         examples = operation["requestBody"]["content"]["application/json"]["examples"]
-        names = {"logreg", "xgb_small"}
+        names = set(ALL_TEST_MODELS)
         if path.endswith("/predict"):
-            names |= {"logreg (object)", "xgb_small (object)"}
+            names |= {f"{name} (object)" for name in ALL_TEST_MODELS}
         assert set(examples) == names, path
         for key, example in examples.items():
             url = path.replace("{name}", key.split()[0]).replace("{version}", "1")
             answer = await client.post(url, json=example["value"])
             assert answer.status_code == 200, (url, answer.text)
             tried += 1
-    assert tried == 12
+    assert tried == 2 * 2 * len(ALL_TEST_MODELS) + 2 * len(ALL_TEST_MODELS)
 
 
 async def test_the_schema_page_and_its_assets_are_served_locally(model_repo: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.server.conftest import MakeClient, core_of, feature_names
+from tests.support.model_repo import ALL_TEST_MODELS
 
 
 def scores_of(body: dict[str, Any]) -> np.ndarray:
@@ -94,7 +95,7 @@ async def test_list_and_describe_models(make_client: MakeClient) -> None:
     async with make_client() as client:
         listed = (await client.get("/v1/models")).json()
         detail = (await client.get("/v1/models/xgb_small")).json()
-    assert {m["name"]: m["versions"] for m in listed} == {"logreg": [1], "xgb_small": [1]}
+    assert {m["name"]: m["versions"] for m in listed} == {name: [1] for name in ALL_TEST_MODELS}
     assert detail["latest"] == 1 and detail["versions"] == [1]
     assert detail["schema"]["n_features"] == len(detail["schema"]["feature_names"]) == 24
     assert 0.0 <= detail["threshold"] <= 1.0
@@ -169,7 +170,7 @@ async def test_health_and_metrics(make_client: MakeClient, holdout: np.ndarray) 
         ready = await client.get("/health/ready")
         metrics = await client.get("/metrics")
     assert live.status_code == ready.status_code == 200
-    assert ready.json() == {"status": "ready", "models": 2}
+    assert ready.json() == {"status": "ready", "models": len(ALL_TEST_MODELS)}
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     for line in (
@@ -177,7 +178,7 @@ async def test_health_and_metrics(make_client: MakeClient, holdout: np.ndarray) 
         'tabserve_request_duration_seconds_count{model="logreg",status="400"} 1.0',
         'tabserve_requests_total{model="logreg",version="1"} 2.0',
         'tabserve_batch_rows_sum{model="logreg",version="1"} 2.0',
-        "tabserve_model_versions_loaded 2.0",
+        f"tabserve_model_versions_loaded {len(ALL_TEST_MODELS)}.0",
     ):
         assert line in text
 
@@ -210,7 +211,7 @@ async def test_admin_needs_the_right_bearer_token(make_client: MakeClient) -> No
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert "s3cret" not in r.text
     assert ok.status_code == 200
-    assert ok.json()["serving"] == ["logreg/1", "xgb_small/1"]
+    assert ok.json()["serving"] == sorted(f"{name}/1" for name in ALL_TEST_MODELS)
 
 
 async def test_openapi_schema_documents_the_api(make_client: MakeClient) -> None:
