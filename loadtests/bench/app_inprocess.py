@@ -3,9 +3,10 @@
 Run: ``taskset -c 0 .venv/bin/python -m loadtests.bench.app_inprocess [model] [repeat|unique]
 [TABSERVE_X=V ...]`` (default ``xgb_small repeat``, models from ``models/``). Not a test. The
 app (``create_app_from_env``, every default extension) gets one-row predict bodies from the
-model's hold-out rows, one request per event-loop iteration: ``repeat`` cycles 64 bodies (after
-two passes the cache and its response memo answer them, when the model is cached), ``unique``
-sends each row once (every request a miss). The empty handler of the fast dispatch
+model's hold-out rows (objects of raw values for a model with string columns), one request per
+event-loop iteration: ``repeat`` cycles 64 bodies (after two passes the cache and its response
+memo answer them, when the model is cached), ``unique`` sends each row once (every request a
+miss; numeric models only). The empty handler of the fast dispatch
 (``/bench/floor-asgi``) runs in turn with predict, 5 rounds; prints the median CPU µs per
 request of each and their difference: what predict's own code costs, with warm CPU caches and
 much less noise than ``tabserve bench`` (which adds HTTP, a load generator and cold caches).
@@ -63,9 +64,14 @@ async def _drive(app: Any, path: str, bodies: list[bytes]) -> float:
 
 async def main(model: str, traffic: str) -> None:
     from loadtests.bench.cache import holdout_rows, unique_bodies
+    from loadtests.holdout import RowEncoder, read_card
     from server.app import create_app_from_env
 
-    rows = holdout_rows(Path(os.environ["TABSERVE_MODELS_DIR"]), model)
+    models_dir = Path(os.environ["TABSERVE_MODELS_DIR"])
+    rows = holdout_rows(models_dir, model)
+    encoder = RowEncoder(read_card(models_dir, model).input)
+    if encoder.objects and traffic == "unique":
+        raise SystemExit(f"{model} has typed columns: only 'repeat' traffic is supported")
     app = create_app_from_env()
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -76,7 +82,10 @@ async def main(model: str, traffic: str) -> None:
     )
     assert (await outbox.get())["type"] == "lifespan.startup.complete"
     predict = f"/v1/models/{model}/predict"
-    repeated = [json.dumps({"instances": [r]}).encode() for r in rows[:64].tolist()]
+    if encoder.objects:  # string columns: one object of raw values per row, as clients send
+        repeated = [b'{"instances":[' + r + b"]}" for r in encoder.encode(rows[:64])]
+    else:
+        repeated = [json.dumps({"instances": [r]}).encode() for r in rows[:64].tolist()]
     results: dict[str, list[float]] = {"floor-asgi": [], "predict": []}
     try:
         await _drive(app, predict, repeated * 2)  # warm up (and fill the cache)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import statistics
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -90,11 +91,22 @@ def one_row_bodies(models_dir: Path, model: str, form: str) -> list[bytes]:
     return [b'{"instances":[' + row + b"]}" for row in rows]
 
 
+PerRequest = dict[tuple[str, str, int], float]
+"""(model, request form, concurrency) -> server CPU µs per request."""
+
+
 def cpu_us_per_request(cell: Cell) -> float | None:
     """Server CPU microseconds per request answered (None without answers)."""
     if not cell.rps or not cell.requests:
         return None
     return cell.server_cpu / cell.rps * 1e6
+
+
+def median_cpu_us(samples: list[Cell]) -> float | None:
+    """The median over rounds of the server CPU per request (each round's own figure: the
+    round of median throughput need not be the round of median CPU per request)."""
+    values = [v for s in samples if (v := cpu_us_per_request(s)) is not None]
+    return statistics.median(values) if values else None
 
 
 def _probe(port: int, model: str, body: bytes) -> str | None:
@@ -124,6 +136,7 @@ def run_typed(
     """Build the two models, measure every (model, form, concurrency), return the report."""
     conc = [int(c) for c in args.concurrency.split(",")]
     cells: list[Cell] = []
+    per_request: PerRequest = {}
     refused: dict[str, str] = {}
     ort_us: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="tabserve-bench-typed-") as tmp:
@@ -159,7 +172,15 @@ def run_typed(
                             args.seconds,
                         )
                         runs.setdefault((model, form), []).append(cell)
-                cells.extend(median_cell(samples) for samples in runs.values())
+                for (model, form), samples in runs.items():
+                    cell = median_cell(samples)
+                    value = median_cpu_us(samples)
+                    if value is not None:
+                        per_request[model, form, c] = value
+                    if len(samples) > 1:
+                        rounds = ", ".join(f"{cpu_us_per_request(s) or 0:.0f}" for s in samples)
+                        cell.notes.append(f"server CPU us/request per round: {rounds}")
+                    cells.append(cell)
         finally:
             server.stop()
         for model in (NUMERIC, TYPED):
@@ -173,30 +194,31 @@ def run_typed(
         "repeat": args.repeat,
         "refused": refused,
         "ort_us_batch1": ort_us,
-        "cells": [asdict(c) | {"cpu_us_per_request": cpu_us_per_request(c)} for c in cells],
-        "ratios": typed_ratios(cells),
+        "cells": [
+            asdict(c)
+            | {
+                "cpu_us_per_request": per_request.get(
+                    (c.model, c.kind.removeprefix("typed-"), c.concurrency)
+                )
+            }
+            for c in cells
+        ],
+        "ratios": typed_ratios(per_request),
     }
 
 
-def typed_ratios(cells: list[Cell]) -> dict[str, Any]:
+def typed_ratios(per_request: PerRequest) -> dict[str, Any]:
     """Server CPU per request, typed over numeric, per concurrency and request form."""
-
-    def per_request(model: str, form: str, c: int) -> float | None:
-        for cell in cells:
-            if (cell.model, cell.kind, cell.concurrency) == (model, f"typed-{form}", c):
-                return cpu_us_per_request(cell)
-        return None
-
     out: dict[str, Any] = {}
-    for c in sorted({cell.concurrency for cell in cells}):
+    for c in sorted({key[2] for key in per_request}):
         pairs = (
             ("lists", "lists", f" (target <= {TARGET_RATIO:g}: the headline)"),
             ("objects", "objects", ""),
             ("objects", "lists", ""),
         )
         for typed_form, numeric_form, note in pairs:
-            typed = per_request(TYPED, typed_form, c)
-            numeric = per_request(NUMERIC, numeric_form, c)
+            typed = per_request.get((TYPED, typed_form, c))
+            numeric = per_request.get((NUMERIC, numeric_form, c))
             if typed and numeric:
                 key = (
                     f"c={c}: server CPU per request, 3 string + 20 numeric ({typed_form}) over "
@@ -245,11 +267,19 @@ def print_typed_report(report: dict[str, Any]) -> None:
             f"{_num(per_request, 10, 1)} {_num(onnx, 8, 1)} {_num(rest, 8, 1)} {c['errors']:>6}"
         )
     print(
-        "(CPU us/req: server CPU time per request answered; ONNX us: one ONNX Runtime call at "
-        "batch 1 alone, in-process (p50); rest: everything else the server spends per request. "
+        "(CPU us/req: server CPU time per request answered, median over rounds; ONNX us: one "
+        "ONNX Runtime call at batch 1 alone, in-process (p50); rest: everything else the server "
+        "spends per request. "
         "At c=64 batching coalesces rows, so one ONNX call serves several requests and 'rest' "
         "is an upper bound on the non-ONNX share.)"
     )
+    rounds = [c for c in report["cells"] if any("per round" in n for n in c["notes"])]
+    if rounds:
+        print("\nrounds (server CPU us/request of each round, in order; the median is used):")
+        for c in rounds:
+            note = next(n for n in c["notes"] if "per round" in n).split(": ", 1)[1]
+            form = c["kind"].removeprefix("typed-")
+            print(f"  {c['model']:<13} {form:<8} c={c['concurrency']:<3} {note}")
     print("\ntyped-columns ratios:")
     for key, value in report["ratios"].items():
         print(f"  {key}: {value}")

@@ -15,35 +15,35 @@ from loadtests.bench.typed import (
     build_models,
     cpu_us_per_request,
     headline_verdicts,
+    median_cpu_us,
     one_row_bodies,
     typed_ratios,
 )
 from loadtests.holdout import read_card
 
 
-def _cell(model: str, form: str, c: int, rps: float, server_cpu: float) -> Cell:
-    return Cell(f"typed-{form}", model, True, c, requests=int(rps), rps=rps, server_cpu=server_cpu)
-
-
 def test_ratios_compare_server_cpu_per_request() -> None:
-    cells = [
-        _cell(NUMERIC, "lists", 1, 4000, 0.8),  # 200 us per request
-        _cell(TYPED, "lists", 1, 2500, 0.75),  # 300 us
-        _cell(NUMERIC, "objects", 1, 3000, 0.75),  # 250 us
-        _cell(TYPED, "objects", 1, 2000, 0.8),  # 400 us
-    ]
-    assert cpu_us_per_request(cells[0]) == pytest.approx(200.0)
-    ratios = typed_ratios(cells)
-    values = list(ratios.values())
-    assert values == pytest.approx([1.5, 1.6, 2.0])
+    cell = Cell("typed-lists", NUMERIC, True, 1, requests=4000, rps=4000.0, server_cpu=0.8)
+    assert cpu_us_per_request(cell) == pytest.approx(200.0)  # 0.8 CPU-s/s over 4000 req/s
+    assert cpu_us_per_request(Cell("typed-lists", TYPED, True, 1)) is None
+    slow = Cell("typed-lists", NUMERIC, True, 1, requests=1000, rps=1000.0, server_cpu=0.5)
+    fast = Cell("typed-lists", NUMERIC, True, 1, requests=5000, rps=5000.0, server_cpu=0.9)
+    # the median of each round's own figure (200, 500, 180 us): not the median-rps round's
+    assert median_cpu_us([cell, slow, fast]) == pytest.approx(200.0)
+    per_request = {
+        (NUMERIC, "lists", 1): 200.0,
+        (TYPED, "lists", 1): 300.0,
+        (NUMERIC, "objects", 1): 250.0,
+        (TYPED, "objects", 1): 400.0,
+    }
+    ratios = typed_ratios(per_request)
+    assert list(ratios.values()) == pytest.approx([1.5, 1.6, 2.0])
     assert "(lists) over 23 numeric (lists) (target <= 1.5: the headline)" in next(iter(ratios))
-    report = {"ratios": ratios}
-    assert headline_verdicts(report) == ["c=1: 1.50x (target <= 1.5x: met)"]
-    cells[1] = _cell(TYPED, "lists", 1, 2000, 0.8)
-    assert headline_verdicts({"ratios": typed_ratios(cells)}) == [
+    assert headline_verdicts({"ratios": ratios}) == ["c=1: 1.50x (target <= 1.5x: met)"]
+    per_request[TYPED, "lists", 1] = 400.0
+    assert headline_verdicts({"ratios": typed_ratios(per_request)}) == [
         "c=1: 2.00x (target <= 1.5x: MISSED)"
     ]
-    assert cpu_us_per_request(Cell("typed-lists", TYPED, True, 1)) is None
 
 
 def test_the_two_models_have_the_same_width_and_pipeline(tmp_path: Path) -> None:
