@@ -7,9 +7,10 @@ regressor), and its input columns, typed:
 - scikit-learn: the columns it was fitted on (``feature_names_in_``, else the CSV's order); a
   column that a ColumnTransformer sends to a ``OneHotEncoder``/``OrdinalEncoder`` (or any step
   with ``categories_``) is categorical with the encoder's categories, strings (ONNX ``string``
-  input) or ints (``int64``); every other column is numeric. A model with a categorical column
-  is converted with one ONNX input per column (layout ``columns``); an all-numeric one takes one
-  matrix (layout ``matrix``), as before.
+  input) or ints (``int64``; whole-number floats too, as ints of a ``float32`` input); every
+  other column is numeric. A model with a categorical column is converted with one ONNX input
+  per column (layout ``columns``); an all-numeric one takes one matrix (layout ``matrix``), as
+  before.
 - XGBoost: feature type ``c`` is categorical with the categories the model records (XGBoost
   3.1+ saves them with the model) or, for a model trained on codes, those given with
   ``categories`` in code order; ``i`` is boolean; the rest numeric. Always layout ``matrix`` with
@@ -240,12 +241,28 @@ def _encoded_column(name: str, categories: list[Any] | None) -> Column:
     if values and all(_is_whole(v) for v in values):
         ints: list[Label] = [int(v) for v in values]
         return Column(name=name, kind="categorical", categories=ints, dtype="int64")
+    if values and all(_is_whole_float(v) for v in values):
+        # an encoder fitted on whole-number floats (an int column with NaN, read by pandas):
+        # the ONNX graph casts its float input to int64 for the encoder, so 2.5 would be served
+        # as category 2 (and an unknown value fail inside ONNX Runtime where the encoder
+        # refuses them): typed as int categories of a float32 input, the server refuses 2.5 and
+        # serves or refuses unknown values as the native encoder does
+        wholes: list[Label] = [int(v) for v in values]
+        return Column(name=name, kind="categorical", categories=wholes, dtype="float32")
     if values and all(isinstance(v, (int, float, np.number)) for v in values):
         return Column(name=name)  # float categories: the encoder in the graph reads the number
     raise ExportError(
         f"column {name!r}: its encoder's categories {values[:5]} are neither all strings nor all "
         "numbers; tabserve cannot type the column"
     )
+
+
+def _is_whole_float(value: Any) -> bool:
+    """A float that is a whole number float32 holds exactly."""
+    if not isinstance(value, (float, np.floating)):
+        return False
+    number = float(value)
+    return number.is_integer() and abs(number) <= 2.0**24
 
 
 def _is_missing(value: Any) -> bool:
@@ -442,7 +459,7 @@ def _read_table(path: Path, label_column: str) -> tuple[list[str], list[list[str
                 raise ExportError(f"{path}: empty CSV") from None
             if label_column not in header:
                 raise ExportError(f"{path}: no label column {label_column!r} in header {header}")
-            rows = [[cell.strip() for cell in row] for row in reader if row]
+            rows = [list(row) for row in reader if row]  # cells as written: see read_holdout
     except UnicodeDecodeError as exc:
         raise ExportError(f"{path}: not a UTF-8 text CSV ({exc.reason})") from None
     except csv.Error as exc:
@@ -503,6 +520,14 @@ def replace_column(column: Column, **changes: Any) -> Column:
 def _cell_value(path: Path, column: Column, cell: str, row: int) -> object:
     """One CSV cell as the raw value the Codec takes for ``column``."""
     if not cell:
+        if column.dtype != "float32":
+            # a string or int64 ONNX input has no missing value (nor does the server take one)
+            raise ExportError(
+                f"{path}: row {row} column {column.name!r} is empty, but the model reads the "
+                f"column as {'strings' if column.dtype == 'string' else 'whole numbers'} (one "
+                "ONNX input per column), which have no missing value; fill the cell with one "
+                "of its categories or drop the row"
+            )
         return None
     if column.kind == "categorical":
         if isinstance(column.categories[0], str):
@@ -565,10 +590,13 @@ def read_holdout(
 ) -> Holdout:
     """Read a CSV with a header row: every column the model takes, typed as the model types it,
     mapped to the row matrix by the server's :class:`Codec`; the label column as class indices
-    (or a regression target). Empty cells are missing values."""
+    (or a regression target). Empty cells are missing values. Cells are read without the
+    spaces around them, except where a string category or class is spelled with them (UCI
+    Adult's " Private", " >50K" as ``pandas.read_csv`` reads them)."""
     header, rows = _read_table(path, label_column)
     label_at = header.index(label_column)
-    table = {h: [row[i] for row in rows] for i, h in enumerate(header) if i != label_at}
+    written = {h: [row[i] for row in rows] for i, h in enumerate(header) if i != label_at}
+    table = {h: [cell.strip() for cell in cells] for h, cells in written.items()}
     if info is None:
         info = ModelInfo(None, "sklearn", "binary", [0, 1], None, None)
     columns = _typed_columns(path, info, [h for h in header if h != label_column], table)
@@ -584,9 +612,14 @@ def read_holdout(
     codec = Codec(reading)
     X = np.empty((len(rows), len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
-        values = [
-            _cell_value(path, column, cell, i) for i, cell in enumerate(table[column.name], 1)
-        ]
+        cells = table[column.name]
+        if column.kind == "categorical" and isinstance(column.categories[0], str):
+            known = set(column.categories)
+            cells = [
+                cell if cell in known else stripped
+                for cell, stripped in zip(written[column.name], cells, strict=True)
+            ]
+        values = [_cell_value(path, column, cell, i) for i, cell in enumerate(cells, 1)]
         try:
             X[:, j] = codec.encode_column(j, values, first=1)
         except InvalidInput as exc:
@@ -654,7 +687,7 @@ def _labels(
     if info.task == "regression":
         target = np.empty(len(cells), dtype=np.float64)
         for i, cell in enumerate(cells, 1):
-            number = _number(cell) if cell else None
+            number = _number(cell) if cell.strip() else None
             if number is None or not math.isfinite(number):
                 raise ExportError(
                     f"{path}: row {i} label column {label_column!r} holds {describe(cell)}; a "
@@ -669,7 +702,10 @@ def _labels(
             lookup.setdefault(key.lower(), index)
     y = np.empty(len(cells), dtype=np.int64)
     for i, cell in enumerate(cells, 1):
-        found = lookup.get(cell, lookup.get(cell.lower()))
+        found = lookup.get(cell)
+        if found is None:
+            text = cell.strip()
+            found = lookup.get(text, lookup.get(text.lower()))
         if found is None:
             raise ExportError(
                 f"{path}: row {i} label {describe(cell)} in {label_column!r} is not one of the "
@@ -689,7 +725,7 @@ def choose_positive_class(classes: list[Label], given: str | None) -> Label:
             ]:
                 return value
         raise ExportError(f"--positive-class {given!r} is not one of the model's classes {classes}")
-    words = [str(c).lower() for c in classes]
+    words = [str(c).strip().lower() for c in classes]
     positive = [i for i, w in enumerate(words) if w in POSITIVE_WORDS]
     negative = [i for i, w in enumerate(words) if w in NEGATIVE_WORDS]
     if len(positive) == 1 and len(negative) == 1 and positive != negative:
@@ -740,6 +776,11 @@ def _frame_maker(codec: Codec, *, xgb_categories: bool) -> Any:
                     data[column.name] = pd.Categorical(values, categories=cats)
                 elif text:
                     data[column.name] = values
+                elif column.dtype == "float32":  # whole-number categories fitted as floats
+                    data[column.name] = np.array(
+                        [np.nan if v is None else float(v) for v in values.tolist()],
+                        dtype=np.float64,
+                    )
                 else:
                     data[column.name] = values.astype(np.int64)
             elif column.kind == "boolean":

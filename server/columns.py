@@ -12,9 +12,9 @@ Cache keys, micro-batching and drift monitoring work on it unchanged (a category
 there, and two spellings of one row are one key). Only :meth:`Codec.onnx_feeds` turns it into the
 tensors the graph takes: the matrix itself for a ``matrix`` layout (an unseen category code
 becomes NaN, where XGBoost sends a category it does not know), one ``[n, 1]`` tensor per column
-for a ``columns`` layout, categories back as the strings (or ints) the user's encoder was
-fitted on. The server never re-implements the user's preprocessing: ONNX Runtime still sees
-the strings.
+for a ``columns`` layout, categories back as the strings (or ints, or whole-number floats) the
+user's encoder was fitted on. The server never re-implements the user's preprocessing: ONNX
+Runtime still sees the strings.
 
 An unseen value of a string column reaches ONNX Runtime as :data:`UNSEEN_TEXT`, one string no
 category equals: the encoders skl2onnx converts (``OneHotEncoder``, ``OrdinalEncoder``) answer
@@ -77,9 +77,11 @@ class Codec:
         self.categorical = [j for j, c in enumerate(spec.columns) if c.kind == "categorical"]
         self.boolean = [j for j, c in enumerate(spec.columns) if c.kind == "boolean"]
         self._tables: list[np.ndarray | None] = [
-            _table(c) if spec.layout == "columns" and c.dtype != "float32" else None
+            _table(c) if spec.layout == "columns" and _fed_as_values(c) else None
             for c in spec.columns
         ]
+        """Per column of a ``columns`` layout: code → the value its ONNX input takes (the
+        categories, and the unseen stand-in last); None where the row matrix's value is fed."""
 
     # --- raw values to codes ----------------------------------------------------------------
 
@@ -186,8 +188,23 @@ class Codec:
                 feeds[column.name] = np.ascontiguousarray(rows[:, j : j + 1])
             else:
                 # code -1 (unseen) indexes the table's last entry, the unseen stand-in
-                feeds[column.name] = table[rows[:, j].astype(np.intp)].reshape(-1, 1)
+                codes = rows[:, j]
+                missing = np.isnan(codes)
+                if missing.any():  # a float32 category column that takes a missing value
+                    values = table[np.where(missing, 0, codes).astype(np.intp)]
+                    values[missing] = np.nan
+                    feeds[column.name] = values.reshape(-1, 1)
+                else:
+                    feeds[column.name] = table[codes.astype(np.intp)].reshape(-1, 1)
         return feeds
+
+
+def _fed_as_values(column: Column) -> bool:
+    """A ``columns`` layout feeds this column's category values, not its codes: string and int64
+    inputs, and int categories of a float32 input (an encoder fitted on whole-number floats)."""
+    if column.dtype != "float32":
+        return True
+    return column.kind == "categorical" and not isinstance(column.categories[0], str)
 
 
 def _lookup(column: Column) -> dict[Label | float, float]:
@@ -207,4 +224,6 @@ def _table(column: Column) -> np.ndarray:
     values = [*column.categories, _unseen_value(column)]
     if column.dtype == "string":
         return np.array([str(v) for v in values], dtype=object)
+    if column.dtype == "float32":  # whole-number categories an encoder reads as floats
+        return np.array(values, dtype=np.float32)
     return np.array(values, dtype=np.int64)
