@@ -105,15 +105,15 @@ def value_count(data: bytes, rows: int) -> int:
     """How many values a JSON array of values (or of one-value lists) holds, counted at memory
     speed: the commas outside its strings, plus one (a string has two quotes; the array is split
     at its quotes only when they are few enough to be ``rows`` strings, else their count is the
-    answer). With escaped characters the strings' edges are not found this way: then only the
-    strings are counted (at least the number of values; ``null`` values are left to the
-    decoder)."""
+    answer). Escaped backslashes and quotes are dropped first (escapes read left to right, as
+    JSON does), so every quote left is a string's edge."""
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     quotes = data.count(b'"')
     if quotes == 0:
         return data.count(b",") + 1
-    escaped = data.count(b'\\"') if b"\\" in data else 0
-    strings = (quotes - escaped) // 2
-    if strings > rows or escaped:
+    strings = quotes // 2
+    if strings > rows:
         return strings
     return sum(piece.count(b",") for piece in data.split(b'"')[0::2]) + 1
 

@@ -15,7 +15,7 @@ import pytest
 from server.columns import UNSEEN
 from server.errors import InvalidInput, PayloadTooLarge
 from server.modelcard import ModelCard, load_card, placeholder_card
-from server.oip.typed import SLICE_VALUES
+from server.oip.typed import SLICE_VALUES, value_count
 from server.oip.v2json import decode_infer, decode_infer_large
 from tests.oip.typed_models import COLUMNS, frame
 
@@ -132,3 +132,23 @@ def test_a_numeric_model_takes_one_input_per_column(model_repo: Path) -> None:
     if wrong != columns:
         with pytest.raises(InvalidInput, match="did you mean `amount`"):
             decode_infer(wrong, numeric, MAX_ROWS)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", "b"],
+        [None, None, 'x"y'],
+        ["a,b", "c"],
+        ["x\\", None],
+        [None] * 5 + ['"'],
+        ['\\"', None],
+        [["a"], ["b,c"], [None]],
+    ],
+)
+def test_values_are_counted_at_memory_speed_escapes_and_all(values: list[Any]) -> None:
+    """The count before decoding is exact for strings with escaped quotes and backslashes, so a
+    body of many nulls and one escaped quote is refused by the count, not after decoding."""
+    assert value_count(json.dumps(values).encode(), rows=10) == len(values)
+    hostile = b"[" + b"null," * 100_000 + b'"\\""]'
+    assert value_count(hostile, rows=1_000) == 100_001
