@@ -72,6 +72,7 @@ PIPELINE_MODULES: tuple[str, ...] = (
     "cost",
     "reference",
     "pipeline",
+    "ladder",
     "build",
 )
 """Modules whose source is part of the fingerprint: changing how a model is made makes a new one."""
@@ -124,6 +125,13 @@ class BuildSettings:
     cv_folds: int = 3
     cost_budget_s: float = 0.4
     """Seconds spent on each of the three cost measurements."""
+    ladder: bool = False
+    """Export the cheaper variants (:mod:`export.ladder`) of every tree ensemble, not only of
+    the recipes that ask for them (``Recipe.ladder``)."""
+
+
+def wants_ladder(recipe: Recipe, settings: BuildSettings) -> bool:
+    return settings.ladder or recipe.ladder
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,8 @@ def fingerprint(recipe: Recipe, dataset: Dataset, settings: BuildSettings) -> st
         "split": [VALIDATION_FRACTION, TEST_FRACTION],
         "libraries": library_versions(),
     }
+    if wants_ladder(recipe, settings):  # absent otherwise: a build without a ladder is as before
+        inputs["ladder"] = True
     if recipe.frame_input:  # trained on a pandas DataFrame
         inputs["pandas"] = package_version("pandas")
     blob = json.dumps(inputs, sort_keys=True, default=str).encode()
@@ -275,6 +285,7 @@ def _build_model(
         cost_budget_s=settings.cost_budget_s,
         threads=settings.n_jobs,
         before_rename=before_rename,
+        ladder=wants_ladder(recipe, settings),
     )
     return BuildResult(card, published=True)
 

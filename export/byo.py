@@ -828,12 +828,15 @@ def convert(
     task: Task | None = None,
     categories: Categories | None = None,
     cost_budget_s: float = 0.4,
+    ladder: bool = False,
 ) -> ConvertResult:
     """Convert a saved model into a new version of ``name`` in ``models_dir``.
 
     ``task`` (optional) must agree with what the model is; ``positive_class`` names a binary
     classifier's positive class as the CSV spells it; ``categories`` gives an XGBoost model's
     categories (column → values in code order) when the model does not record them.
+    ``ladder`` also exports the cheaper variants of an XGBoost model or a random forest
+    (:mod:`export.ladder`).
     """
     progress = progress or quiet(name)
     if not NAME_PATTERN.match(name):
@@ -847,6 +850,8 @@ def convert(
         "task": task,
         "categories": categories or {},
     }
+    if ladder:  # absent otherwise: a conversion without a ladder keeps its fingerprint
+        settings["ladder"] = True
     fp = _fingerprint(model_path, holdout_csv, settings)
     latest = latest_card(models_dir, name)
     if latest is not None and latest.fingerprint == fp:
@@ -920,7 +925,7 @@ def convert(
     )
     try:
         card = publish_candidate(
-            candidate, models_dir, progress, seed=seed, cost_budget_s=cost_budget_s
+            candidate, models_dir, progress, seed=seed, cost_budget_s=cost_budget_s, ladder=ladder
         )
     except UnsupportedEstimator as exc:
         if info.cause_if_parity_fails:

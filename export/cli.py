@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from server.errors import ExportError, TabserveError
-from server.modelcard import BinaryMetrics, Label, Metrics, MulticlassMetrics
+from server.modelcard import BinaryMetrics, Label, Metrics, ModelCard, MulticlassMetrics
 
 JOBLIB_WARNING = (
     "WARNING: a joblib (pickle) file runs arbitrary code when it is loaded; convert only model "
@@ -73,6 +73,13 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--only", nargs="+", metavar="NAME", help="build only these models")
     build.add_argument(
+        "--ladder",
+        action="store_true",
+        help="also export every tree ensemble's cheaper variants (its first 1/8, 1/4 and 1/2 of "
+        "the boosting rounds or trees), each parity-checked, evaluated and costed, recorded in "
+        "the card's variants",
+    )
+    build.add_argument(
         "--rows",
         type=_positive_int(MIN_ROWS),
         default=100_000,
@@ -103,6 +110,12 @@ def parser() -> argparse.ArgumentParser:
         "on stderr.",
     )
     _models_dir_option(listing)
+    listing.add_argument(
+        "--variants",
+        action="store_true",
+        help="show the ladder instead: each model version that has cheaper variants, one row "
+        "per variant (its trees, metric, cost, size and parity) under the full model's row",
+    )
 
     convert = sub.add_parser(
         "convert",
@@ -165,6 +178,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help='the same for many columns: a JSON object {"column": ["v0", "v1", ...], ...}',
     )
+    convert.add_argument(
+        "--ladder",
+        action="store_true",
+        help="also export the cheaper variants of an XGBoost model or a random forest (its "
+        "first 1/8, 1/4 and 1/2 of the boosting rounds or trees), each parity-checked, "
+        "evaluated and costed, recorded in the card's variants; other models get none",
+    )
     convert.add_argument("--name", required=True, help="model name in the repository")
     _models_dir_option(convert)
     convert.add_argument(
@@ -179,7 +199,7 @@ def main(argv: list[str]) -> int:
         if args.command == "build":
             return _build(args)
         if args.command == "list":
-            return _list(args.models_dir)
+            return _list(args.models_dir, variants=args.variants)
         return _convert(args)
     except TabserveError as exc:
         return _error(exc.detail)
@@ -213,7 +233,11 @@ def _build(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     settings = BuildSettings(
-        models_dir=args.models_dir, seed=args.seed, n_jobs=n_jobs, cross_validate=args.full
+        models_dir=args.models_dir,
+        seed=args.seed,
+        n_jobs=n_jobs,
+        cross_validate=args.full,
+        ladder=args.ladder,
     )
     results = build_all(settings, rows=args.rows, only=args.only)
     new = sum(r.published for r in results)
@@ -224,7 +248,7 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(models_dir: Path) -> int:
+def _list(models_dir: Path, *, variants: bool = False) -> int:
     from export.repository import list_versions
 
     cards, problems = list_versions(models_dir)
@@ -233,6 +257,8 @@ def _list(models_dir: Path) -> int:
     if not cards:
         print(f"no models in {models_dir}")
         return 0
+    if variants:
+        return _list_variants(cards, models_dir)
     header = ["name", "version", "task", "metric", "value", "µs/row@64", "µs@1", "size", "parity"]
     rows = [
         [
@@ -247,12 +273,50 @@ def _list(models_dir: Path) -> int:
         ]
         for c in cards
     ]
+    _print_table(header, rows)
+    return 0
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = [row[0].ljust(widths[0])] + [
             v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)
         ]
         print("  ".join(cells))
+
+
+def _list_variants(cards: list[ModelCard], models_dir: Path) -> int:
+    """The ladder of every version that has one: the full model's row, then its variants'."""
+    laddered = [c for c in cards if c.variants]
+    if not laddered:
+        print(f"no model in {models_dir} has variants")
+        return 0
+    header = ["name", "version", "variant", "trees", "metric", "value", "µs/row@64", "µs@1"]
+    header += ["size", "parity"]
+    rows: list[list[str]] = []
+    for c in laddered:
+        trees = c.params.get("trees_after_early_stopping", c.params.get("n_estimators", "-"))
+        entries = [("full", str(trees), c.metrics, c.cost, c.onnx.size_bytes, c.parity)]
+        entries += [
+            (v.name, str(v.trees), v.metrics, v.cost, v.onnx.size_bytes, v.parity)
+            for v in c.variants
+        ]
+        rows += [
+            [
+                c.name,
+                str(c.version),
+                name,
+                n,
+                *_headline(metrics),
+                f"{cost.us_per_row_batch64:.2f}",
+                f"{cost.us_batch1:.1f}",
+                _size(size),
+                f"{parity.max_abs_diff:.1e}",
+            ]
+            for name, n, metrics, cost, size, parity in entries
+        ]
+    _print_table(header, rows)
     return 0
 
 
@@ -292,6 +356,7 @@ def _convert(args: argparse.Namespace) -> int:
             positive_class=args.positive_class,
             task=args.task,
             categories=categories,
+            ladder=args.ladder,
         )
     except OSError as exc:
         return _error(f"{exc.filename or args.models_dir}: {exc.strerror or exc}")

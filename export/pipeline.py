@@ -11,11 +11,16 @@ Shared by the bundled build (:mod:`export.build`) and bring-your-own conversion
 3. metrics of the task on the test rows only, from the ONNX model's answers (what the server
    will serve; parity guarantees the native model's are the same within the tolerance); a
    binary threshold is chosen on the validation rows only;
-4. the drift reference, the inference cost, and an atomic publish with ``holdout.npz``.
+4. the drift reference, the inference cost, and an atomic publish with ``holdout.npz``;
+5. with ``ladder``, the same for each cheaper variant of a tree ensemble (its first K rounds or
+   trees, :mod:`export.ladder`): ONNX parity against the native truncated model, its own
+   threshold on the validation rows, metrics on the test rows and cost; each variant's ONNX
+   file is published with the version and recorded in the card's ``variants``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +38,8 @@ from export.evaluate import (
     multiclass_metrics,
     regression_metrics,
 )
+from export.ladder import ladder as truncated_variants
+from export.ladder import variant_file
 from export.onnx_export import (
     Exported,
     ParityResult,
@@ -62,6 +69,7 @@ from server.modelcard import (
     Parity,
     Reference,
     Task,
+    Variant,
 )
 
 Params = dict[str, str | int | float | bool | None]
@@ -126,11 +134,14 @@ def publish_candidate(
     cost_budget_s: float = 0.4,
     threads: int = 1,
     before_rename: Callable[[Path], None] | None = None,
+    ladder: bool = False,
 ) -> ModelCard:
     """Convert, verify, evaluate and publish ``candidate``; return the published card.
 
     Parity and evaluation score with ``threads`` ONNX Runtime threads; the cost measurement
-    always with one, as the server runs by default.
+    always with one, as the server runs by default. With ``ladder``, a tree ensemble (XGBoost,
+    a random forest) also gets its cheaper variants (:func:`export_variants`); other models
+    get none.
     """
     c = candidate
     _check_candidate(c)
@@ -153,12 +164,30 @@ def publish_candidate(
     with progress.step("measuring ONNX Runtime cost"):
         codec = Codec(spec)
         cost = measure_cost(exported, c.test.X, budget_s=cost_budget_s, feeds=codec.onnx_feeds)
+    variants: list[tuple[Variant, bytes]] = []
+    if ladder:
+        variants = export_variants(
+            c, spec, progress, seed=seed, cost_budget_s=cost_budget_s, threads=threads
+        )
 
     sha = hashlib.sha256(exported.onnx_bytes).hexdigest()
     created = datetime.now(UTC).isoformat(timespec="seconds")
+    cards_variants = [v for v, _ in variants]
 
     def card_for_version(version: int) -> ModelCard:
-        return _card(c, version, created, spec, exported, sha, metrics, parity, cost, reference)
+        return _card(
+            c,
+            version,
+            created,
+            spec,
+            exported,
+            sha,
+            metrics,
+            parity,
+            cost,
+            reference,
+            variants=cards_variants,
+        )
 
     version_dir = publish(
         models_dir,
@@ -167,13 +196,96 @@ def publish_candidate(
         exported.onnx_bytes,
         holdout=(c.test.X, c.test.y),
         before_rename=before_rename,
+        extra_files={v.onnx.file: data for v, data in variants},
     )
     card = card_for_version(int(version_dir.name))
     progress.say(
         f"published version {card.version}: {_summary(metrics)}, "
         f"parity {parity.max_abs_diff:.1e}, {cost.us_per_row_batch64:.2f} µs/row at batch 64"
+        + (f", {len(variants)} variants" if variants else "")
     )
     return card
+
+
+VARIANT_COST_BUDGET_S = 0.08
+"""Upper bound of the seconds spent on each of a variant's three cost measurements (medians
+of many calls: enough to rank the variants, and keeps a ladder cheap to build)."""
+
+
+def export_variants(
+    c: Candidate,
+    spec: InputSpec,
+    progress: Progress,
+    *,
+    seed: int = 0,
+    cost_budget_s: float = 0.4,
+    threads: int = 1,
+) -> list[tuple[Variant, bytes]]:
+    """The ladder of ``c``'s model (:mod:`export.ladder`), each variant exported and checked
+    like the full model, with the input ``spec`` the full model's parity found; and each
+    variant's ONNX bytes. [] when the model is no tree ensemble or too small to cut.
+
+    Raise ParityError when a variant's ONNX answers differ from its native truncated model, and
+    ExportError when a variant does not take every missing value or unknown category that the
+    full model takes (found by the same parity probes as the full model's).
+    """
+    out: list[tuple[Variant, bytes]] = []
+    budget = min(cost_budget_s, VARIANT_COST_BUDGET_S)
+    for small in truncated_variants(c.model, c.framework):
+        label = f"{c.name} variant {small.name}"
+        with progress.step(f"variant {small.name} ({small.trees} of the trees): export"):
+            exported = to_onnx(small.model, spec, c.framework, c.task)
+            sess = session(exported.onnx_bytes, threads)
+            scorer = Scorer(small.model, exported, spec, c.task, sess, c.native_input)
+            parity = check_parity_rows(
+                scorer, c.test.X, c.test.y, label, seed, c.cause_if_parity_fails
+            )
+            narrower = _narrower_columns(spec.columns, parity.columns)
+            if narrower:
+                raise ExportError(
+                    f"{label}: does not take what the full model takes (a missing value or an "
+                    f"unknown category) in column(s) {narrower}; not publishing"
+                )
+            metrics, _ = _evaluate(
+                dataclasses.replace(c, model=small.model, cv_scores=None), scorer
+            )
+            cost = measure_cost(exported, c.test.X, budget_s=budget, feeds=Codec(spec).onnx_feeds)
+        variant = Variant(
+            name=small.name,
+            trees=small.trees,
+            onnx=OnnxInfo(
+                file=variant_file(small.name),
+                sha256=hashlib.sha256(exported.onnx_bytes).hexdigest(),
+                opset=exported.opset,
+                size_bytes=len(exported.onnx_bytes),
+            ),
+            metrics=metrics,
+            parity=Parity(
+                max_abs_diff=parity.max_abs_diff,
+                rows=len(c.test.X),
+                tolerance=parity.tolerance,
+                relative_to=parity.relative_to,
+            ),
+            cost=cost,
+        )
+        progress.say(
+            f"variant {small.name}: {_summary(metrics)}, parity {parity.max_abs_diff:.1e}, "
+            f"{cost.us_per_row_batch64:.2f} µs/row at batch 64, {cost.us_batch1:.1f} µs at batch 1"
+        )
+        out.append((variant, exported.onnx_bytes))
+    return out
+
+
+def _narrower_columns(full: list[Column], variant: list[Column]) -> list[str]:
+    """Columns where the variant refuses (or answers unlike its native model) a missing value or
+    an unknown category that the full model takes. The variant taking more is harmless: it is
+    fed only rows that the full model's input spec lets through."""
+    return [
+        f.name
+        for f, v in zip(full, variant, strict=True)
+        if (f.allow_missing and not v.allow_missing)
+        or (f.unknown == "serve" and v.unknown != "serve")
+    ]
 
 
 def _check_candidate(c: Candidate) -> None:
@@ -283,6 +395,8 @@ def _card(
     parity: ParityResult,
     cost: Any,
     reference: Reference,
+    *,
+    variants: list[Variant],
 ) -> ModelCard:
     if c.task == "regression":
         outputs = OutputSpec(value=exported.value_output)
@@ -320,4 +434,5 @@ def _card(
         fingerprint=c.fingerprint,
         params=c.params,
         description=c.description,
+        variants=list(variants),
     )

@@ -78,6 +78,9 @@ class Recipe:
     frame_input: bool = False
     """True: the native model takes a pandas DataFrame of raw values (:func:`data_frame`),
     False: the row matrix itself."""
+    ladder: bool = False
+    """Also export the cheaper variants of this tree ensemble (:mod:`export.ladder`) on every
+    build; ``tabserve export build --ladder`` does it for every tree ensemble."""
 
     def native_input(self, columns: Sequence[Column]) -> NativeInput | None:
         """Row matrix -> the native model's input; None when that is the matrix itself."""

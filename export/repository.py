@@ -11,7 +11,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,12 @@ def publish(
     onnx_bytes: bytes,
     holdout: tuple[NDArray[np.float32], NDArray[Any]] | None = None,
     before_rename: Callable[[Path], None] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write a new version of ``name`` atomically and return its folder.
+
+    ``extra_files`` (file name → bytes: the ladder's variant ONNX files) are written into the
+    same temporary folder, so they appear with the version or not at all.
 
     ``before_rename(tmp_dir)`` runs when every file is written but before the version becomes
     visible; an exception there (or anywhere) removes the temporary folder and publishes nothing.
@@ -104,6 +108,11 @@ def publish(
         (tmp_dir / ONNX_FILE).write_bytes(onnx_bytes)
         if holdout is not None:
             save_holdout(tmp_dir / HOLDOUT_FILE, *holdout)
+        for file_name, data in (extra_files or {}).items():
+            reserved = file_name in (ONNX_FILE, HOLDOUT_FILE, CARD_FILE)
+            if reserved or Path(file_name).name != file_name:
+                raise ExportError(f"{name}: {file_name!r} is not a file name of its own")
+            (tmp_dir / file_name).write_bytes(data)
         for _ in range(100):
             version = max(model_versions(models_dir, name), default=0) + 1
             (tmp_dir / CARD_FILE).write_bytes(encode_card(card_for_version(version)))

@@ -252,6 +252,31 @@ class Reference(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Regression: the training target's mean."""
 
 
+VARIANT_FILE_PATTERN = re.compile(r"^variant-[a-z0-9][a-z0-9_\-]{0,63}\.onnx$")
+"""A variant's ONNX file: a plain file name in the version folder, ``variant-<name>.onnx``."""
+
+
+class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A cheaper version of the model, exported beside it (the *ladder*, issue 15).
+
+    A truncated tree ensemble: the first ``trees`` boosting rounds of an XGBoost model or the
+    first ``trees`` trees of a random forest, exported to its own ONNX file, parity-checked
+    against the native truncated model on the same hold-out rows, with its own decision
+    threshold (binary: chosen on the validation split), its own hold-out metrics and its own
+    measured cost. The server does not serve variants yet.
+    """
+
+    name: str
+    """Unique among the card's variants, e.g. ``k12``."""
+    trees: int
+    """Boosting rounds kept (XGBoost: one tree per class and round for a multiclass model), or
+    trees kept (random forest)."""
+    onnx: OnnxInfo
+    metrics: Metrics
+    parity: Parity
+    cost: Cost
+
+
 class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     schema_version: int
     name: str
@@ -281,6 +306,9 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Hash of everything that went into the build; unchanged inputs make no new version."""
     params: dict[str, str | int | float | bool | None] = {}
     description: str = ""
+    variants: list[Variant] = []
+    """Cheaper variants of the model, each with its own ONNX file in the version folder (the
+    ladder); empty for most models and for every card written before the ladder existed."""
 
     @property
     def threshold(self) -> float:
@@ -380,6 +408,45 @@ def card_problems(card: ModelCard) -> list[str]:
             f"tolerance {card.parity.tolerance}"
         )
     problems.extend(_reference_problems(card))
+    problems.extend(_variant_problems(card))
+    return problems
+
+
+def _variant_problems(card: ModelCard) -> list[str]:
+    problems: list[str] = []
+    names = [v.name for v in card.variants]
+    files = [v.onnx.file for v in card.variants]
+    if len(set(names)) != len(names):
+        problems.append(f"variants have duplicate names: {names}")
+    if len(set(files)) != len(files) or card.onnx.file in files:
+        problems.append(f"variants share an ONNX file: {files}")
+    for v in card.variants:
+        where = f"variant {v.name!r}"
+        if not NAME_PATTERN.match(v.name):
+            problems.append(f"{where}: name must match {NAME_PATTERN.pattern}")
+        if v.trees < 1:
+            problems.append(f"{where}: trees must be at least 1, got {v.trees}")
+        if not VARIANT_FILE_PATTERN.match(v.onnx.file):
+            problems.append(
+                f"{where}: onnx.file {v.onnx.file!r} must be a file in the version folder "
+                f"matching {VARIANT_FILE_PATTERN.pattern}"
+            )
+        if not re.fullmatch(r"[0-9a-f]{64}", v.onnx.sha256):
+            problems.append(f"{where}: onnx.sha256 must be 64 lowercase hex digits")
+        if v.onnx.size_bytes < 1:
+            problems.append(f"{where}: onnx.size_bytes must be positive")
+        if not math.isfinite(v.parity.max_abs_diff) or v.parity.max_abs_diff > v.parity.tolerance:
+            problems.append(
+                f"{where}: parity.max_abs_diff {v.parity.max_abs_diff} exceeds "
+                f"tolerance {v.parity.tolerance}"
+            )
+        metrics_task = type(v.metrics).__struct_config__.tag
+        if metrics_task != card.task:
+            problems.append(
+                f"{where}: metrics are for a {metrics_task} model, the card's task is {card.task}"
+            )
+        if isinstance(v.metrics, BinaryMetrics) and not 0.0 <= v.metrics.threshold <= 1.0:
+            problems.append(f"{where}: metrics.threshold {v.metrics.threshold} is outside [0, 1]")
     return problems
 
 
@@ -502,16 +569,17 @@ def load_card(version_dir: Path, *, verify_sha256: bool = True) -> ModelCard:
             f"{card_path}: card says {card.name}/{card.version}, folder is "
             f"{version_dir.parent.name}/{version_dir.name}"
         )
-    onnx_path = version_dir / card.onnx.file
-    if not onnx_path.is_file():
-        raise InvalidModelCard(f"{card_path}: ONNX file {card.onnx.file} is missing")
-    if verify_sha256:
-        actual = sha256_file(onnx_path)
-        if actual != card.onnx.sha256:
-            raise InvalidModelCard(
-                f"{onnx_path}: sha256 {actual[:12]}… does not match "
-                f"model.json {card.onnx.sha256[:12]}…"
-            )
+    for info in [card.onnx, *(v.onnx for v in card.variants)]:
+        onnx_path = version_dir / info.file
+        if not onnx_path.is_file():
+            raise InvalidModelCard(f"{card_path}: ONNX file {info.file} is missing")
+        if verify_sha256:
+            actual = sha256_file(onnx_path)
+            if actual != info.sha256:
+                raise InvalidModelCard(
+                    f"{onnx_path}: sha256 {actual[:12]}… does not match "
+                    f"model.json {info.sha256[:12]}…"
+                )
     return card
 
 

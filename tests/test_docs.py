@@ -282,6 +282,8 @@ CHECKS: dict[str, Check | Runs] = {
     "tabserve export build": help_lists_options("tabserve export build"),
     "tabserve export build --only xgb_small logreg": help_lists_options("tabserve export build"),
     "tabserve export list": help_lists_options("tabserve export list"),
+    "tabserve export build --ladder": help_lists_options("tabserve export build"),
+    "tabserve export list --variants": help_lists_options("tabserve export list"),
     "tabserve export convert --model my_pipeline.joblib --holdout rows.csv "
     "--label-column is_fraud --name my_model": help_lists_options("tabserve export convert"),
     "tabserve export convert --model booster.json --holdout rows.csv "
