@@ -23,11 +23,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_diabetes, load_iris, load_wine
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from export.byo import convert
 from export.repository import load_holdout
@@ -41,6 +40,7 @@ from tests.export.test_byo_tasks import (
     halves,
     raw_frame,
     save,
+    wine_forest,
 )
 from tests.support.server_process import ServerProcess
 
@@ -70,23 +70,7 @@ def _default(tmp: Path, models: Path) -> Native:
 
 
 def _wine(tmp: Path, models: Path) -> Native:
-    data = load_wine()
-    frame = pd.DataFrame(data.data[:, :6], columns=[f"x{i}" for i in range(6)])
-    frame["hue_band"] = pd.qcut(data.data[:, 10], 2, labels=["pale", "deep"]).astype(str)
-    frame["cultivar"] = np.array(["barolo", "grignolino", "barbera"])[data.target]
-    train, holdout = halves(frame)
-    model = Pipeline(
-        [
-            (
-                "prep",
-                ColumnTransformer(
-                    [("hue", OrdinalEncoder(), ["hue_band"])], remainder="passthrough"
-                ),
-            ),
-            ("forest", RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0)),
-        ]
-    )
-    model.fit(train.drop(columns="cultivar"), train["cultivar"])
+    model, holdout = wine_forest()
     convert(*save(tmp, model, holdout, "wine"), "cultivar", "wine", models, cost_budget_s=BUDGET)
     return model.predict_proba  # type: ignore[no-any-return]
 

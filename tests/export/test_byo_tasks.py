@@ -269,7 +269,9 @@ def test_columntransformer_by_index_with_unseen_categories_served(tmp_path: Path
 # --- multiclass ----------------------------------------------------------------------------
 
 
-def test_multiclass_sklearn_with_string_labels(tmp_path: Path) -> None:
+def wine_forest() -> tuple[Pipeline, pd.DataFrame]:
+    """load_wine with a string hue band and string cultivar labels: an OrdinalEncoder and a small
+    random forest fitted on one half; returns the model and the other half (the hold-out)."""
     data = load_wine()
     frame = pd.DataFrame(data.data[:, :6], columns=[f"x{i}" for i in range(6)])
     frame["hue_band"] = pd.qcut(data.data[:, 10], 2, labels=["pale", "deep"]).astype(str)
@@ -287,6 +289,11 @@ def test_multiclass_sklearn_with_string_labels(tmp_path: Path) -> None:
         ]
     )
     model.fit(train.drop(columns="cultivar"), train["cultivar"])
+    return model, holdout
+
+
+def test_multiclass_sklearn_with_string_labels(tmp_path: Path) -> None:
+    model, holdout = wine_forest()
     model_path, csv_path = save(tmp_path, model, holdout, "wine")
 
     convert(
