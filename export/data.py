@@ -19,6 +19,7 @@ column per input column, a categorical value as its index in the column's ``cate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,6 +351,13 @@ _HOLIDAY_DAYS = (44, 130, 193, 329, 357)
 Friday, Christmas."""
 
 
+def _streams(seed: int) -> Callable[[], np.random.Generator]:
+    """A fresh independent generator per call, spawned from ``seed`` (up to 32): one stream per
+    column keeps a column's values when another column's draws change."""
+    streams = iter(np.random.default_rng(seed).spawn(32))
+    return lambda: next(streams)
+
+
 def pricing_dataset(n_rows: int = 16_000, seed: int = 0, shift: float = 0.0) -> Dataset:
     """Weekly demand of product listings, for a dynamic pricing model (a regression).
 
@@ -367,10 +375,7 @@ def pricing_dataset(n_rows: int = 16_000, seed: int = 0, shift: float = 0.0) -> 
     if n_rows < 1:
         raise ValueError(f"n_rows must be positive, got {n_rows}")
     n = n_rows
-    streams = iter(np.random.default_rng(seed).spawn(32))
-
-    def rng() -> np.random.Generator:
-        return next(streams)
+    rng = _streams(seed)
 
     category = _draw(rng(), n, _P_SHARE, _P_TILT, shift)
     channel = _draw(rng(), n, _C_SHARE, _C_TILT, shift)
@@ -561,10 +566,7 @@ def returns_dataset(n_rows: int = 12_000, seed: int = 0, shift: float = 0.0) -> 
     if n_rows < 1:
         raise ValueError(f"n_rows must be positive, got {n_rows}")
     n = n_rows
-    streams = iter(np.random.default_rng(seed).spawn(32))
-
-    def rng() -> np.random.Generator:
-        return next(streams)
+    rng = _streams(seed)
 
     category = _draw(rng(), n, _RC_SHARE, _RC_TILT, shift)
     channel = rng().choice(len(_RH_SHARE), size=n, p=np.asarray(_RH_SHARE))

@@ -7,7 +7,6 @@ ONNX Runtime answers the row matrix they were published with."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +19,12 @@ import tritonclient.grpc as triton_grpc
 from server.columns import Codec
 from server.modelcard import HOLDOUT_FILE, ModelCard, load_card
 from server.oip.schema import column_datatype
+from tests.oip.conftest import Running
 from tests.support.model_repo import TYPED_MODELS
-from tests.support.ports import free_port
-from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
 ROWS = 40
-
-
-class Running:
-    def __init__(self, server: ServerProcess, grpc_port: int) -> None:
-        self.url = server.url
-        self.grpc_url = f"127.0.0.1:{grpc_port}"
-
-
-@pytest.fixture(scope="module")
-def running(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    grpc_port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    server = ServerProcess(model_repo, env={"TABSERVE_GRPC_PORT": str(grpc_port)}, log_path=log)
-    server.start()
-    try:
-        yield Running(server, grpc_port)
-    finally:
-        server.stop()
 
 
 def holdout(model_repo: Path, name: str) -> tuple[ModelCard, np.ndarray]:

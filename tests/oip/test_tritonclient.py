@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,30 +17,13 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from tests.oip.conftest import Running
 from tests.support.ports import free_port
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
 MODELS = ("logreg", "xgb_small")
-
-
-class Running:
-    def __init__(self, server: ServerProcess, grpc_port: int) -> None:
-        self.server = server
-        self.grpc_url = f"127.0.0.1:{grpc_port}"
-
-
-@pytest.fixture(scope="module")
-def running(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    grpc_port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    server = ServerProcess(model_repo, env={"TABSERVE_GRPC_PORT": str(grpc_port)}, log_path=log)
-    server.start()
-    try:
-        yield Running(server, grpc_port)
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
