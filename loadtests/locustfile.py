@@ -436,6 +436,22 @@ def results_document(environment: Environment) -> dict[str, Any]:
         },
         "streams": streams,
         "total": summarize(total, None, duration_s=duration),
+        "locust": locust_totals(environment),
+    }
+
+
+def locust_totals(environment: Environment) -> dict[str, float]:
+    """Locust's own aggregate, final: its ``_stats.csv`` is rewritten only once a second while
+    the test runs and not at exit, so a short cell could read a snapshot taken before any
+    request completed."""
+    entry = environment.stats.total
+    return {
+        "requests": float(entry.num_requests),
+        "failures": float(entry.num_failures),
+        "rps": float(entry.total_rps),
+        "p50": float(entry.get_response_time_percentile(0.5) or 0.0),
+        "p95": float(entry.get_response_time_percentile(0.95) or 0.0),
+        "p99": float(entry.get_response_time_percentile(0.99) or 0.0),
     }
 
 

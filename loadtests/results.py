@@ -58,7 +58,8 @@ def cell_record(
 ) -> dict[str, Any]:
     """Flatten one cell's inputs and outputs into the record the report reads."""
     record = dict(cell)
-    record["locust"] = locust_stats
+    # The locustfile's final aggregate wins over the CSV, which may be a second stale.
+    record["locust"] = (accuracy_doc or {}).get("locust") or locust_stats
     record["server"] = server or {}
     record["cpu"] = cpu or {}
     if not accuracy_doc:

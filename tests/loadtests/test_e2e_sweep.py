@@ -30,7 +30,9 @@ def test_two_cell_sweep(model_repo: Path, tmp_path: Path) -> None:
     one_row, batch = records
     assert one_row["throughput_rps"] > 10 and one_row["error_rate"] == 0.0
     assert one_row["server"]["mean_batch_rows"] >= 1.0
-    assert one_row["cpu"]["server_s"] > 0 and one_row["locust"]["requests"] > 0
+    assert one_row["cpu"]["server_s"] > 0
+    # Locust's own count is final (not its once-a-second CSV) and agrees with ours.
+    assert one_row["locust"]["requests"] == one_row["requests"] > 0
     assert batch["coverage"] == 1.0
     assert batch["accuracy"]["pr_auc"] == pytest.approx(batch["offline"]["pr_auc"], abs=1e-4)
 
