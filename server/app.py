@@ -91,8 +91,9 @@ def create_app(
                 return cache
         return None
 
-    def observer_for(card: ModelCard) -> BatchObserver | None:
-        found = [o for o in (ext.observer_for(card) for ext in exts) if o is not None]
+    def observer_for(card: ModelCard, *, variant: str | None = None) -> BatchObserver | None:
+        made = (ext.observer_for(card, variant=variant) for ext in exts)
+        found = [o for o in made if o is not None]
         if not found:
             return None
         return found[0] if len(found) == 1 else FanOut(found)

@@ -50,7 +50,7 @@ import numpy as np
 
 from server.errors import DeadlineExceeded, ModelNotReady, Overloaded, ShuttingDown
 from server.metrics import ServerMetrics
-from server.runner import Runner
+from server.modelcard import ModelCard
 
 log = logging.getLogger("tabserve.batcher")
 
@@ -71,6 +71,21 @@ recent worst turn of the event loop decays)."""
 CacheMode = Literal["default", "no-cache", "no-store"]
 """Per request: ``default`` reads and fills the cache; ``no-cache`` skips the lookup but stores
 the fresh rows; ``no-store`` neither reads nor stores (HTTP ``Cache-Control`` semantics)."""
+
+
+class ModelRunner(Protocol):
+    """What a batcher runs: a :class:`server.runner.Runner`, or a cascade of two
+    (:class:`server.ladder.CascadeRunner`)."""
+
+    card: ModelCard
+    cost_us: float
+    """Batch-1 cost in µs (measured at warm-up)."""
+    inline: bool
+    """Runs on the event loop (else in the runner's own thread)."""
+
+    async def infer(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 class ScoreCache(Protocol):
@@ -193,7 +208,7 @@ class Batcher:
 
     def __init__(
         self,
-        runner: Runner,
+        runner: ModelRunner,
         *,
         metrics: ServerMetrics,
         max_batch_rows: int,
@@ -202,6 +217,8 @@ class Batcher:
         batching: bool = True,
         cache: ScoreCache | None = None,
         observer: BatchObserver | None = None,
+        variant: str | None = None,
+        max_slice_s: float = MAX_SLICE_S,
     ) -> None:
         self.runner = runner
         self.model = runner.card.name
@@ -229,7 +246,14 @@ class Batcher:
         self._row_s = 0.0  # estimated wall time per row drained while requests wait (EWMA)
         self._backlog_mark: float | None = None  # last batch end that left requests waiting
         self._turn_s = 0.0  # wall time of a slice plus the loop's turn after it (recent worst)
-        labels = (self.model, str(self.version))
+        self.variant = variant
+        self.max_slice_s = max(MIN_SLICE_S, min(MAX_SLICE_S, max_slice_s))
+        """The most CPU time the batch task runs in one go (a degrading model's rungs share
+        the event loop with a latency objective: a fifth of it)."""
+        self._max_slice_wall_s = MAX_SLICE_WALL_S * self.max_slice_s / MAX_SLICE_S
+        """The ladder variant this batcher runs (None: the model itself); its metrics carry
+        the version label ``<version>/<variant>``."""
+        labels = (self.model, str(self.version) if variant is None else f"{self.version}/{variant}")
         self._m_queue_wait = metrics.queue_wait.labels(*labels)
         self._m_inference = metrics.inference.labels(*labels)
         self._m_batch_rows = metrics.batch_rows.labels(*labels)
@@ -396,6 +420,16 @@ class Batcher:
         self._m_rejected.inc()
         raise Overloaded(f"{self.model}/{self.version} {detail}; retry later", retry_after=1.0)
 
+    def wait_s(self, n: int) -> float:
+        """Estimated seconds from now until ``n`` more rows would be answered: the rows already
+        waiting at the measured drain rate (the batch-1 cost until one is measured) plus the
+        event loop's turns, or just the rows' own cost when nothing waits."""
+        pending = self._queued_rows + self._inflight_rows
+        if not pending:
+            return n * self.runner.cost_us * 1e-6
+        per_row = self._row_s or self.runner.cost_us * 1e-6
+        return (pending + n) * per_row + self._slack()
+
     def answered(
         self, rows: np.ndarray, scores: np.ndarray, *, deadline: float, request_id: str
     ) -> None:
@@ -474,7 +508,7 @@ class Batcher:
                         await asyncio.wait_for(self._waiter, wait)
                     self._waiter = None
                     resumed = None
-            budget = min(MAX_SLICE_S, max(MIN_SLICE_S, BATCH_SHARE * away))
+            budget = min(self.max_slice_s, max(MIN_SLICE_S, BATCH_SHARE * away))
             began = time.monotonic()
             await self._run_slice(budget, resumed)
             if self._queue:
@@ -522,7 +556,7 @@ class Batcher:
             elapsed = now - start
             if elapsed >= budget_s and (
                 cpu_start is None
-                or elapsed >= MAX_SLICE_WALL_S
+                or elapsed >= self._max_slice_wall_s
                 or time.thread_time() - cpu_start >= budget_s
             ):
                 return

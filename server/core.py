@@ -15,6 +15,7 @@ from litestar.types import Receive, Scope, Send
 
 from server.errors import InvalidInput, PayloadTooLarge
 from server.http_errors import status_of
+from server.ladder import FULL
 from server.large_bodies import LARGE_BODY
 from server.metrics import CounterChild, HistogramChild, ServerMetrics
 from server.modelcard import ModelCard
@@ -60,6 +61,13 @@ class Route(Generic[T]):
 
 
 JSON = "application/json"
+
+
+def with_header(content: bytes | Answer, key: bytes, value: bytes) -> Answer:
+    """An encoded answer with one more response header."""
+    if isinstance(content, Answer):
+        return Answer(content.body, [*content.headers, (key, value)])
+    return Answer(content, [_JSON, (key, value)])
 
 
 class JSONBytes:
@@ -177,7 +185,13 @@ class Core:
             deadline_ms = (
                 self.settings.default_deadline_ms if meta.deadline_ms is None else meta.deadline_ms
             )
-            deadline = time.monotonic() - (time.perf_counter() - started) + deadline_ms / 1000.0
+            now = time.monotonic()
+            deadline = now - (time.perf_counter() - started) + deadline_ms / 1000.0
+            ladder = model.ladder
+            if ladder is not None:  # degrade on: the budget is the deadline too
+                budget_ms = ladder.objective_ms if meta.budget_ms is None else meta.budget_ms
+                budget_at = now - (time.perf_counter() - started) + budget_ms / 1000.0
+                deadline = min(deadline, budget_at)
             batcher = model.batcher
             memo, mode = batcher.memo, meta.cache_mode
             json_length, decode_binary = meta.json_length, route.decode_binary
@@ -197,8 +211,11 @@ class Core:
                 except Exception:
                     batcher.hook_failed("memo_failed")
                     answer = token = None
+            card, header = model.card, model.variant_header
             if answer is None:
-                batcher.admit(deadline)  # refuse before decoding when the queue has no room
+                # Refuse before decoding when the queue has no room (degrade: not even the
+                # cheapest variant's).
+                (batcher if ladder is None else ladder.rungs[-1].batcher).admit(deadline)
                 max_rows = self.settings.max_request_rows
                 if json_length is not None and decode_binary is not None:
                     rows, extra = decode_binary(body, json_length, model.card, max_rows)
@@ -207,19 +224,27 @@ class Core:
                     current = self.registry.get(name, version)
                     if current is not model:  # a reload landed while the slices were decoded
                         model, batcher, token = current, current.batcher, None
+                        ladder, card, header = model.ladder, model.card, model.variant_header
                         rows, extra = route.decode(body, model.card, max_rows)
                 else:
                     rows, extra = route.decode(body, model.card, max_rows)
-                scores = await batcher.predict(
-                    rows, deadline=deadline, request_id=meta.request_id, cache_mode=mode
-                )
+                if ladder is None:
+                    scores = await batcher.predict(
+                        rows, deadline=deadline, request_id=meta.request_id, cache_mode=mode
+                    )
+                else:
+                    rung = ladder.pick(len(rows), deadline, time.monotonic())
+                    rung, scores = await ladder.predict(rung, rows, deadline, meta.request_id, mode)
+                    if rung.name != FULL:  # a variant's answer is not the model's: not memoized
+                        token = None
+                    card, header = rung.card, rung.header
                 if memo is not None and token is not None:
                     try:
-                        card = model.card
+                        kept = model.card
                         memo.remember(
                             route.id,
                             body,
-                            lambda: (rows, route.keep(card, extra, scores), scores),
+                            lambda: (rows, route.keep(kept, extra, scores), scores),
                             token,
                         )
                     except Exception:
@@ -227,7 +252,9 @@ class Core:
             else:
                 rows, extra, scores = answer
                 batcher.answered(rows, scores, deadline=deadline, request_id=meta.request_id)
-            content = route.encode(model.card, meta.request_id, extra, scores)
+            content = route.encode(card, meta.request_id, extra, scores)
+            if header is not None:
+                content = with_header(content, b"x-model-variant", header)
         except Exception as exc:
             self.record(label, status_of(exc), started)
             raise

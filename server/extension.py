@@ -43,8 +43,9 @@ class Extension:
         """The score cache of one model version, or None for no cache."""
         return None
 
-    def observer_for(self, card: ModelCard) -> BatchObserver | None:
-        """The batch observer of one model version, or None."""
+    def observer_for(self, card: ModelCard, *, variant: str | None = None) -> BatchObserver | None:
+        """The batch observer of one model version (``variant``: of one of its ladder variants,
+        whose ``card`` carries the variant's threshold and metrics), or None."""
         return None
 
 

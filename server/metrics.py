@@ -171,6 +171,18 @@ class ServerMetrics:
             ["model", "version"],
             registry=r,
         )
+        self.variant_rows = FastCounter(
+            "tabserve_variant_rows",
+            "Rows answered per rung of a degrading model's ladder (variant 'full': the model).",
+            ["model", "version", "variant"],
+            registry=r,
+        )
+        self.cascade_rows = FastCounter(
+            "tabserve_cascade_rows",
+            "Rows of a cascade model kept at the variant's score or escalated to the full model.",
+            ["model", "version", "path"],
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "tabserve_queue_wait_seconds",
             "Time from enqueue to the start of the batch that ran the request's first rows "

@@ -263,7 +263,8 @@ class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     first ``trees`` trees of a random forest, exported to its own ONNX file, parity-checked
     against the native truncated model on the same hold-out rows, with its own decision
     threshold (binary: chosen on the validation split), its own hold-out metrics and its own
-    measured cost. The server does not serve variants yet.
+    measured cost. The server serves variants when a model degrades under load
+    (``TABSERVE_DEGRADE_OBJECTIVE_MS``) or answers through its cascade.
     """
 
     name: str
@@ -275,6 +276,27 @@ class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics: Metrics
     parity: Parity
     cost: Cost
+
+
+class Cascade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A binary model's cascade (issue 15): ``variant`` scores every row; a row whose
+    positive-class score lies inside ``[low, high]`` is scored again by the full model, and the
+    rest keep the variant's score. The band is chosen on the validation split (the narrowest
+    that keeps PR-AUC and F1 within ``tolerance`` of the full model's there) and always holds
+    both the variant's and the full model's threshold, so a row kept by the variant is on the
+    same side of the full model's threshold as the variant put it."""
+
+    variant: str
+    low: float
+    high: float
+    tolerance: float
+    escalated_share: float
+    """Share of the hold-out test rows the cascade sends on to the full model."""
+    metrics: BinaryMetrics
+    """The cascade's scores on the hold-out test rows, at the full model's threshold."""
+    us_per_row_batch64: float
+    """Measured cost of the cascade per row on the hold-out rows at batch 64 (variant on every
+    row, the full model on the escalated ones)."""
 
 
 class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -309,6 +331,9 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     variants: list[Variant] = []
     """Cheaper variants of the model, each with its own ONNX file in the version folder (the
     ladder); empty for most models and for every card written before the ladder existed."""
+    cascade: Cascade | None = None
+    """Binary models with a ladder: the cheapest variant answers the confident rows, the full
+    model the rest (served when ``TABSERVE_CASCADE_MODELS`` names the model)."""
 
     @property
     def threshold(self) -> float:
@@ -420,6 +445,14 @@ def _variant_problems(card: ModelCard) -> list[str]:
         problems.append(f"variants have duplicate names: {names}")
     if len(set(files)) != len(files) or card.onnx.file in files:
         problems.append(f"variants share an ONNX file: {files}")
+    cascade = card.cascade
+    if cascade is not None:
+        if card.task != "binary":
+            problems.append("cascade: only a binary model has one")
+        if cascade.variant not in names:
+            problems.append(f"cascade: variant {cascade.variant!r} is not among {names}")
+        if not 0.0 <= cascade.low <= cascade.high <= 1.0:
+            problems.append(f"cascade: band [{cascade.low}, {cascade.high}] is not within [0, 1]")
     for v in card.variants:
         where = f"variant {v.name!r}"
         if not NAME_PATTERN.match(v.name):

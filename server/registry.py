@@ -17,9 +17,11 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from server.batcher import Batcher, BatchObserver, ScoreCache
+from server.batcher import MAX_SLICE_S, Batcher, BatchObserver, ModelRunner, ScoreCache
 from server.errors import InvalidModelCard, ModelNotFound, ShuttingDown, VersionNotFound
+from server.ladder import CASCADE, FULL, CascadeRunner, Ladder, Rung, order, variant_card
 from server.metrics import ServerMetrics
 from server.modelcard import CARD_FILE, ONNX_FILE, ModelCard, load_card, version_dirs
 from server.runner import Runner
@@ -27,8 +29,16 @@ from server.settings import Settings
 
 log = logging.getLogger("tabserve.registry")
 
+SLICES_PER_BUDGET = 5.0
+"""A degrading model's batchers (its own and its variants') hold the event loop for at most a
+fifth of its latency objective at a time: a request on a variant's queue does not wait out
+a long slice of the model's batches."""
+
 CacheFactory = Callable[[ModelCard], ScoreCache | None]
-ObserverFactory = Callable[[ModelCard], BatchObserver | None]
+
+
+class ObserverFactory(Protocol):
+    def __call__(self, card: ModelCard, *, variant: str | None = None) -> BatchObserver | None: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,8 +46,18 @@ class LoadedModel:
     """One served model version."""
 
     card: ModelCard
-    runner: Runner
+    runner: ModelRunner
     batcher: Batcher
+    ladder: Ladder | None = None
+    """Degrade on (``TABSERVE_DEGRADE_OBJECTIVE_MS``): the model and its variants' batchers."""
+    variant_header: bytes | None = None
+    """``X-Model-Variant`` of the model's own answers when it degrades or cascades."""
+
+    def batchers(self) -> list[Batcher]:
+        """The model's batcher, then its variants'."""
+        if self.ladder is None:
+            return [self.batcher]
+        return [rung.batcher for rung in self.ladder.rungs]
 
     @property
     def name(self) -> str:
@@ -184,7 +204,8 @@ class Registry:
                 raise
             self.snapshot = new  # the swap: one assignment, no await between lookup and enqueue
             for m in fresh:
-                m.batcher.start()  # (no await since the swap: no request reached it before)
+                for b in m.batchers():
+                    b.start()  # (no await since the swap: no request reached it before)
             kept = {id(m) for m in keep}
             gone = [m for m in old.all() if id(m) not in kept]
             report.unloaded = [f"{m.name}/{m.version}" for m in gone]
@@ -205,7 +226,8 @@ class Registry:
         return report
 
     async def _stop(self, models: list[LoadedModel]) -> None:
-        await asyncio.gather(*(m.batcher.stop(self.settings.drain_timeout_s) for m in models))
+        timeout = self.settings.drain_timeout_s
+        await asyncio.gather(*(b.stop(timeout) for m in models for b in m.batchers()))
 
     def _unchanged(self, current: LoadedModel, vdir: Path) -> bool:
         try:
@@ -217,23 +239,77 @@ class Registry:
     def _load(self, vdir: Path) -> LoadedModel:
         s = self.settings
         card = load_card(vdir, verify_sha256=True)
-        runner = Runner(vdir / card.onnx.file, card, intra_op_threads=s.ort_intra_op_threads)
+        opened: list[Runner] = []
+        try:
+            full = self._runner(vdir / card.onnx.file, card, opened)
+            runner: ModelRunner = full
+            header = None
+            if card.name in s.cascade_models and card.cascade is not None:
+                cascade = card.cascade
+                cheap = next(v for v in card.variants if v.name == cascade.variant)
+                path = vdir / cheap.onnx.file
+                labels = (card.name, str(card.version))
+                runner = CascadeRunner(
+                    self._runner(path, variant_card(card, cheap), opened),
+                    full,
+                    cascade,
+                    kept=self.metrics.cascade_rows.labels(*labels, "variant"),
+                    escalated=self.metrics.cascade_rows.labels(*labels, "full"),
+                )
+                header = CASCADE.encode()
+            objective = s.degrade_objective_ms.get(card.name) if card.variants else None
+            slice_s = MAX_SLICE_S if objective is None else objective / 1000.0 / SLICES_PER_BUDGET
+            batcher = self._batcher(runner, card, None, slice_s)
+            if objective is None:
+                return LoadedModel(card, runner, batcher, variant_header=header)
+            header = header or FULL.encode()
+            rungs = [self._rung(FULL, card, batcher, header)]
+            for variant in order(card):
+                vcard = variant_card(card, variant)
+                vrunner = self._runner(vdir / variant.onnx.file, vcard, opened)
+                vbatcher = self._batcher(vrunner, vcard, variant.name, slice_s)
+                rungs.append(self._rung(variant.name, vcard, vbatcher, variant.name.encode()))
+            return LoadedModel(card, runner, batcher, Ladder(rungs, objective), header)
+        except BaseException:
+            for r in opened:
+                r.close()
+            raise
+
+    def _runner(self, path: Path, card: ModelCard, opened: list[Runner]) -> Runner:
+        s = self.settings
+        runner = Runner(path, card, intra_op_threads=s.ort_intra_op_threads)
+        opened.append(runner)
         try:
             runner.warm_up(s.inline_max_cost_us, s.max_batch_rows)
         except Exception as exc:
-            runner.close()
-            raise InvalidModelCard(f"{vdir}: warm-up failed ({exc})") from exc
-        batcher = Batcher(
+            raise InvalidModelCard(f"{path}: warm-up failed ({exc})") from exc
+        return runner
+
+    def _batcher(
+        self, runner: ModelRunner, card: ModelCard, variant: str | None, slice_s: float
+    ) -> Batcher:
+        """A variant's batcher has no score cache (its scores are not the model's)."""
+        s = self.settings
+        cache = self.cache_for(card) if self.cache_for is not None and variant is None else None
+        observer = (
+            self.observer_for(card, variant=variant) if self.observer_for is not None else None
+        )
+        return Batcher(
             runner,
             metrics=self.metrics,
             max_batch_rows=s.max_batch_rows,
             max_queue_rows=s.max_queue_rows,
             max_delay_ms=s.max_delay_ms,
             batching=s.batching,
-            cache=self.cache_for(card) if self.cache_for is not None else None,
-            observer=self.observer_for(card) if self.observer_for is not None else None,
+            cache=cache,
+            observer=observer,
+            variant=variant,
+            max_slice_s=slice_s,
         )
-        return LoadedModel(card=card, runner=runner, batcher=batcher)
+
+    def _rung(self, name: str, card: ModelCard, batcher: Batcher, header: bytes) -> Rung:
+        rows = self.metrics.variant_rows.labels(card.name, str(card.version), name)
+        return Rung(name, card, batcher, header, rows)
 
     async def close(self) -> None:
         """Refuse new work, drain every batcher (up to the drain timeout), stop them, and wait

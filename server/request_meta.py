@@ -85,6 +85,9 @@ class RequestMeta(msgspec.Struct):
     json_length: bytes | None = None
     """Inference-Header-Content-Length as sent: the body is that much JSON, then binary tensor
     data (the Open Inference Protocol's binary extension, ``server.oip.binary``)."""
+    budget_ms: float | None = None
+    """X-Latency-Budget-Ms: how long the client will wait for an answer; a model that degrades
+    (``TABSERVE_DEGRADE_OBJECTIVE_MS``) answers within it from a cheaper variant if it must."""
 
 
 def request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
@@ -95,17 +98,15 @@ def request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
     json_length: bytes | None = None
     media: bytes | None = None
     deadline_ms: float | None = None
+    budget_ms: float | None = None
     cache_mode: Literal["default", "no-cache", "no-store"] = "default"
     for key, value in headers:
         if key == b"x-request-id":
             request_id = valid_request_id(value) or request_id
         elif key == b"x-deadline-ms":
-            try:
-                deadline_ms = float(value)
-            except ValueError:
-                raise InvalidInput("X-Deadline-Ms must be a number of milliseconds") from None
-            if not (deadline_ms >= 0.0 and deadline_ms < 1e9):
-                raise InvalidInput("X-Deadline-Ms must be between 0 and 1e9")
+            deadline_ms = milliseconds("X-Deadline-Ms", value)
+        elif key == b"x-latency-budget-ms":
+            budget_ms = milliseconds("X-Latency-Budget-Ms", value)
         elif key == b"content-type" and value != b"application/json":
             media = value
         elif key == b"inference-header-content-length":
@@ -121,4 +122,17 @@ def request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
         and media.split(b";", 1)[0].strip().lower() == b"application/octet-stream"
     ):
         check_json_media_type(media)
-    return RequestMeta(request_id or new_request_id(), deadline_ms, cache_mode, json_length)
+    return RequestMeta(
+        request_id or new_request_id(), deadline_ms, cache_mode, json_length, budget_ms
+    )
+
+
+def milliseconds(header: str, value: bytes | str) -> float:
+    """A header's number of milliseconds, from 0 up to 1e9 (else a 400 that names the header)."""
+    try:
+        ms = float(value)
+    except ValueError:
+        raise InvalidInput(f"{header} must be a number of milliseconds") from None
+    if not (ms >= 0.0 and ms < 1e9):
+        raise InvalidInput(f"{header} must be between 0 and 1e9")
+    return ms

@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     """On shutdown, answer queued requests for up to this long, then 503 the rest; uvicorn's
     graceful timeout is this plus 2 s."""
 
+    # --- accuracy versus speed (the ladder of a model's cheaper variants) ---------------------
+    degrade_objective_ms: dict[str, float] = Field(default_factory=dict)
+    """Models that degrade instead of refuse, with their latency objective in ms, e.g.
+    {"xgb_large": 50}: a request the full model would answer later than its budget
+    (X-Latency-Budget-Ms, else this objective) runs on the most accurate variant of the model's
+    ladder that fits it, and the budget is also its deadline. Unlisted models never degrade."""
+    cascade_models: list[str] = Field(default_factory=list)
+    """Models answered through their cascade (recorded at export): the cheapest variant scores
+    every row and the full model only the rows in the card's uncertainty band."""
+
     # --- cache ---------------------------------------------------------------------------------
     cache: bool = True
     """Answer repeated rows from the cache."""

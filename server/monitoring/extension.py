@@ -76,6 +76,9 @@ class MonitoringExtension(Extension):
         self._monitors: weakref.WeakValueDictionary[tuple[str, int], ModelMonitor] = (
             weakref.WeakValueDictionary()
         )
+        self._variant_monitors: weakref.WeakValueDictionary[tuple[str, int, str], ModelMonitor] = (
+            weakref.WeakValueDictionary()
+        )
         self._core: Core | None = None
         self._collector: MonitoringCollector | None = None
 
@@ -133,14 +136,15 @@ class MonitoringExtension(Extension):
         self._collector = None
         self._core = None
 
-    def observer_for(self, card: ModelCard) -> BatchObserver | None:
+    def observer_for(self, card: ModelCard, *, variant: str | None = None) -> BatchObserver | None:
         """A new monitor for ``card``; None (and an error log) when one cannot be built, so that
         a monitoring problem (e.g. ``TABSERVE_DRIFT_WINDOW_ROWS=0``) never keeps a model from
         serving: the version serves unmonitored, and its monitoring route answers 503."""
         try:
-            monitor = ModelMonitor(
-                card, self.params, clock=self._clock, shared=self.share is not None
-            )
+            # A variant's monitor stays in its worker: its feedback is found by asking every
+            # worker, its live quality is this worker's rows.
+            shared = self.share is not None and variant is None
+            monitor = ModelMonitor(card, self.params, clock=self._clock, shared=shared)
         except Exception as exc:
             log.error(
                 "event=monitor_unavailable model=%s/%d reason=%r (serving without monitoring)",
@@ -149,8 +153,22 @@ class MonitoringExtension(Extension):
                 exc,
             )
             return None
-        self._monitors[(card.name, card.version)] = monitor
+        if variant is None:
+            self._monitors[(card.name, card.version)] = monitor
+        else:
+            self._variant_monitors[(card.name, card.version, variant)] = monitor
         return monitor
+
+    def variant_monitors(self, name: str, version: int) -> dict[str, ModelMonitor]:
+        """The monitors of a served version's ladder variants (degrade on), by variant."""
+        model = self._registry_get(name, version)
+        if model.ladder is None:
+            return {}
+        found = (
+            (r.name, self._variant_monitors.get((name, version, r.name)))
+            for r in model.ladder.variants
+        )
+        return {variant: m for variant, m in found if m is not None}
 
     # --- lookups for routes and metrics ------------------------------------------------------
 
@@ -165,7 +183,18 @@ class MonitoringExtension(Extension):
 
     def snapshot(self, monitor: ModelMonitor) -> dict[str, Any]:
         """``monitor``'s snapshot: over every worker's traffic when there are several."""
-        return monitor.snapshot() if self.share is None else self.share.snapshot(monitor)
+        snap = monitor.snapshot() if self.share is None else self.share.snapshot(monitor)
+        variants = self.variant_monitors(monitor.card.name, monitor.card.version)
+        if variants:
+            # Degrade on: what each variant answered (this worker's rows), its own threshold.
+            snap["variants"] = {
+                name: {
+                    key: part[key]
+                    for key in ("status", "window", "thresholds", "top_drifting", "quality")
+                }
+                for name, part in ((n, m.snapshot()) for n, m in variants.items())
+            }
+        return snap
 
     def monitor(self, name: str, version: int | None = None) -> ModelMonitor:
         """The monitor of a served version (the latest when ``version`` is None).
@@ -184,8 +213,13 @@ class MonitoringExtension(Extension):
         self._registry_get(name, None)  # ModelNotFound for an unknown name
         assert self._core is not None
         versions = self._core.registry.snapshot.versions.get(name, {})
-        found = (self._monitors.get((name, v)) for v in sorted(versions, reverse=True))
-        return [m for m in found if m is not None]
+        found: list[ModelMonitor] = []
+        for v in sorted(versions, reverse=True):
+            monitor = self._monitors.get((name, v))
+            if monitor is not None:
+                found.append(monitor)
+            found.extend(self.variant_monitors(name, v).values())
+        return found
 
     def _registry_get(self, name: str, version: int | None) -> LoadedModel:
         if self._core is None:

@@ -30,6 +30,7 @@ import numpy as np
 from server.batcher import CacheMode
 from server.core import Core
 from server.errors import InvalidInput, ModelNotFound, ModelNotReady
+from server.modelcard import ModelCard
 from server.oip import grpc_predict_v2_pb2 as pb
 from server.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from server.oip.grpc_errors import grpc_error
@@ -51,7 +52,12 @@ from server.oip.schema import (
 from server.oip.tensors import from_raw, to_raw
 from server.oip.typed import Values, column_steps, rows_now, texts
 from server.registry import LoadedModel
-from server.request_meta import canonical_version, new_request_id, valid_request_id
+from server.request_meta import (
+    canonical_version,
+    milliseconds,
+    new_request_id,
+    valid_request_id,
+)
 
 _TYPED_FIELDS = (
     "bool_contents",
@@ -164,15 +170,31 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 if remaining is None
                 else now + remaining
             )
+            ladder = model.ladder
+            if ladder is not None:  # degrade on: the budget is the deadline too
+                budget_ms = _budget_ms(context)
+                if budget_ms is None:
+                    budget_ms = ladder.objective_ms
+                deadline = min(deadline, now + budget_ms / 1000.0)
             batcher = model.batcher
-            batcher.admit(deadline)  # refuse before decoding when the queue has no room
+            # Refuse before decoding when the queue has no room (degrade: not even the cheapest
+            # variant's).
+            (batcher if ladder is None else ladder.rungs[-1].batcher).admit(deadline)
             raw = len(request.raw_input_contents) > 0
             rows = _rows(request, model, core.settings.max_request_rows, raw)
             wanted = check_outputs(card, [o.name for o in request.outputs])
-            scores = await batcher.predict(
-                rows, deadline=deadline, request_id=request_id, cache_mode=cache_mode
-            )
-            response = _response(model, request, request_id, scores, wanted, raw)
+            header = model.variant_header
+            if ladder is None:
+                scores = await batcher.predict(
+                    rows, deadline=deadline, request_id=request_id, cache_mode=cache_mode
+                )
+            else:
+                rung = ladder.pick(len(rows), deadline, time.monotonic())
+                rung, scores = await ladder.predict(rung, rows, deadline, request_id, cache_mode)
+                card, header = rung.card, rung.header
+            response = _response(card, request, request_id, scores, wanted, raw)
+            if header is not None:
+                response.parameters["variant"].string_param = header.decode()
         except Exception as exc:
             await self._abort(context, exc, request_id, label, started)
         core.record(label, 200, started)
@@ -223,6 +245,14 @@ def _call_metadata(context: grpc.aio.ServicerContext, given_id: str) -> tuple[st
     if request_id is None and given_id:
         request_id = valid_request_id(given_id.encode())
     return request_id or new_request_id(), cache_mode
+
+
+def _budget_ms(context: grpc.aio.ServicerContext) -> float | None:
+    """The ``x-latency-budget-ms`` metadata (as the REST header X-Latency-Budget-Ms)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-latency-budget-ms":
+            return milliseconds("x-latency-budget-ms", value)
+    return None
 
 
 def _rows(
@@ -299,14 +329,13 @@ def _column_rows(
 
 
 def _response(
-    model: LoadedModel,
+    card: ModelCard,
     request: pb.ModelInferRequest,
     request_id: str,
     scores: np.ndarray,
     wanted: tuple[str, ...],
     raw: bool,
 ) -> pb.ModelInferResponse:
-    card = model.card
     tensors = outputs(card, scores, wanted)
     response_id = request.id or request_id
     if raw:
