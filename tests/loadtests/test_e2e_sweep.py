@@ -16,7 +16,7 @@ def test_two_cell_sweep(model_repo: Path, tmp_path: Path) -> None:
     options = SweepOptions(model_repo, tmp_path, server_cpus=None, client_cpus=None)
     cells = [
         Cell("models", "logreg", "SteadyOneRow", 2, 2.0),
-        Cell("accuracy", "logreg", "BatchRows", 1, 2.0, ServerConfig(), batch_size="256"),
+        Cell("accuracy", "logreg", "BatchRows", 1, 2.0, ServerConfig(), batch_size="1200"),
     ]
     children_before = {p.pid for p in psutil.Process().children(recursive=True)}
     lines: list[str] = []
@@ -43,7 +43,7 @@ def test_sweep_reports_a_regressor_with_string_columns(typed_repo: Path, tmp_pat
     model = "shop_regression"
     cells = [
         Cell("models", model, "SteadyOneRow", 2, 2.0),
-        Cell("accuracy", model, "BatchRows", 1, 2.0, ServerConfig(), batch_size="128"),
+        Cell("accuracy", model, "BatchRows", 1, 2.0, ServerConfig(), batch_size="1200"),
     ]
     report = Sweep(options, cells, tmp_path / "run", progress=lambda _: None).run()
     records = read_results(tmp_path / "run")["cells"]
