@@ -12,8 +12,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from server.core import Core, JSONBytes, Route
+from server.ladder import CascadeRunner
 from server.large_bodies import decode_predict_large
-from server.modelcard import Column, Cost, Label, Metrics, ModelCard, Task
+from server.modelcard import Cascade, Column, Cost, Label, Metrics, ModelCard, Task
 from server.openapi_docs import PREDICT_BODY, with_json_body
 from server.payload import (
     PredictResponse,
@@ -105,6 +106,17 @@ class ServingCost(msgspec.Struct):
     """What the exporter measured."""
 
 
+class RungDetail(msgspec.Struct):
+    name: str
+    trees: int
+    metrics: Metrics
+    cost: Cost
+    serving: bool
+    """Has its own batcher now (the model degrades) or scores every row (its cascade)."""
+    queued_rows: int = 0
+    batches: int = 0
+
+
 class VersionDetail(msgspec.Struct):
     version: FromPath[int]
     created_at: str
@@ -127,6 +139,13 @@ class VersionDetail(msgspec.Struct):
     cache: dict[str, Any]
     """Response cache of this version: ``enabled``, then whatever the cache describes (tiers,
     TTL, hit ratio, whether Redis is skipped)."""
+    ladder: list[RungDetail] = []
+    """The cheaper variants exported with the version (``variants`` in its card), each with
+    whether it serves now (degrade or cascade on) and its queue."""
+    degrade_objective_ms: float | None = None
+    """Degrade on: the latency objective of requests without X-Latency-Budget-Ms."""
+    cascade: Cascade | None = None
+    """Cascade on: its variant, band, hold-out metrics and escalated share."""
 
 
 def _cache_state(cache: object) -> dict[str, Any]:
@@ -183,7 +202,32 @@ def _version_detail(m: LoadedModel) -> VersionDetail:
         batches=m.batcher.stats.batches,
         largest_batch_rows=m.batcher.stats.largest_batch_rows,
         cache=_cache_state(m.batcher.cache),
+        ladder=_rungs(m),
+        degrade_objective_ms=m.ladder.objective_ms if m.ladder is not None else None,
+        cascade=card.cascade if isinstance(m.runner, CascadeRunner) else None,
     )
+
+
+def _rungs(m: LoadedModel) -> list[RungDetail]:
+    batchers = {r.name: r.batcher for r in m.ladder.variants} if m.ladder is not None else {}
+    cascade = (
+        m.card.cascade.variant if isinstance(m.runner, CascadeRunner) and m.card.cascade else None
+    )
+    out = []
+    for v in m.card.variants:
+        b = batchers.get(v.name)
+        out.append(
+            RungDetail(
+                name=v.name,
+                trees=v.trees,
+                metrics=v.metrics,
+                cost=v.cost,
+                serving=b is not None or v.name == cascade,
+                queued_rows=b.queued_rows if b is not None else 0,
+                batches=b.stats.batches if b is not None else 0,
+            )
+        )
+    return out
 
 
 def handlers(core: Core) -> list[HTTPRouteHandler]:

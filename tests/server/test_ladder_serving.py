@@ -97,11 +97,24 @@ async def test_an_idle_model_answers_itself_and_says_so(
     )
 
 
-async def test_without_the_setting_nothing_changes(ladder_repo: Path, rows: np.ndarray) -> None:
+async def test_without_the_setting_nothing_changes(
+    ladder_repo: Path, card: ModelCard, rows: np.ndarray
+) -> None:
     async with app_client(ladder_repo) as client:
         r = await client.post(PREDICT, json={"instances": rows[:2].tolist()})
         assert r.status_code == 200 and "x-model-variant" not in r.headers
         assert core_of(client).registry.get("xgb_small").ladder is None
+        detail = (await client.get("/v1/models/xgb_small")).json()["detail"][0]
+    assert [v["name"] for v in detail["ladder"]] == [v.name for v in card.variants]
+    assert not any(v["serving"] for v in detail["ladder"])
+    assert detail["degrade_objective_ms"] is None and detail["cascade"] is None
+
+
+async def test_the_model_view_shows_the_ladder_serving(ladder_repo: Path, card: ModelCard) -> None:
+    async with app_client(ladder_repo, **DEGRADE) as client:
+        detail = (await client.get("/v1/models/xgb_small")).json()["detail"][0]
+    assert detail["degrade_objective_ms"] == 50.0
+    assert {v["name"] for v in detail["ladder"] if v["serving"]} == {v.name for v in card.variants}
 
 
 async def test_the_choice_follows_the_queue(ladder_repo: Path, rows: np.ndarray) -> None:
