@@ -73,6 +73,7 @@ PIPELINE_MODULES: tuple[str, ...] = (
     "reference",
     "pipeline",
     "ladder",
+    "cascade",
     "build",
 )
 """Modules whose source is part of the fingerprint: changing how a model is made makes a new one."""

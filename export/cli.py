@@ -316,7 +316,20 @@ def _list_variants(cards: list[ModelCard], models_dir: Path) -> int:
             ]
             for name, n, metrics, cost, size, parity in entries
         ]
+        if c.cascade is not None:
+            cascade = c.cascade
+            cost = f"{cascade.us_per_row_batch64:.2f}"
+            used = f"{cascade.variant}+full"
+            headline = _headline(cascade.metrics)
+            rows.append([c.name, str(c.version), "cascade", used, *headline, cost, "-", "-", "-"])
     _print_table(header, rows)
+    for c in laddered:
+        if c.cascade is not None:
+            print(
+                f"{c.name} {c.version} cascade: {c.cascade.variant} answers every row, the full "
+                f"model the rows {c.cascade.variant} scores in [{c.cascade.low:.4f}, "
+                f"{c.cascade.high:.4f}] ({c.cascade.escalated_share:.1%} of the hold-out rows)"
+            )
     return 0
 
 

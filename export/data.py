@@ -1,10 +1,14 @@
 """Data sets: synthetic fraud and e-commerce generators, and scikit-learn's breast cancer data.
 
 The fraud generator draws independent "root" features, derives the rest from them, and labels
-rows with a non-linear logit plus label noise (about 2.5% positives). ``shift`` moves the
-distributions of exactly the features in :data:`SHIFTED_FEATURES`; no other feature is computed
-from them, so shifted traffic drifts on those features and no others (the label rate moves too,
-because the labels depend on them).
+rows with a non-linear logit plus label noise (about 2.5% positives). Besides simple risk
+factors, the logit holds fraud patterns that are high-order interactions (account takeover, card
+testing, money mules: three or four features each, with soft thresholds) and smooth oscillating
+functions of feature pairs: structure that a large tree ensemble learns and a small one cannot
+(issue 15: a ladder of cheaper variants needs a model whose extra cost buys accuracy).
+``shift`` moves the distributions of exactly the features in :data:`SHIFTED_FEATURES`; no other
+feature is computed from them, so shifted traffic drifts on those features and no others (the
+label rate moves too, because the labels depend on them).
 
 The e-commerce generators have typed columns (string categories, numbers, booleans) and the two
 other tasks: :func:`pricing_dataset` (weekly demand of a listing at a price, a regression with 3
@@ -32,7 +36,7 @@ from server.modelcard import Column, InputSpec, Label, Task
 FloatArray = NDArray[np.float32]
 LabelArray = NDArray[np.int64]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generator's output changes, so bundled models' fingerprints change too."""
 
 FRAUD_FEATURES: tuple[str, ...] = (
@@ -72,7 +76,7 @@ SHIFTED_FEATURES: tuple[str, ...] = (
 """The features whose distributions ``shift`` moves; every other feature is unaffected."""
 
 # Chosen once so that shift=0 gives about 2.5% positives and a learnable but noisy signal.
-_INTERCEPT = -7.61
+_INTERCEPT = -8.98
 _STRENGTH = 2.0
 _NOISE = 0.5
 
@@ -181,6 +185,26 @@ def make_fraud(
         + 0.5 * np.sin(utilization * 6.0) * (utilization > 0.5)
         - 0.3 * np.log1p(device_age / 30.0)
     )
+    signal += _patterns(
+        amount=amount,
+        ratio=ratio,
+        hour=hour,
+        seconds_since=seconds_since,
+        txn_7d=txn_7d,
+        merchants_24h=merchants_24h,
+        amount_sum_24h=amount_sum_24h,
+        customer_avg=customer_avg,
+        distance=distance,
+        merchant_risk=merchant_risk,
+        email_risk=email_risk,
+        account_age=account_age,
+        device_age=device_age,
+        pw_change=pw_change,
+        failed_logins=failed_logins,
+        utilization=utilization,
+        session=session,
+        card_present=card_present,
+    )
     logit = _INTERCEPT + _STRENGTH * signal + rng().normal(scale=_NOISE, size=n)
     y = (rng().random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
 
@@ -212,6 +236,76 @@ def make_fraud(
     }
     X = np.column_stack([columns[name] for name in FRAUD_FEATURES]).astype(np.float32)
     return X, y, list(FRAUD_FEATURES)
+
+
+def _soft(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """A soft threshold (the logistic function)."""
+    out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-x))
+    return out
+
+
+def _patterns(
+    *,
+    amount: NDArray[np.float64],
+    ratio: NDArray[np.float64],
+    hour: NDArray[np.float64],
+    seconds_since: NDArray[np.float64],
+    txn_7d: NDArray[Any],
+    merchants_24h: NDArray[Any],
+    amount_sum_24h: NDArray[np.float64],
+    customer_avg: NDArray[np.float64],
+    distance: NDArray[np.float64],
+    merchant_risk: NDArray[np.float64],
+    email_risk: NDArray[np.float64],
+    account_age: NDArray[np.float64],
+    device_age: NDArray[np.float64],
+    pw_change: NDArray[np.float64],
+    failed_logins: NDArray[Any],
+    utilization: NDArray[np.float64],
+    session: NDArray[np.float64],
+    card_present: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """The fraud patterns that need many trees: each a product of three or four soft conditions,
+    or a smooth oscillating function of a feature pair (version 2 of the generator)."""
+    # Account takeover: a new device, a recent password change, failed logins, an unusual amount.
+    takeover = (
+        _soft((2.5 - np.log1p(device_age)) * 3.0)
+        * _soft((3.0 - np.log1p(pw_change)) * 3.0)
+        * (0.5 + np.minimum(failed_logins, 2))
+        * np.log1p(ratio)
+    )
+    # Card testing: many merchants today, small amounts, in quick succession.
+    card_testing = (
+        _soft((merchants_24h - 3.5) * 2.0)
+        * _soft((3.0 - np.log1p(amount)) * 3.0)
+        * _soft((6.5 - np.log1p(seconds_since)) * 2.0)
+    )
+    # Money mule: a young account moving many times its usual amount, credit nearly used up.
+    mule = (
+        _soft((4.0 - np.log1p(account_age)) * 2.0)
+        * _soft(amount_sum_24h / np.maximum(customer_avg, 1.0) - 4.0)
+        * _soft((utilization - 0.6) * 10.0)
+    )
+    # Smooth interactions: session length by time of day (card-not-present weighs double),
+    # distance by time of day shifted by the e-mail domain's risk, weekly velocity by merchant.
+    session_hour = (
+        np.sin(2.5 * np.log(session))
+        * np.cos(2.0 * np.pi * hour / 24.0)
+        * (1.0 - 0.5 * card_present)
+    )
+    distance_hour = np.tanh(np.log1p(distance) - 4.0) * np.sin(
+        np.pi * hour / 12.0 + 3.0 * email_risk
+    )
+    velocity = np.cos(1.5 * np.log1p(txn_7d)) * np.sin(12.0 * merchant_risk)
+    out: NDArray[np.float64] = (
+        3.0 * takeover
+        + 3.0 * card_testing
+        + 3.0 * mule
+        + 1.2 * session_hour
+        + 1.0 * distance_hour
+        + 0.8 * velocity
+    )
+    return out
 
 
 def fraud_dataset(n_rows: int = 100_000, seed: int = 0, shift: float = 0.0) -> Dataset:

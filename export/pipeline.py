@@ -15,7 +15,11 @@ Shared by the bundled build (:mod:`export.build`) and bring-your-own conversion
 5. with ``ladder``, the same for each cheaper variant of a tree ensemble (its first K rounds or
    trees, :mod:`export.ladder`): ONNX parity against the native truncated model, its own
    threshold on the validation rows, metrics on the test rows and cost; each variant's ONNX
-   file is published with the version and recorded in the card's ``variants``.
+   file is published with the version and recorded in the card's ``variants``;
+6. for a binary model with a ladder, its cascade (:mod:`export.cascade`): a variant answers the
+   confident rows, the full model the rest; the variant and its band chosen on the validation
+   rows, then its escalated share, metrics and cost on the test rows, recorded in the card's
+   ``cascade``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from export.cost import measure_cost
+from export import cascade as cascading
+from export.cost import measure_cascade_cost, measure_cost
 from export.evaluate import (
     f1_optimal_threshold,
     holdout_metrics,
@@ -39,7 +44,7 @@ from export.evaluate import (
     regression_metrics,
 )
 from export.ladder import ladder as truncated_variants
-from export.ladder import variant_file
+from export.ladder import tree_count, variant_file
 from export.onnx_export import (
     Exported,
     ParityResult,
@@ -57,6 +62,7 @@ from server.errors import ExportError
 from server.modelcard import (
     SCHEMA_VERSION,
     BinaryMetrics,
+    Cascade,
     Column,
     DatasetInfo,
     InputSpec,
@@ -140,8 +146,8 @@ def publish_candidate(
 
     Parity and evaluation score with ``threads`` ONNX Runtime threads; the cost measurement
     always with one, as the server runs by default. With ``ladder``, a tree ensemble (XGBoost,
-    a random forest) also gets its cheaper variants (:func:`export_variants`); other models
-    get none.
+    a random forest) also gets its cheaper variants (:func:`export_variants`) and, when it is a
+    binary classifier, its cascade (:func:`export_cascade`); other models get none.
     """
     c = candidate
     _check_candidate(c)
@@ -165,10 +171,15 @@ def publish_candidate(
         codec = Codec(spec)
         cost = measure_cost(exported, c.test.X, budget_s=cost_budget_s, feeds=codec.onnx_feeds)
     variants: list[tuple[Variant, bytes]] = []
+    cascade: Cascade | None = None
     if ladder:
         variants = export_variants(
             c, spec, progress, seed=seed, cost_budget_s=cost_budget_s, threads=threads
         )
+        if variants and c.task == "binary" and threshold is not None:
+            cascade = export_cascade(
+                c, scorer, threshold, variants, progress, cost_budget_s=cost_budget_s
+            )
 
     sha = hashlib.sha256(exported.onnx_bytes).hexdigest()
     created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -187,6 +198,7 @@ def publish_candidate(
             cost,
             reference,
             variants=cards_variants,
+            cascade=cascade,
         )
 
     version_dir = publish(
@@ -203,6 +215,7 @@ def publish_candidate(
         f"published version {card.version}: {_summary(metrics)}, "
         f"parity {parity.max_abs_diff:.1e}, {cost.us_per_row_batch64:.2f} µs/row at batch 64"
         + (f", {len(variants)} variants" if variants else "")
+        + (f", cascade on {cascade.variant}" if cascade else "")
     )
     return card
 
@@ -276,6 +289,104 @@ def export_variants(
     return out
 
 
+def export_cascade(
+    c: Candidate,
+    full: Scorer,
+    threshold: float,
+    variants: list[tuple[Variant, bytes]],
+    progress: Progress,
+    *,
+    cost_budget_s: float = 0.4,
+) -> Cascade | None:
+    """The cheapest cascade of a variant in front of the full model (scored by ``full``, its
+    decision ``threshold``). On the validation rows, each variant gets its band
+    (:func:`export.cascade.choose_band`, escalating fewer rows than would make it cost as much
+    as the full model), and the one with the lowest :func:`export.cascade.relative_cost` is
+    kept; then, on the test rows, its escalated share, metrics at the full model's threshold,
+    and cost per row at batch 64. None (and a line saying so) when no variant has a band."""
+    full_trees = tree_count(c.model, c.framework)
+    if not variants or full_trees is None:
+        return None
+    pos = _positive_index(c)
+    codec = Codec(full.spec)
+    sessions = {v.name: session(onnx_bytes) for v, onnx_bytes in variants}
+
+    def variant_scores(v: Variant, X: NDArray[np.float32]) -> NDArray[np.float64]:
+        out = sessions[v.name].run([full.exported.output], codec.onnx_feeds(X))[0]
+        return np.asarray(out, dtype=np.float64).reshape(len(X), -1)[:, pos]
+
+    def positives(y: NDArray[Any]) -> NDArray[np.int64]:
+        flags: NDArray[np.int64] = (np.asarray(y) == pos).astype(np.int64)
+        return flags
+
+    found: list[tuple[float, Variant, bytes, cascading.Band]] = []
+    tried: list[str] = []
+    with progress.step("cascade: choosing each variant's band on validation"):
+        y_val, full_val = positives(c.validation.y), full.onnx(c.validation.X)[:, pos]
+        for v, onnx_bytes in variants:
+            if not isinstance(v.metrics, BinaryMetrics):
+                return None
+            band = cascading.choose_band(
+                y_val,
+                variant_scores(v, c.validation.X),
+                full_val,
+                v.metrics.threshold,
+                threshold,
+                max_share=cascading.break_even_share(v.trees, full_trees),
+            )
+            if band is None:
+                tried.append(f"{v.name} none cheaper than the full model")
+                continue
+            cost = cascading.relative_cost(v.trees, full_trees, band.escalated_share)
+            tried.append(f"{v.name} escalates {band.escalated_share:.1%} ({cost:.2f} of the trees)")
+            found.append((cost, v, onnx_bytes, band))
+    progress.say("cascade bands on validation: " + ", ".join(tried))
+    if not found:
+        progress.say(
+            f"no cascade: no variant's band keeps PR-AUC and F1 within {cascading.TOLERANCE} of "
+            "the full model's on validation at less than the full model's cost"
+        )
+        return None
+    _, variant, onnx_bytes, band = min(found, key=lambda f: (f[0], f[1].trees))
+    with progress.step(f"cascade on {variant.name}: evaluating and measuring on the test rows"):
+        v_test = variant_scores(variant, c.test.X)
+        scores = cascading.cascade_scores(v_test, full.onnx(c.test.X)[:, pos], band.low, band.high)
+        share = float(np.mean(cascading.escalated(v_test, band.low, band.high)))
+        metrics = holdout_metrics(
+            positives(c.test.y),
+            scores,
+            threshold,
+            threshold_rule=f"the full model's ({c.threshold_rule})",
+        )
+        us_per_row = measure_cascade_cost(
+            onnx_bytes,
+            full.exported.onnx_bytes,
+            full.exported.output,
+            pos,
+            (band.low, band.high),
+            c.test.X,
+            codec.onnx_feeds,
+            budget_s=cost_budget_s,
+        )
+    progress.say(
+        f"cascade on {variant.name}: band [{band.low:.4f}, {band.high:.4f}] escalates "
+        f"{share:.1%} of the test rows; {_summary(metrics)}; {us_per_row:.2f} µs/row at batch 64"
+    )
+    return Cascade(
+        variant=variant.name,
+        low=band.low,
+        high=band.high,
+        tolerance=cascading.TOLERANCE,
+        escalated_share=share,
+        metrics=metrics,
+        us_per_row_batch64=us_per_row,
+    )
+
+
+def _positive_index(c: Candidate) -> int:
+    return c.classes.index(c.positive_class) if c.positive_class in c.classes else 1
+
+
 def _narrower_columns(full: list[Column], variant: list[Column]) -> list[str]:
     """Columns where the variant refuses (or answers unlike its native model) a missing value or
     an unknown category that the full model takes. The variant taking more is harmless: it is
@@ -325,7 +436,7 @@ def _check_rows_servable(c: Candidate, spec: InputSpec) -> None:
 
 def _evaluate(c: Candidate, scorer: Scorer) -> tuple[Metrics, float | None]:
     if c.task == "binary":
-        pos = c.classes.index(c.positive_class) if c.positive_class in c.classes else 1
+        pos = _positive_index(c)
 
         def scores(X: NDArray[np.float32]) -> NDArray[np.float64]:
             return scorer.onnx(X)[:, pos]
@@ -397,6 +508,7 @@ def _card(
     reference: Reference,
     *,
     variants: list[Variant],
+    cascade: Cascade | None = None,
 ) -> ModelCard:
     if c.task == "regression":
         outputs = OutputSpec(value=exported.value_output)
@@ -435,4 +547,5 @@ def _card(
         params=c.params,
         description=c.description,
         variants=list(variants),
+        cascade=cascade,
     )

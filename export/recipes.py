@@ -386,6 +386,7 @@ RECIPES: dict[str, Recipe] = {
             "RandomForest (balanced subsample class weights)",
             {"n_estimators": 60, "max_depth": 14, "min_samples_leaf": 10},
             _train_random_forest,
+            ladder=True,
         ),
         Recipe(
             "hist_gb",
@@ -409,6 +410,7 @@ RECIPES: dict[str, Recipe] = {
             # curbs depth-8 overfitting under scale_pos_weight (better validation PR-AUC).
             {**_xgb_params(700, 8, 0.03), "min_child_weight": 10.0},
             _train_xgboost,
+            ladder=True,
         ),
         Recipe(
             "mlp",

@@ -332,7 +332,7 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Cheaper variants of the model, each with its own ONNX file in the version folder (the
     ladder); empty for most models and for every card written before the ladder existed."""
     cascade: Cascade | None = None
-    """Binary models with a ladder: the cheapest variant answers the confident rows, the full
+    """Binary models with a ladder: the card's variant answers the confident rows, the full
     model the rest (served when ``TABSERVE_CASCADE_MODELS`` names the model)."""
 
     @property

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     (X-Latency-Budget-Ms, else this objective) runs on the most accurate variant of the model's
     ladder that fits it, and the budget is also its deadline. Unlisted models never degrade."""
     cascade_models: list[str] = Field(default_factory=list)
-    """Models answered through their cascade (recorded at export): the cheapest variant scores
+    """Models answered through their cascade (recorded at export): the card's variant scores
     every row and the full model only the rows in the card's uncertainty band."""
 
     # --- cache ---------------------------------------------------------------------------------

@@ -212,6 +212,7 @@ def test_xgboost_multiclass_ladder(tmp_path: Path) -> None:
 
     _check_ladder(card, version_dir, native, 8, validation)
     assert all(isinstance(v.metrics, MulticlassMetrics) for v in card.variants)
+    assert card.cascade is None  # a cascade is for a binary model only
 
 
 def test_random_forest_regression_ladder_by_convert(
@@ -260,10 +261,13 @@ def test_random_forest_regression_ladder_by_convert(
 
 
 def test_ladder_of_a_bundled_build(small_fraud: Dataset, settings: BuildSettings) -> None:
-    """No ladder by default; --ladder (settings.ladder) gives every tree ensemble one and
-    changes the fingerprint; a linear model gets none."""
+    """No ladder unless the recipe asks for one; --ladder (settings.ladder) gives every tree
+    ensemble one and changes the fingerprint; a linear model gets none."""
+    assert [name for name, r in RECIPES.items() if r.ladder] == ["random_forest", "xgb_large"]
     forest = dataclasses.replace(
-        RECIPES["random_forest"], params={**RECIPES["random_forest"].params, "n_estimators": 8}
+        RECIPES["random_forest"],
+        params={**RECIPES["random_forest"].params, "n_estimators": 8},
+        ladder=False,
     )
     assert build_model(forest, small_fraud, settings).card.variants == []
     with_ladder = dataclasses.replace(settings, ladder=True)
