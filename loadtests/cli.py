@@ -2,6 +2,7 @@
 
     tabserve loadtest sweep --quick [--budget "p99<=5ms@500rps"] [--models a,b]
     tabserve loadtest sweep --full
+    tabserve loadtest sweep --quick --groups capacity,overload   (the overload comparison alone)
     tabserve loadtest report loadtests/runs/<run> [--budget "p99<=2ms@1000rps"]
 
 Single scenarios run with plain Locust; see loadtests/locustfile.py.
@@ -16,6 +17,19 @@ import sys
 from pathlib import Path
 
 from loadtests.budget import DEFAULT_BUDGET, Budget, parse_budget
+
+GROUPS = (
+    "models",
+    "accuracy",
+    "batching",
+    "cache",
+    "spike",
+    "shifted",
+    "budget",
+    "capacity",
+    "overload",
+)
+"""The sweep's groups of cells (``--groups``)."""
 
 
 def _budget(text: str) -> Budget | None:
@@ -106,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-cpus", default="1", help="taskset CPU list for Locust ('' = no pin)"
     )
     sweep.add_argument("--workers", type=int, default=1, help="server worker processes")
+    sweep.add_argument(
+        "--groups",
+        default="",
+        help="run only these groups of cells, comma-separated, of: "
+        + ", ".join(GROUPS)
+        + " (default: all); e.g. capacity,overload: the overload comparison alone",
+    )
+    sweep.add_argument(
+        "--overload-budget-ms",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="latency budget of each overload request (X-Latency-Budget-Ms) and the degrade "
+        "objective (default 50)",
+    )
     sweep.add_argument("--dry-run", action="store_true", help="print the cells and exit")
 
     report = sub.add_parser(
@@ -138,6 +167,12 @@ def main(argv: list[str]) -> int:
         return _error("--seconds must be between 1 and 3600")
     if args.workers < 1:
         return _error("--workers must be at least 1")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()] or None
+    unknown = sorted(set(groups or []) - set(GROUPS))
+    if unknown:
+        return _error(f"unknown groups {unknown}; choose from {', '.join(GROUPS)}")
+    if not 1 <= args.overload_budget_ms <= 60_000:
+        return _error("--overload-budget-ms must be between 1 and 60000")
     options = SweepOptions(
         models_dir=args.models_dir,
         out_root=args.out,
@@ -150,6 +185,8 @@ def main(argv: list[str]) -> int:
         client_cpus=args.client_cpus or None,
         workers=args.workers,
         note=args.note,
+        groups=groups,
+        budget_ms=args.overload_budget_ms,
     )
     if not args.dry_run and not available_models(args.models_dir):
         # A fresh clone: build the bundled models first, as `make serve` does.

@@ -49,7 +49,10 @@ GROUP_TITLES = {
     "cache": "cache",
     "spike": "overload",
     "shifted": "shifted traffic",
+    "capacity": "full model's capacity (closed loop)",
+    "overload": "overload: refuse, degrade, cascade (open loop)",
 }
+_MODES = {"refuse": "refuse only", "degrade": "degrade", "cascade": "cascade"}
 
 
 def _batching(cell: dict[str, Any]) -> str:
@@ -82,4 +85,11 @@ def cell_label(cell: dict[str, Any]) -> str:
         return f"{model}: ramp to {peak} users, spike to {3 * peak}{bound}"
     if group == "shifted":
         return f"{model}: shifted traffic, {users}"
+    if group == "capacity":
+        return f"{model}: capacity, one row, {users}, closed loop"
+    if group == "overload":
+        mode = _MODES.get(str(cell.get("overload_mode")), str(cell.get("overload_mode")))
+        rate = cell.get("target_rps")
+        at = f" ({fmt(rate, 0)} req/s)" if rate else ""
+        return f"{model}: open loop at {cell.get('load_factor')}x capacity{at}, {mode}"
     return f"{model}: {scenario}, {users}"

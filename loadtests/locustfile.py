@@ -8,7 +8,9 @@ Run one scenario (user class) or several, with plain Locust::
 Scenarios (user classes): ``SteadyOneRow`` (the fraud-check path), ``BatchRows`` (32-256 rows,
 offline scoring), ``ZipfRepeated`` (hot rows, exercises the cache), ``AllUnique`` (cache cold),
 ``MixedFleet`` (several models at once), ``ShiftedTraffic`` (drifted rows from the data
-generator of a bundled model's data set, for monitoring). The ramp/spike shape lives in
+generator of a bundled model's data set, for monitoring), ``OpenLoopOneRow`` (open loop: one-row
+requests at ``--open-rate`` per second whatever the answers, each with a latency budget
+``--budget-ms``; scored by ``loadtests.overload``). The ramp/spike shape lives in
 ``loadtests/shapes.py``; add it with ``-f loadtests/locustfile.py,loadtests/shapes.py``.
 
 Rows go out as a client would send them: a list of numbers for an all-numeric model, an
@@ -26,17 +28,23 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import random
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any, cast
 
-from locust import FastHttpUser, between, constant_throughput, events, task
+import gevent.pool
+from geventhttpclient import HTTPClient
+from geventhttpclient.url import URL
+from locust import FastHttpUser, User, between, constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.answers import AnswerReader, UnusableAnswer
 from loadtests.holdout import ReplaySet, available_models, load_replay
+from loadtests.overload import NO_ANSWER, OverloadLog, read_one_row_answer, summarize_overload
 from loadtests.scoring import ScoreLog, summarize
 from loadtests.traffic import BatchSizes, Request, SequentialPicker, UniquePicker, ZipfPicker
 
@@ -46,6 +54,7 @@ __all__ = [
     "AllUnique",
     "BatchRows",
     "MixedFleet",
+    "OpenLoopOneRow",
     "ShiftedTraffic",
     "SteadyOneRow",
     "ZipfRepeated",
@@ -102,6 +111,20 @@ def _add_arguments(parser: Any) -> None:
         help="requests/s per user; 0 sends as fast as answers come (closed loop)",
     )
     group.add_argument(
+        "--open-rate",
+        type=float,
+        default=0.0,
+        env_var="TABSERVE_LT_OPEN_RATE",
+        help="OpenLoopOneRow: requests/s in total, arriving on schedule whatever the answers",
+    )
+    group.add_argument(
+        "--budget-ms",
+        type=float,
+        default=50.0,
+        env_var="TABSERVE_LT_BUDGET_MS",
+        help="OpenLoopOneRow: latency budget sent as X-Latency-Budget-Ms and X-Deadline-Ms",
+    )
+    group.add_argument(
         "--cache-control",
         default="",
         env_var="TABSERVE_LT_CACHE_CONTROL",
@@ -148,10 +171,17 @@ class _State:
         self.cpu_started = 0.0
         self.cpu_used: float | None = None
         self.monitoring: dict[str, Any] = {}
+        self.overload: dict[str, OverloadLog] = {}
+        self.in_flight: dict[str, dict[int, tuple[float, int]]] = {}
+        """Open-loop requests sent and not answered yet: token -> (due, label)."""
 
     def reset(self) -> None:
         for score_log in self.logs.values():
             score_log.clear()
+        for overload_log in self.overload.values():
+            overload_log.clear()
+        for pending in self.in_flight.values():
+            pending.clear()
         self.sent.clear()
         self.monitoring.clear()
         self.started = time.monotonic()
@@ -344,6 +374,147 @@ class ShiftedTraffic(_PredictUser):
         self.predict(stream, replay, picker.take(1), "shifted")
 
 
+class OpenLoopOneRow(User):
+    """Open loop: one-row requests arriving at ``--open-rate`` per second in total (shared by the
+    users of the run), each sent when due whatever the earlier ones got, with the latency budget
+    ``--budget-ms`` as ``X-Latency-Budget-Ms`` and ``X-Deadline-Ms``.
+
+    Every arrival runs in its own greenlet over the user's pool of keep-alive connections, so a
+    slow answer never delays the next arrival. Latency counts from the moment a request was due;
+    the send lag (due to sent) shows when the client fell behind. Requests go through
+    geventhttpclient's ``HTTPClient`` directly (Locust's stats still get one event per request):
+    about half the client CPU per request of ``FastHttpSession``, whose per-request bookkeeping
+    would otherwise make the client the bottleneck of an open-loop run on one core. Scored by
+    ``loadtests.overload``; run in one local Locust process (not distributed).
+    """
+
+    concurrency = 256
+    """Keep-alive connections of this user's pool: requests in flight at once per user (1,024
+    for the 4 users of a sweep cell, enough for the server to queue far past a 50 ms budget).
+    A request due while all are busy waits for one, and that wait counts in its latency, as it
+    would in a real client's connection pool; an unbounded pool would instead open thousands of
+    connections past capacity and measure the connect storm."""
+    timeout_s = 2.0
+    """Connect and network timeout: a request unanswered this long counts as no answer."""
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        if options.open_rate <= 0:
+            raise RuntimeError("OpenLoopOneRow needs --open-rate > 0")
+        self._stream, self._replay = STATE.replay(options, options.model)
+        if self._replay.task != "binary":
+            raise RuntimeError(f"OpenLoopOneRow scores binary models; {options.model} is not")
+        self._picker = STATE.picker(
+            self._stream,
+            "seq",
+            lambda: SequentialPicker(self._replay, _process_offset(self.environment)),
+        )
+        self._scores = STATE.logs[self._stream]
+        self._log = STATE.overload.setdefault(self._stream, OverloadLog())
+        self._pending = STATE.in_flight.setdefault(self._stream, {})
+        self._budget = float(options.budget_ms)
+        budget = f"{self._budget:g}"
+        self._headers = dict(_HEADERS_BASE)
+        self._headers["X-Latency-Budget-Ms"] = budget
+        self._headers["X-Deadline-Ms"] = budget
+        self._path = f"/v1/models/{self._replay.model}/versions/{self._replay.version}/predict"
+        self._name = f"open-loop {self._stream}"
+        positive = self._replay.positive_class
+        classes = list(self._replay.classes)
+        self._positive_index = classes.index(positive) if positive in classes else len(classes) - 1
+        url = URL(self.host or "")
+        self._http = HTTPClient(
+            url.host,
+            url.port,
+            concurrency=self.concurrency,
+            connection_timeout=self.timeout_s,
+            network_timeout=self.timeout_s,
+        )
+        users = max(1, int(getattr(options, "num_users", 1) or 1))
+        self._interval = users / float(options.open_rate)
+        self._next = time.perf_counter() + random.random() * self._interval
+        self._flights = gevent.pool.Pool()
+
+    def on_stop(self) -> None:
+        # Requests still in flight stay in STATE.in_flight; the results count the overdue ones.
+        self._flights.kill(block=False)
+        self._http.close()
+
+    @task
+    def arrive(self) -> None:
+        """Send every request due by now (each in its own greenlet), else sleep until the next."""
+        delay = self._next - time.perf_counter()
+        if delay > 0:
+            gevent.sleep(delay)
+        now = time.perf_counter()
+        while self._next <= now:
+            self._flights.spawn(self._send, self._next, self._picker.take(1))
+            self._next += self._interval
+
+    def _post(self, body: bytes) -> tuple[int, bytes, str | None, Exception | None]:
+        """(status, body, X-Model-Variant, error); status NO_ANSWER when nothing came back."""
+        try:
+            response = self._http.post(self._path, body=body, headers=self._headers)
+            try:
+                status = int(response.status_code)
+                content = response.read()
+                header = response.get("x-model-variant")
+            finally:
+                response.release()
+        except Exception as exc:  # a connection error or timeout: no answer
+            return NO_ANSWER, b"", None, exc
+        variant = header if isinstance(header, str) or header is None else ",".join(header)
+        return status, content, variant, None
+
+    def _send(self, due: float, request: Request) -> None:
+        label = int(request.labels[0])
+        token = id(request)
+        self._pending[token] = (due, label)
+        sent = time.perf_counter()
+        status, content, variant, error = self._post(request.body)
+        done = time.perf_counter()
+        score, decision = math.nan, -1
+        if status == 200:
+            try:
+                score, decision = read_one_row_answer(
+                    content,
+                    self._positive_index,
+                    self._replay.positive_class,
+                    self._replay.threshold,
+                )
+            except ValueError as exc:
+                status, error = -1, exc
+        elif error is None:
+            error = RuntimeError(f"HTTP {status}")
+        self.environment.events.request.fire(
+            request_type="POST",
+            name=self._name,
+            response_time=(done - sent) * 1000.0,
+            response_length=len(content),
+            exception=error,
+            context={},
+            response=None,
+        )
+        if self._pending.pop(token, None) is None or STATE.stopped is not None:
+            return  # the cell ended while this request was in flight: counted there
+        latency_ms = (done - due) * 1000.0
+        self._scores.record_request(latency_ms, status, 1)
+        if status == 200:
+            self._scores.record_rows(request.keys, request.labels, [score])
+        self._log.record(
+            latency_ms=latency_ms,
+            lag_ms=(sent - due) * 1000.0,
+            sent_at=sent,
+            status=status,
+            label=label,
+            budget_ms=self._budget,
+            score=score,
+            decision=decision,
+            variant=variant,
+        )
+
+
 # --- results: gathered on the master (or the single local process) ------------------------------
 @events.test_start.add_listener  # type: ignore[untyped-decorator]
 def _on_test_start(environment: Environment, **_: Any) -> None:
@@ -372,6 +543,7 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
         return
     STATE.stopped = time.monotonic()
     STATE.cpu_used = time.process_time() - STATE.cpu_started
+    _close_in_flight(environment)
     _fetch_monitoring(environment)
     _write_results(environment)
 
@@ -384,6 +556,28 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
     _write_results(environment)
     for stream, summary in results_document(environment)["streams"].items():
         log.info("tabserve %s: %s", stream, one_line(summary))
+
+
+def _close_in_flight(environment: Environment) -> None:
+    """Open-loop requests still unanswered when the cell ends: past their budget already, they
+    are missed (no answer in time); younger ones could still make it and are left out."""
+    options: Any = environment.parsed_options
+    budget = float(options.budget_ms)
+    now = time.perf_counter()
+    for stream, pending in STATE.in_flight.items():
+        overload_log = STATE.overload.setdefault(stream, OverloadLog())
+        for due, label in list(pending.values()):
+            age_ms = (now - due) * 1000.0
+            if age_ms > budget:
+                STATE.logs.setdefault(stream, ScoreLog()).record_request(age_ms, NO_ANSWER, 1)
+                overload_log.record(
+                    latency_ms=age_ms,
+                    lag_ms=math.nan,
+                    status=NO_ANSWER,
+                    label=label,
+                    budget_ms=budget,
+                )
+        pending.clear()
 
 
 def _fetch_monitoring(environment: Environment) -> None:
@@ -419,6 +613,17 @@ def results_document(environment: Environment) -> dict[str, Any]:
         streams[stream] = summary
         total.merge(score_log)
     options: Any = environment.parsed_options
+    overload = {
+        stream: summarize_overload(
+            overload_log,
+            budget_ms=float(options.budget_ms),
+            duration_s=duration,
+            target_rps=float(options.open_rate) or None,
+            threshold=float(STATE.meta.get(stream, {}).get("threshold", 0.5)),
+        )
+        for stream, overload_log in sorted(STATE.overload.items())
+        if len(overload_log)
+    }
     return {
         "host": environment.host,
         "user_classes": sorted(cls.__name__ for cls in environment.user_classes),
@@ -433,8 +638,11 @@ def results_document(environment: Environment) -> dict[str, Any]:
             "shift": options.shift,
             "user_rate": options.user_rate,
             "cache_control": options.cache_control,
+            "open_rate": options.open_rate,
+            "budget_ms": options.budget_ms,
         },
         "streams": streams,
+        "overload": overload,
         "total": summarize(total, None, duration_s=duration),
         "locust": locust_totals(environment),
     }

@@ -287,7 +287,17 @@ def _plot_throughput(
     return _save(plt, fig, path)
 
 
-_GROUP_ORDER = ("budget", "models", "accuracy", "batching", "cache", "spike", "shifted")
+_GROUP_ORDER = (
+    "budget",
+    "models",
+    "accuracy",
+    "batching",
+    "cache",
+    "spike",
+    "shifted",
+    "capacity",
+    "overload",
+)
 
 
 def _plot_latency(plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path) -> list[str]:
@@ -383,15 +393,22 @@ def _save(plt: Any, fig: Any, path: Path) -> list[str]:
 
 
 def draw_plots(doc: dict[str, Any], out_dir: Path, budget: Budget) -> dict[str, list[str]]:
-    """Write the three plots into ``out_dir``; return each file's visible text (for checks)."""
+    """Write the three plots (and the overload plot, when the run has overload cells) into
+    ``out_dir``; return each file's visible text (for checks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from loadtests.overload_report import OVERLOAD_PLOT, plot_overload
+
     cells: list[dict[str, Any]] = doc.get("cells", [])
-    return {
+    texts = {
         "tradeoff.png": _plot_tradeoff(plt, cells, budget, out_dir / "tradeoff.png"),
         "throughput.png": _plot_throughput(plt, cells, budget, out_dir / "throughput.png"),
         "latency.png": _plot_latency(plt, cells, budget, out_dir / "latency.png"),
     }
+    overload = plot_overload(plt, doc, out_dir / OVERLOAD_PLOT)
+    if overload is not None:
+        texts[OVERLOAD_PLOT] = overload
+    return texts

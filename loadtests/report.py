@@ -17,6 +17,7 @@ from loadtests.budget import (
     recommend,
 )
 from loadtests.labels import NA, cell_label, fmt, noisy_verdict
+from loadtests.overload_report import overload_section
 from loadtests.plots import draw_plots
 from loadtests.results import (
     LOCUST_BOUND_PCT,
@@ -760,6 +761,7 @@ def render_markdown(doc: dict[str, Any], budget: Budget) -> str:
         "Backpressure: ramp and spike past capacity (users = ramp peak; the spike is 3x)",
         ["p99_ok", "mean_batch_rows", "rejected", "cpu", "others"],
     )
+    lines += overload_section(doc)
     lines += _config_section(
         cells,
         "budget",

@@ -168,13 +168,17 @@ def model_headline(cells: list[dict[str, Any]], model: str) -> Headline:
 def model_accuracy(cells: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
     """The model's accuracy under load on its hold-out: from the cell that answered most rows.
 
-    Shifted-traffic cells are excluded (different rows). The record carries ``coverage``, the
+    Shifted-traffic cells are excluded (different rows), and so are the open-loop overload
+    cells (their answers may come from cheaper variants). The record carries ``coverage``, the
     share of hold-out rows answered, next to the metrics.
     """
     candidates = [
         c
         for c in ok_cells(cells)
-        if c.get("model") == model and c.get("accuracy") and c.get("offline") is not None
+        if c.get("model") == model
+        and c.get("accuracy")
+        and c.get("offline") is not None
+        and c.get("group") != "overload"
     ]
     if not candidates:
         return None

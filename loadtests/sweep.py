@@ -11,6 +11,7 @@ the server's own figures and CPU use. Every process is stopped by PID in ``final
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +34,15 @@ from loadtests.holdout import (
     read_card,
 )
 from loadtests.labels import cell_label
+from loadtests.overload import (
+    CAPACITY_USERS,
+    DEFAULT_BUDGET_MS,
+    LOAD_FACTORS,
+    MODES,
+    OPEN_LOOP_USERS,
+    capacity_of,
+    server_rows,
+)
 from loadtests.processes import (
     LocustRun,
     RedisServer,
@@ -65,6 +75,29 @@ class ServerConfig:
     cache: str = "off"
     """off, memory (in-process), redis (Redis only), tiered (in-process then Redis)."""
     max_queue_rows: int | None = None
+    degrade_model: str | None = None
+    """A model that degrades instead of refusing (``TABSERVE_DEGRADE_OBJECTIVE_MS``)."""
+    degrade_objective_ms: float = DEFAULT_BUDGET_MS
+    cascade_model: str | None = None
+    """A model answered through its cascade (``TABSERVE_CASCADE_MODELS``)."""
+
+    @classmethod
+    def for_overload(cls, mode: str, model: str, objective_ms: float) -> ServerConfig:
+        """The server of an overload cell: cache off, and refuse only, degrade or cascade."""
+        if mode not in MODES:
+            raise ValueError(f"overload mode must be one of {MODES}, got {mode!r}")
+        return cls(
+            degrade_model=model if mode == "degrade" else None,
+            degrade_objective_ms=objective_ms,
+            cascade_model=model if mode == "cascade" else None,
+        )
+
+    @property
+    def overload_mode(self) -> str:
+        """refuse (the default: 503/504), degrade or cascade."""
+        if self.degrade_model:
+            return "degrade"
+        return "cascade" if self.cascade_model else "refuse"
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_MODES:
@@ -85,19 +118,35 @@ class ServerConfig:
             env["TABSERVE_CACHE_MEMORY_ENTRIES"] = "0"
         if self.max_queue_rows is not None:
             env["TABSERVE_MAX_QUEUE_ROWS"] = str(self.max_queue_rows)
+        if self.degrade_model:
+            env["TABSERVE_DEGRADE_OBJECTIVE_MS"] = json.dumps(
+                {self.degrade_model: self.degrade_objective_ms}
+            )
+        if self.cascade_model:
+            env["TABSERVE_CASCADE_MODELS"] = json.dumps([self.cascade_model])
         return env
 
     @property
     def label(self) -> str:
         batching = f"batching {self.max_delay_ms:g} ms" if self.batching else "no batching"
         queue = f", queue {self.max_queue_rows}" if self.max_queue_rows is not None else ""
-        return f"{batching}, cache {self.cache}{queue}"
+        return f"{batching}, cache {self.cache}{queue}{self._mode_text}"
+
+    @property
+    def _mode_text(self) -> str:
+        mode = self.overload_mode
+        if mode == "degrade":
+            return f", degrade ({self.degrade_objective_ms:g} ms objective)"
+        return ", cascade" if mode == "cascade" else ""
 
     @property
     def slug(self) -> str:
         b = f"b{self.max_delay_ms:g}" if self.batching else "nob"
         q = f"-q{self.max_queue_rows}" if self.max_queue_rows is not None else ""
-        return f"{b}-c{self.cache}{q}"
+        mode = self.overload_mode
+        m = f"-degrade{self.degrade_objective_ms:g}" if mode == "degrade" else ""
+        m += "-cascade" if mode == "cascade" else ""
+        return f"{b}-c{self.cache}{q}{m}"
 
 
 @dataclass(frozen=True)
@@ -117,11 +166,19 @@ class Cell:
     spike: bool = False
     fresh_server: bool = False
     """Start a server of its own (a cold cache), even if the previous cell's would do."""
+    open_rate: float = 0.0
+    """OpenLoopOneRow: requests/s in total, arriving whatever the answers."""
+    load_factor: float | None = None
+    """An overload cell's rate as a multiple of the capacity measured by the run's last
+    ``capacity`` cell of the same model (resolved into ``open_rate`` when the cell runs)."""
+    budget_ms: float = DEFAULT_BUDGET_MS
+    """OpenLoopOneRow: the latency budget each request carries."""
 
     @property
     def cell_id(self) -> str:
         scen = self.scenario.replace(",", "+")
-        return f"{self.group}-{self.model}-{scen}-{self.server.slug}-u{self.users}"
+        load = f"-x{self.load_factor:g}" if self.load_factor is not None else ""
+        return f"{self.group}-{self.model}-{scen}-{self.server.slug}{load}-u{self.users}"
 
     @property
     def stream(self) -> str:
@@ -129,6 +186,8 @@ class Cell:
 
     @property
     def target_rps(self) -> float | None:
+        if self.open_rate > 0:
+            return self.open_rate
         return self.user_rate * self.users if self.user_rate > 0 else None
 
     def describe(self) -> dict[str, Any]:
@@ -141,6 +200,7 @@ class Cell:
             batching=self.server.batching,
             max_delay_ms=self.server.max_delay_ms,
             cache=self.server.cache,
+            overload_mode=self.server.overload_mode,
         )
         return out
 
@@ -159,6 +219,10 @@ class SweepOptions:
     workers: int = 1
     note: str = ""
     """A line for the report (what else ran on the machine, why the run was made)."""
+    groups: list[str] | None = None
+    """Run only these groups of cells (e.g. ``["capacity", "overload"]``); None: all."""
+    budget_ms: float = DEFAULT_BUDGET_MS
+    """The overload cells' per-request latency budget (and degrade objective)."""
 
 
 # --- plans ---------------------------------------------------------------------------------------
@@ -199,8 +263,63 @@ def budget_cells(models: list[str], budget: Budget, seconds: float) -> list[Cell
     ]
 
 
+def ladder_modes(models_dir: Path, model: str) -> tuple[list[str], dict[str, str]]:
+    """The overload modes ``model`` can be measured in, and why any other is left out."""
+    card = read_card(models_dir, model)
+    modes, skipped = ["refuse"], {}
+    if card.variants:
+        modes.append("degrade")
+    else:
+        skipped["degrade"] = f"{model} has no ladder of variants (tabserve export build --ladder)"
+    if card.cascade is not None:
+        modes.append("cascade")
+    else:
+        skipped["cascade"] = f"{model} has no cascade in its card (tabserve export build --ladder)"
+    return modes, skipped
+
+
+def overload_plan(
+    model: str,
+    modes: list[str],
+    seconds: float,
+    budget_ms: float = DEFAULT_BUDGET_MS,
+    factors: tuple[float, ...] = LOAD_FACTORS,
+) -> list[Cell]:
+    """The full model's capacity (closed loop, 64 users, cache off), then open-loop one-row
+    traffic at each multiple of it, per mode (grouped by mode, so one server serves a mode)."""
+    cells = [Cell("capacity", model, "SteadyOneRow", CAPACITY_USERS, seconds)]
+    for mode in modes:
+        server = ServerConfig.for_overload(mode, model, budget_ms)
+        cells += [
+            Cell(
+                "overload",
+                model,
+                "OpenLoopOneRow",
+                OPEN_LOOP_USERS,
+                seconds,
+                server,
+                load_factor=factor,
+                budget_ms=budget_ms,
+            )
+            for factor in factors
+        ]
+    return cells
+
+
 def plan(options: SweepOptions, models: list[str]) -> list[Cell]:
-    """The cells of a quick or full sweep over ``models`` (in order; grouped by server)."""
+    """The cells of a quick or full sweep over ``models`` (in order; grouped by server).
+
+    ``options.groups`` keeps only those groups. The overload comparison (capacity, then
+    refuse / degrade / cascade at 0.5-3x of it) runs on the heavy model when it has a ladder,
+    or when asked for by ``groups`` (refuse only, without a ladder).
+    """
+    cells = _plan_all(options, models)
+    if options.groups is None:
+        return cells
+    return [c for c in cells if c.group in options.groups]
+
+
+def _plan_all(options: SweepOptions, models: list[str]) -> list[Cell]:
     quick = options.mode == "quick"
     seconds = options.seconds or (8.0 if quick else 30.0)
     users_levels = options.users or ([1, 16] if quick else [1, 4, 16, 64])
@@ -262,6 +381,14 @@ def plan(options: SweepOptions, models: list[str]) -> list[Cell]:
         )
     if options.budget is not None:
         cells += budget_cells(models, options.budget, seconds)
+    # The overload comparison scores binary answers: the heaviest fraud model (xgb_large).
+    if fraud:
+        target = _heavy_model(options.models_dir, fraud)
+        modes, _ = ladder_modes(options.models_dir, target)
+        asked = options.groups is not None and "overload" in options.groups
+        if len(modes) > 1 or asked:
+            overload_seconds = options.seconds or (5.0 if quick else 20.0)
+            cells += overload_plan(target, modes, overload_seconds, options.budget_ms)
     return cells
 
 
@@ -338,6 +465,8 @@ def locust_command(
     ]
     if cell.shift is not None:
         cmd += ["--shift", f"{cell.shift:g}"]
+    if cell.open_rate > 0:
+        cmd += ["--open-rate", f"{cell.open_rate:.6g}", "--budget-ms", f"{cell.budget_ms:g}"]
     return cmd
 
 
@@ -457,7 +586,22 @@ class Sweep:
             self.server.warm_up(cell.model, probe)
         return self.server
 
+    def _capacity(self, model: str) -> tuple[float | None, str]:
+        """The full model's capacity from the run's last capacity cell of ``model``."""
+        for record in reversed(self.records):
+            if record.get("group") == "capacity" and record.get("model") == model:
+                return capacity_of(record)
+        return None, "no capacity cell ran before it"
+
     def _run_cell(self, cell: Cell, previous: Cell | None, index: int) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if cell.load_factor is not None:
+            capacity, how = self._capacity(cell.model)
+            extra = {"capacity_rps": capacity, "capacity_how": how}
+            if capacity is None:
+                self.progress(f"[{index}/{len(self.cells)}] {cell.cell_id}: FAILED ({how})")
+                return cell.describe() | extra | {"failed": f"no capacity: {how}"}
+            cell = dataclasses.replace(cell, open_rate=capacity * cell.load_factor)
         cell_dir = self.run_dir / "cells" / cell.cell_id
         cell_dir.mkdir(parents=True, exist_ok=True)
         head = f"[{index}/{len(self.cells)}] {cell_label(cell.describe())}"
@@ -480,6 +624,7 @@ class Sweep:
             server_core = _delta(core_busy_seconds(self.options.server_cpus), server_core_before)
             client_core = _delta(core_busy_seconds(self.options.client_cpus), client_core_before)
             after = scrape(server.base_url)
+            delta = difference(before, after)
         except Exception as exc:  # one broken cell must not lose the sweep
             self.progress(f"{head}: FAILED ({exc})")
             self._stop_servers()
@@ -502,9 +647,17 @@ class Sweep:
             cell.describe(),
             accuracy,
             read_locust_stats(cell_dir / "locust"),
-            server_figures(difference(before, after), cell.model),
+            server_figures(delta, cell.model),
             cpu,
         )
+        record.update(extra)
+        if cell.group == "capacity":
+            record["capacity_rps"], record["capacity_how"] = capacity_of(record)
+        if cell.open_rate > 0:
+            record["overload"] = ((accuracy or {}).get("overload") or {}).get(cell.stream)
+            record["server"].update(server_rows(delta, cell.model))
+            if record["overload"] is None and not record.get("failed"):
+                record["failed"] = "no open-loop requests recorded"
         record["locust_exit_code"] = code
         if code not in (0, 1) and not record.get("failed"):
             record["failed"] = f"locust exited with {code} (see {cell_dir / 'locust.log'})"
@@ -550,6 +703,19 @@ def _progress_line(record: dict[str, Any]) -> str:
         parts.append(f"batch {server['mean_batch_rows']:.1f} rows")
     if server.get("hit_ratio") is not None:
         parts.append(f"hits {server['hit_ratio']:.0%}")
+    ov = record.get("overload")
+    if ov:
+        parts = [
+            f"offered {ov.get('offered_rps') or 0:.0f}/{ov.get('target_rps') or 0:.0f} req/s",
+            f"in budget {float(ov.get('answered_in_budget_share') or 0):.1%}",
+            f"503 {float(ov.get('rate_503') or 0):.1%} 504 {float(ov.get('rate_504') or 0):.1%}",
+            f"effective recall {float(ov.get('effective_recall') or 0):.3f}",
+            f"PR-AUC {float((ov.get('accuracy') or {}).get('pr_auc') or float('nan')):.3f}",
+            f"lag p99 {float((ov.get('lag_ms') or {}).get('p99') or 0):.1f} ms",
+            "variants " + (", ".join(f"{k} {v}" for k, v in (ov.get("variants") or {}).items())),
+        ]
+    if record.get("group") == "capacity" and record.get("capacity_rps"):
+        parts.append(f"capacity {record['capacity_rps']:.0f} req/s ({record['capacity_how']})")
     return ", ".join(parts)
 
 
@@ -564,6 +730,8 @@ def _model_facts(models_dir: Path, model: str) -> dict[str, Any]:
         "rows_test": card.dataset.rows_test,
         "offline": offline_metrics(card),
         "cost_us": {"batch1": card.cost.us_batch1, "per_row_batch64": card.cost.us_per_row_batch64},
+        "variants": [v.name for v in card.variants],
+        "cascade": card.cascade.variant if card.cascade is not None else None,
     }
 
 
@@ -645,4 +813,13 @@ def run(
     return Sweep(options, cells, run_dir, progress).run()
 
 
-__all__ = ["Cell", "ServerConfig", "Sweep", "SweepOptions", "plan", "run"]
+__all__ = [
+    "Cell",
+    "ServerConfig",
+    "Sweep",
+    "SweepOptions",
+    "ladder_modes",
+    "overload_plan",
+    "plan",
+    "run",
+]
