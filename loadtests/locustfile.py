@@ -8,9 +8,9 @@ Run one scenario (user class) or several, with plain Locust::
 Scenarios (user classes): ``SteadyOneRow`` (the fraud-check path), ``BatchRows`` (32-256 rows,
 offline scoring), ``ZipfRepeated`` (hot rows, exercises the cache), ``AllUnique`` (cache cold),
 ``MixedFleet`` (several models at once), ``ShiftedTraffic`` (drifted rows from the data
-generator of a bundled model's data set, for monitoring), ``OpenLoopOneRow`` (open loop: one-row
-requests at ``--open-rate`` per second whatever the answers, each with a latency budget
-``--budget-ms``; scored by ``loadtests.overload``). The ramp/spike shape lives in
+generator of a bundled model's data set, for monitoring), ``OpenLoop`` (open loop: requests of
+``--batch-size`` rows at ``--open-rate`` per second whatever the answers, each with a latency
+budget ``--budget-ms``; scored by ``loadtests.overload``). The ramp/spike shape lives in
 ``loadtests/shapes.py``; add it with ``-f loadtests/locustfile.py,loadtests/shapes.py``.
 
 Rows go out as a client would send them: a list of numbers for an all-numeric model, an
@@ -44,7 +44,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.answers import AnswerReader, UnusableAnswer
 from loadtests.holdout import ReplaySet, available_models, load_replay
-from loadtests.overload import NO_ANSWER, OverloadLog, read_one_row_answer, summarize_overload
+from loadtests.overload import NO_ANSWER, OverloadLog, read_answer, summarize_overload
 from loadtests.scoring import ScoreLog, summarize
 from loadtests.traffic import BatchSizes, Request, SequentialPicker, UniquePicker, ZipfPicker
 
@@ -54,7 +54,7 @@ __all__ = [
     "AllUnique",
     "BatchRows",
     "MixedFleet",
-    "OpenLoopOneRow",
+    "OpenLoop",
     "ShiftedTraffic",
     "SteadyOneRow",
     "ZipfRepeated",
@@ -115,14 +115,14 @@ def _add_arguments(parser: Any) -> None:
         type=float,
         default=0.0,
         env_var="TABSERVE_LT_OPEN_RATE",
-        help="OpenLoopOneRow: requests/s in total, arriving on schedule whatever the answers",
+        help="OpenLoop: requests/s in total, arriving on schedule whatever the answers",
     )
     group.add_argument(
         "--budget-ms",
         type=float,
         default=50.0,
         env_var="TABSERVE_LT_BUDGET_MS",
-        help="OpenLoopOneRow: latency budget sent as X-Latency-Budget-Ms and X-Deadline-Ms",
+        help="OpenLoop: latency budget sent as X-Latency-Budget-Ms and X-Deadline-Ms",
     )
     group.add_argument(
         "--cache-control",
@@ -172,8 +172,8 @@ class _State:
         self.cpu_used: float | None = None
         self.monitoring: dict[str, Any] = {}
         self.overload: dict[str, OverloadLog] = {}
-        self.in_flight: dict[str, dict[int, tuple[float, int]]] = {}
-        """Open-loop requests sent and not answered yet: token -> (due, label)."""
+        self.in_flight: dict[str, dict[int, tuple[float, list[int]]]] = {}
+        """Open-loop requests sent and not answered yet: token -> (due, row labels)."""
 
     def reset(self) -> None:
         for score_log in self.logs.values():
@@ -374,10 +374,11 @@ class ShiftedTraffic(_PredictUser):
         self.predict(stream, replay, picker.take(1), "shifted")
 
 
-class OpenLoopOneRow(User):
-    """Open loop: one-row requests arriving at ``--open-rate`` per second in total (shared by the
-    users of the run), each sent when due whatever the earlier ones got, with the latency budget
-    ``--budget-ms`` as ``X-Latency-Budget-Ms`` and ``X-Deadline-Ms``.
+class OpenLoop(User):
+    """Open loop: requests of ``--batch-size`` hold-out rows (in order) arriving at
+    ``--open-rate`` per second in total (shared by the users of the run), each sent when due
+    whatever the earlier ones got, with the latency budget ``--budget-ms`` as
+    ``X-Latency-Budget-Ms`` and ``X-Deadline-Ms``.
 
     Every arrival runs in its own greenlet over the user's pool of keep-alive connections, so a
     slow answer never delays the next arrival. Latency counts from the moment a request was due;
@@ -401,15 +402,16 @@ class OpenLoopOneRow(User):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         if options.open_rate <= 0:
-            raise RuntimeError("OpenLoopOneRow needs --open-rate > 0")
+            raise RuntimeError("OpenLoop needs --open-rate > 0")
         self._stream, self._replay = STATE.replay(options, options.model)
         if self._replay.task != "binary":
-            raise RuntimeError(f"OpenLoopOneRow scores binary models; {options.model} is not")
+            raise RuntimeError(f"OpenLoop scores binary models; {options.model} is not")
         self._picker = STATE.picker(
             self._stream,
             "seq",
             lambda: SequentialPicker(self._replay, _process_offset(self.environment)),
         )
+        self._sizes = BatchSizes(options.batch_size, seed=id(self) & 0xFFFF)
         self._scores = STATE.logs[self._stream]
         self._log = STATE.overload.setdefault(self._stream, OverloadLog())
         self._pending = STATE.in_flight.setdefault(self._stream, {})
@@ -449,7 +451,7 @@ class OpenLoopOneRow(User):
             gevent.sleep(delay)
         now = time.perf_counter()
         while self._next <= now:
-            self._flights.spawn(self._send, self._next, self._picker.take(1))
+            self._flights.spawn(self._send, self._next, self._picker.take(self._sizes.next()))
             self._next += self._interval
 
     def _post(self, body: bytes) -> tuple[int, bytes, str | None, Exception | None]:
@@ -468,20 +470,21 @@ class OpenLoopOneRow(User):
         return status, content, variant, None
 
     def _send(self, due: float, request: Request) -> None:
-        label = int(request.labels[0])
+        labels = [int(y) for y in request.labels]
         token = id(request)
-        self._pending[token] = (due, label)
+        self._pending[token] = (due, labels)
         sent = time.perf_counter()
         status, content, variant, error = self._post(request.body)
         done = time.perf_counter()
-        score, decision = math.nan, -1
+        answers: list[tuple[float, int]] = []
         if status == 200:
             try:
-                score, decision = read_one_row_answer(
+                answers = read_answer(
                     content,
                     self._positive_index,
                     self._replay.positive_class,
                     self._replay.threshold,
+                    len(labels),
                 )
             except ValueError as exc:
                 status, error = -1, exc
@@ -499,18 +502,17 @@ class OpenLoopOneRow(User):
         if self._pending.pop(token, None) is None or STATE.stopped is not None:
             return  # the cell ended while this request was in flight: counted there
         latency_ms = (done - due) * 1000.0
-        self._scores.record_request(latency_ms, status, 1)
-        if status == 200:
-            self._scores.record_rows(request.keys, request.labels, [score])
+        self._scores.record_request(latency_ms, status, len(labels))
+        if answers:
+            self._scores.record_rows(request.keys, request.labels, [s for s, _ in answers])
         self._log.record(
             latency_ms=latency_ms,
             lag_ms=(sent - due) * 1000.0,
             sent_at=sent,
             status=status,
-            label=label,
+            labels=labels,
             budget_ms=self._budget,
-            score=score,
-            decision=decision,
+            answers=answers,
             variant=variant,
         )
 
@@ -566,15 +568,17 @@ def _close_in_flight(environment: Environment) -> None:
     now = time.perf_counter()
     for stream, pending in STATE.in_flight.items():
         overload_log = STATE.overload.setdefault(stream, OverloadLog())
-        for due, label in list(pending.values()):
+        for due, labels in list(pending.values()):
             age_ms = (now - due) * 1000.0
             if age_ms > budget:
-                STATE.logs.setdefault(stream, ScoreLog()).record_request(age_ms, NO_ANSWER, 1)
+                STATE.logs.setdefault(stream, ScoreLog()).record_request(
+                    age_ms, NO_ANSWER, len(labels)
+                )
                 overload_log.record(
                     latency_ms=age_ms,
                     lag_ms=math.nan,
                     status=NO_ANSWER,
-                    label=label,
+                    labels=labels,
                     budget_ms=budget,
                 )
         pending.clear()

@@ -135,6 +135,8 @@ def overload_section(doc: dict[str, Any]) -> list[str]:
         None,
     )
     budget = (chosen[0].get("budget_ms") if chosen else None) or 50.0
+    per_request = (chosen[0].get("overload") or {}).get("rows_per_request") if chosen else None
+    rows = fmt(per_request, 0) if per_request else "?"
     lines = ["## Overload: refuse, degrade, cascade", ""]
     cap_text = "not measured"
     if capacity and capacity.get("capacity_rps"):
@@ -144,14 +146,15 @@ def overload_section(doc: dict[str, Any]) -> list[str]:
             f"closed loop, {capacity.get('users')} users, p99 {p99} ms)"
         )
     lines += [
-        f"Open loop on `{model}`, cache off: one-row hold-out requests arrive at a constant rate "
-        "whatever the answers, at multiples of the full model's capacity measured first "
+        f"Open loop on `{model}`, cache off: requests of {rows} hold-out rows arrive at a "
+        "constant rate whatever the answers, at multiples of the full model's capacity measured "
+        "first "
         f"({cap_text}). Each request carries a {budget:g} ms budget (`X-Latency-Budget-Ms`, also "
         "sent as `X-Deadline-Ms`). _Refuse only_: the server as it ships (503 when the queue is "
         "full, 504 past the deadline); _degrade_: `TABSERVE_DEGRADE_OBJECTIVE_MS` (a cheaper "
         "variant answers when the full model would miss the budget); _cascade_: "
-        "`TABSERVE_CASCADE_MODELS` (the cheapest variant answers confident rows, the full model "
-        "the rest).",
+        "`TABSERVE_CASCADE_MODELS` (the card's variant answers confident rows, the full model "
+        "the rest). Shares are of requests; PR-AUC, F1 and effective recall of rows.",
         "",
     ]
     facts = (doc.get("models") or {}).get(model) or {}

@@ -40,6 +40,7 @@ from loadtests.overload import (
     LOAD_FACTORS,
     MODES,
     OPEN_LOOP_USERS,
+    ROWS_PER_REQUEST,
     capacity_of,
     server_rows,
 )
@@ -167,12 +168,12 @@ class Cell:
     fresh_server: bool = False
     """Start a server of its own (a cold cache), even if the previous cell's would do."""
     open_rate: float = 0.0
-    """OpenLoopOneRow: requests/s in total, arriving whatever the answers."""
+    """OpenLoop: requests/s in total, arriving whatever the answers."""
     load_factor: float | None = None
     """An overload cell's rate as a multiple of the capacity measured by the run's last
     ``capacity`` cell of the same model (resolved into ``open_rate`` when the cell runs)."""
     budget_ms: float = DEFAULT_BUDGET_MS
-    """OpenLoopOneRow: the latency budget each request carries."""
+    """OpenLoop: the latency budget each request carries."""
 
     @property
     def cell_id(self) -> str:
@@ -285,21 +286,24 @@ def overload_plan(
     budget_ms: float = DEFAULT_BUDGET_MS,
     factors: tuple[float, ...] = LOAD_FACTORS,
 ) -> list[Cell]:
-    """The full model's capacity (closed loop, 64 users, cache off), then open-loop one-row
-    traffic at each multiple of it, per mode (grouped by mode, so one server serves a mode)."""
-    cells = [Cell("capacity", model, "SteadyOneRow", CAPACITY_USERS, seconds)]
+    """The full model's capacity (closed loop, 64 users, cache off), then open-loop traffic at
+    each multiple of it, per mode (grouped by mode, so one server serves a mode); every request
+    of :data:`ROWS_PER_REQUEST` rows."""
+    rows = str(ROWS_PER_REQUEST)
+    cells = [Cell("capacity", model, "BatchRows", CAPACITY_USERS, seconds, batch_size=rows)]
     for mode in modes:
         server = ServerConfig.for_overload(mode, model, budget_ms)
         cells += [
             Cell(
                 "overload",
                 model,
-                "OpenLoopOneRow",
+                "OpenLoop",
                 OPEN_LOOP_USERS,
                 seconds,
                 server,
                 load_factor=factor,
                 budget_ms=budget_ms,
+                batch_size=rows,
             )
             for factor in factors
         ]

@@ -15,7 +15,7 @@ from loadtests.overload import (
     OverloadLog,
     capacity_of,
     client_limited,
-    read_one_row_answer,
+    read_answer,
     summarize_overload,
 )
 from loadtests.overload_report import OVERLOAD_PLOT
@@ -25,16 +25,16 @@ from loadtests.sweep import Cell, ServerConfig, locust_command, overload_plan
 
 
 def _log() -> OverloadLog:
-    """Six requests, three positives: two answered in time (one called positive), one late,
-    one 503, one never answered, one negative answered in time by a variant."""
+    """Six one-row requests, three positives: two answered in time (one called positive), one
+    late, one 503, one never answered, one negative answered in time by a variant."""
     log = OverloadLog()
     common = {"lag_ms": 0.5, "budget_ms": 50.0}
-    log.record(latency_ms=10, status=200, label=1, score=0.9, decision=1, variant="full", **common)
-    log.record(latency_ms=20, status=200, label=1, score=0.4, decision=0, variant="k12", **common)
-    log.record(latency_ms=80, status=200, label=0, score=0.7, decision=1, variant="full", **common)
-    log.record(latency_ms=1, status=503, label=0, **common)
-    log.record(latency_ms=60, status=NO_ANSWER, label=1, **common)
-    log.record(latency_ms=5, status=200, label=0, score=0.1, decision=0, variant="k12", **common)
+    log.record(latency_ms=10, status=200, labels=[1], answers=[(0.9, 1)], variant="full", **common)
+    log.record(latency_ms=20, status=200, labels=[1], answers=[(0.4, 0)], variant="k12", **common)
+    log.record(latency_ms=80, status=200, labels=[0], answers=[(0.7, 1)], variant="full", **common)
+    log.record(latency_ms=1, status=503, labels=[0], **common)
+    log.record(latency_ms=60, status=NO_ANSWER, labels=[1], **common)
+    log.record(latency_ms=5, status=200, labels=[0], answers=[(0.1, 0)], variant="k12", **common)
     return log
 
 
@@ -56,13 +56,43 @@ def test_summary_counts_only_answers_in_time_toward_effective_recall() -> None:
     json.dumps(out)  # JSON-ready
 
 
-def test_read_one_row_answer_uses_the_answers_label() -> None:
+def test_summary_of_multi_row_requests_counts_requests_and_scores_rows() -> None:
+    """Shares are per request; accuracy and effective recall per row: a late request's
+    positives are missed, and a request without a usable answer scores none of its rows."""
+    log = OverloadLog()
+    common = {"lag_ms": 0.5, "budget_ms": 50.0}
+    log.record(
+        latency_ms=10,
+        status=200,
+        labels=[1, 0, 1],
+        answers=[(0.9, 1), (0.2, 0), (0.3, 0)],
+        **common,
+    )
+    log.record(latency_ms=90, status=200, labels=[1, 0], answers=[(0.8, 1), (0.6, 1)], **common)
+    log.record(latency_ms=5, status=504, labels=[1, 1, 0], **common)
+    out = summarize_overload(log, budget_ms=50.0, duration_s=1.0, target_rps=None, threshold=0.5)
+    assert (
+        out["requests"] == 3
+        and out["rows"] == 8
+        and out["rows_per_request"] == pytest.approx(8 / 3)
+    )
+    assert out["answered"] == 2 and out["answered_rows"] == 5
+    assert out["answered_in_budget_share"] == pytest.approx(1 / 3)
+    assert out["rate_504"] == pytest.approx(1 / 3)
+    # 5 positives: one answered in time and called positive (the late request's does not count)
+    assert out["positives"] == 5 and out["effective_recall"] == pytest.approx(1 / 5)
+    assert out["accuracy"]["rows"] == 5 and out["accuracy"]["positives"] == 3
+
+
+def test_read_answer_uses_the_answers_label() -> None:
     body = b'{"classes":[0,1],"predictions":[{"label":1,"scores":[0.7,0.3]}]}'
-    assert read_one_row_answer(body, 1, 1, 0.5) == (pytest.approx(0.3), 1)
-    no_label = b'{"predictions":[{"scores":[0.2,0.8]}]}'
-    assert read_one_row_answer(no_label, 1, 1, 0.5) == (pytest.approx(0.8), 1)
+    assert read_answer(body, 1, 1, 0.5, 1) == [(pytest.approx(0.3), 1)]
+    no_label = b'{"predictions":[{"scores":[0.2,0.8]},{"scores":[0.9,0.1]}]}'
+    assert read_answer(no_label, 1, 1, 0.5, 2) == [(pytest.approx(0.8), 1), (pytest.approx(0.1), 0)]
     with pytest.raises(ValueError, match="unusable"):
-        read_one_row_answer(b'{"predictions":[]}', 1, 1, 0.5)
+        read_answer(b'{"predictions":[]}', 1, 1, 0.5, 1)
+    with pytest.raises(ValueError, match="1 predictions for 2 rows"):
+        read_answer(body, 1, 1, 0.5, 2)
 
 
 def test_capacity_is_measured_when_the_server_core_was_busy() -> None:
@@ -95,7 +125,7 @@ def test_overload_plan_and_server_settings(tmp_path: Path) -> None:
     assert all(e["TABSERVE_CACHE"] == "false" for e in env.values())
     with pytest.raises(ValueError):
         ServerConfig.for_overload("shed", "m", 50.0)
-    paced = Cell("overload", "m", "OpenLoopOneRow", 4, 3.0, open_rate=1234.5, budget_ms=40.0)
+    paced = Cell("overload", "m", "OpenLoop", 4, 3.0, open_rate=1234.5, budget_ms=40.0)
     cmd = " ".join(locust_command(paced, "http://127.0.0.1:1", tmp_path, tmp_path, None))
     assert "--open-rate 1234.5 --budget-ms 40" in cmd and paced.target_rps == 1234.5
 
@@ -105,7 +135,7 @@ def _overload_cell(mode: str, factor: float, share: float, recall: float) -> dic
         "cell_id": f"overload-{mode}-{factor}",
         "group": "overload",
         "model": "xgb_large",
-        "scenario": "OpenLoopOneRow",
+        "scenario": "OpenLoop",
         "users": 4,
         "overload_mode": mode,
         "load_factor": factor,
@@ -163,8 +193,8 @@ def test_cli_runs_the_overload_groups_alone(
     assert main(args) == 0
     out = capsys.readouterr().out
     # the test models have no ladder: the capacity cell and refuse only at 4 loads
-    assert "-SteadyOneRow-b0-coff-u64]" in out and "[capacity-" in out
-    assert "-OpenLoopOneRow-b0-coff-x3-u4]" in out and "degrade" not in out
+    assert "-BatchRows-b0-coff-u64]" in out and "[capacity-" in out
+    assert "-OpenLoop-b0-coff-x3-u4]" in out and "degrade" not in out
     assert "5 cells" in out and "models-" not in out
     assert main(["sweep", "--dry-run", "--models-dir", str(model_repo), "--groups", "nope"]) == 2
     assert "unknown groups ['nope']" in capsys.readouterr().err
