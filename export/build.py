@@ -39,6 +39,7 @@ from export.data import (
     returns_dataset,
 )
 from export.evaluate import cross_validated_pr_auc
+from export.ladder import Truncated, tree_count
 from export.pipeline import Candidate, Rows, publish_candidate
 from export.progress import Progress, quiet
 from export.recipes import (
@@ -168,6 +169,8 @@ def fingerprint(recipe: Recipe, dataset: Dataset, settings: BuildSettings) -> st
     }
     if wants_ladder(recipe, settings):  # absent otherwise: a build without a ladder is as before
         inputs["ladder"] = True
+        if recipe.siblings:
+            inputs["siblings"] = {s: dict(RECIPES[s].params) for s in recipe.siblings}
     if recipe.frame_input:  # trained on a pandas DataFrame
         inputs["pandas"] = package_version("pandas")
     blob = json.dumps(inputs, sort_keys=True, default=str).encode()
@@ -230,6 +233,7 @@ def _build_model(
     )
     with progress.step(f"training {_size(recipe.params)}on {len(train.y)} rows"):
         model = recipe.fit(train)
+    siblings = _siblings(recipe, train, progress) if wants_ladder(recipe, settings) else []
     rounds = boosting_rounds(model)
     native_input = recipe.native_input(dataset.input_columns)
 
@@ -277,6 +281,7 @@ def _build_model(
         positive_class=dataset.positive_class,
         layout=recipe.layout,
         native_input=native_input,
+        siblings=siblings,
     )
     card = publish_candidate(
         candidate,
@@ -289,6 +294,26 @@ def _build_model(
         ladder=wants_ladder(recipe, settings),
     )
     return BuildResult(card, published=True)
+
+
+def _siblings(recipe: Recipe, train: TrainData, progress: Progress) -> list[Truncated]:
+    """The recipe's sibling models, trained on its training split (:attr:`Recipe.siblings`)."""
+    out = []
+    for name in recipe.siblings:
+        sibling = RECIPES[name]
+        if (sibling.framework, sibling.layout, sibling.task) != (
+            recipe.framework,
+            recipe.layout,
+            recipe.task,
+        ):
+            raise ValueError(f"{recipe.name}: sibling {name} differs in framework, layout or task")
+        with progress.step(f"training sibling {name} ({_size(sibling.params)})"):
+            model = sibling.fit(train)
+        trees = tree_count(model, sibling.framework)
+        if trees is None:
+            raise ValueError(f"{recipe.name}: sibling {name} is no tree ensemble")
+        out.append(Truncated(name, trees, model))
+    return out
 
 
 def split_rows(dataset: Dataset, seed: int) -> Split:

@@ -36,6 +36,25 @@ def f1_optimal_threshold(y_val: NDArray[np.int64], p_val: NDArray[np.float64]) -
     return float(min(max(thresholds[int(np.argmax(f1))], 0.0), 1.0))
 
 
+def recall_at(y_val: NDArray[np.int64], p_val: NDArray[np.float64], threshold: float) -> float:
+    """Recall of the rule ``score >= threshold``."""
+    positives = np.asarray(p_val)[np.asarray(y_val) == 1]
+    return float(np.mean(positives >= threshold)) if positives.size else 0.0
+
+
+def recall_matched_threshold(
+    y_val: NDArray[np.int64], p_val: NDArray[np.float64], recall: float
+) -> float:
+    """The highest score threshold whose recall on the validation split reaches ``recall``: a
+    cheaper variant's decision rule that misses no more positives than the full model does,
+    paying in precision instead."""
+    positives = np.sort(np.asarray(p_val, dtype=np.float64)[np.asarray(y_val) == 1])[::-1]
+    if positives.size == 0:
+        return 0.5
+    k = min(max(int(np.ceil(recall * positives.size - 1e-9)), 1), positives.size)
+    return float(min(max(positives[k - 1], 0.0), 1.0))
+
+
 def holdout_metrics(
     y_test: NDArray[np.int64],
     p_test: NDArray[np.float64],

@@ -41,10 +41,12 @@ from export.evaluate import (
     f1_optimal_threshold,
     holdout_metrics,
     multiclass_metrics,
+    recall_at,
+    recall_matched_threshold,
     regression_metrics,
 )
+from export.ladder import Truncated, tree_count, variant_file
 from export.ladder import ladder as truncated_variants
-from export.ladder import tree_count, variant_file
 from export.onnx_export import (
     Exported,
     ParityResult,
@@ -125,6 +127,9 @@ class Candidate:
     cause_if_parity_fails: str = ""
     """Appended to a parity failure's message (e.g. the categorical features a converter is
     known to get wrong)."""
+    siblings: list[Truncated] = field(default_factory=list)
+    """Cheaper models of the same framework, trained on the same split: with the ladder, they
+    are published as variants too (after the truncated ones)."""
 
     @property
     def feature_names(self) -> list[str]:
@@ -174,7 +179,13 @@ def publish_candidate(
     cascade: Cascade | None = None
     if ladder:
         variants = export_variants(
-            c, spec, progress, seed=seed, cost_budget_s=cost_budget_s, threads=threads
+            c,
+            spec,
+            progress,
+            seed=seed,
+            cost_budget_s=cost_budget_s,
+            threads=threads,
+            full_recall=_validation_recall(c, scorer, threshold),
         )
         if variants and c.task == "binary" and threshold is not None:
             cascade = export_cascade(
@@ -233,10 +244,16 @@ def export_variants(
     seed: int = 0,
     cost_budget_s: float = 0.4,
     threads: int = 1,
+    full_recall: float | None = None,
 ) -> list[tuple[Variant, bytes]]:
     """The ladder of ``c``'s model (:mod:`export.ladder`), each variant exported and checked
     like the full model, with the input ``spec`` the full model's parity found; and each
     variant's ONNX bytes. [] when the model is no tree ensemble or too small to cut.
+
+    A binary variant's threshold keeps the full model's recall on the validation split
+    (``full_recall``; F1-optimal when None): a variant answers when the server degrades under
+    load, and a fraud check that degrades should flag more transactions for review, not let more
+    fraud through.
 
     Raise ParityError when a variant's ONNX answers differ from its native truncated model, and
     ExportError when a variant does not take every missing value or unknown category that the
@@ -244,7 +261,7 @@ def export_variants(
     """
     out: list[tuple[Variant, bytes]] = []
     budget = min(cost_budget_s, VARIANT_COST_BUDGET_S)
-    for small in truncated_variants(c.model, c.framework):
+    for small in [*truncated_variants(c.model, c.framework), *c.siblings]:
         label = f"{c.name} variant {small.name}"
         with progress.step(f"variant {small.name} ({small.trees} of the trees): export"):
             exported = to_onnx(small.model, spec, c.framework, c.task)
@@ -260,7 +277,7 @@ def export_variants(
                     f"unknown category) in column(s) {narrower}; not publishing"
                 )
             metrics, _ = _evaluate(
-                dataclasses.replace(c, model=small.model, cv_scores=None), scorer
+                dataclasses.replace(c, model=small.model, cv_scores=None), scorer, full_recall
             )
             cost = measure_cost(exported, c.test.X, budget_s=budget, feeds=Codec(spec).onnx_feeds)
         variant = Variant(
@@ -330,7 +347,7 @@ def export_cascade(
                 y_val,
                 variant_scores(v, c.validation.X),
                 full_val,
-                v.metrics.threshold,
+                threshold,  # the cascade decides at the full model's threshold, not the variant's
                 threshold,
                 max_share=cascading.break_even_share(v.trees, full_trees),
             )
@@ -347,7 +364,12 @@ def export_cascade(
             "the full model's on validation at less than the full model's cost"
         )
         return None
-    _, variant, onnx_bytes, band = min(found, key=lambda f: (f[0], f[1].trees))
+    # Tree counts are a proxy for cost: cascades within COST_TIE of the cheapest count as equally
+    # cheap, and the one on the largest variant wins (its kept rows' scores are closest to the
+    # full model's, so its accuracy on new rows is the least likely to fall below the band's).
+    cheapest = min(f[0] for f in found)
+    tied = [f for f in found if f[0] <= cheapest + cascading.COST_TIE]
+    _, variant, onnx_bytes, band = max(tied, key=lambda f: f[1].trees)
     with progress.step(f"cascade on {variant.name}: evaluating and measuring on the test rows"):
         v_test = variant_scores(variant, c.test.X)
         scores = cascading.cascade_scores(v_test, full.onnx(c.test.X)[:, pos], band.low, band.high)
@@ -434,7 +456,20 @@ def _check_rows_servable(c: Candidate, spec: InputSpec) -> None:
             )
 
 
-def _evaluate(c: Candidate, scorer: Scorer) -> tuple[Metrics, float | None]:
+def _validation_recall(c: Candidate, scorer: Scorer, threshold: float | None) -> float | None:
+    """The binary model's recall on the validation split at its ``threshold``."""
+    if c.task != "binary" or threshold is None:
+        return None
+    pos = _positive_index(c)
+    y = (np.asarray(c.validation.y) == pos).astype(np.int64)
+    return recall_at(y, scorer.onnx(c.validation.X)[:, pos], threshold)
+
+
+def _evaluate(
+    c: Candidate, scorer: Scorer, match_recall: float | None = None
+) -> tuple[Metrics, float | None]:
+    """Hold-out metrics; a binary model's threshold is F1-optimal on validation, or the highest
+    that reaches ``match_recall`` there."""
     if c.task == "binary":
         pos = _positive_index(c)
 
@@ -445,13 +480,18 @@ def _evaluate(c: Candidate, scorer: Scorer) -> tuple[Metrics, float | None]:
             flags: NDArray[np.int64] = (np.asarray(y) == pos).astype(np.int64)
             return flags
 
-        threshold = f1_optimal_threshold(positives(c.validation.y), scores(c.validation.X))
+        y_val, p_val = positives(c.validation.y), scores(c.validation.X)
+        if match_recall is None:
+            threshold, rule = f1_optimal_threshold(y_val, p_val), c.threshold_rule
+        else:
+            threshold = recall_matched_threshold(y_val, p_val, match_recall)
+            rule = f"recall of the full model on validation ({match_recall:.3f})"
         metrics = holdout_metrics(
             positives(c.test.y),
             scores(c.test.X),
             threshold,
             c.cv_scores,
-            threshold_rule=c.threshold_rule,
+            threshold_rule=rule,
         )
         return metrics, threshold
     if c.task == "multiclass":

@@ -81,6 +81,9 @@ class Recipe:
     ladder: bool = False
     """Also export the cheaper variants of this tree ensemble (:mod:`export.ladder`) on every
     build; ``tabserve export build --ladder`` does it for every tree ensemble."""
+    siblings: tuple[str, ...] = ()
+    """With the ladder: recipes of cheaper models (same framework, data and split) trained with
+    this one and published as variants of it, named after their recipe."""
 
     def native_input(self, columns: Sequence[Column]) -> NativeInput | None:
         """Row matrix -> the native model's input; None when that is the matrix itself."""
@@ -411,6 +414,7 @@ RECIPES: dict[str, Recipe] = {
             {**_xgb_params(700, 8, 0.03), "min_child_weight": 10.0},
             _train_xgboost,
             ladder=True,
+            siblings=("xgb_small",),
         ),
         Recipe(
             "mlp",

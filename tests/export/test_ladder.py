@@ -28,7 +28,7 @@ from export.build import BuildSettings, build_model, fingerprint
 from export.byo import convert
 from export.cli import main
 from export.data import Dataset
-from export.evaluate import f1_optimal_threshold
+from export.evaluate import recall_at, recall_matched_threshold
 from export.ladder import ladder_sizes
 from export.pipeline import Candidate, Rows, publish_candidate
 from export.progress import quiet
@@ -149,10 +149,19 @@ def _check_ladder(
         assert 0 < cost.us_per_row_batch512 and 0 < cost.us_per_row_batch64 and 0 < cost.us_batch1
         metrics = v.metrics
         if isinstance(metrics, BinaryMetrics):
-            # The threshold comes from the validation rows only; the metrics from the test rows.
-            p_val = native(_frame(validation.X, card), v.trees)[:, 1]
-            expected = f1_optimal_threshold((validation.y == 1).astype(np.int64), p_val)
+            # The threshold comes from the validation rows only (the highest that keeps the
+            # full model's recall there); the metrics from the test rows.
+            # (Scores as ONNX Runtime gives them, float32: a tie at a threshold must fall as the
+            # export's did.)
+            y_val = (validation.y == 1).astype(np.int64)
+            p_val = native(_frame(validation.X, card), v.trees)[:, 1].astype(np.float32)
+            assert isinstance(card.metrics, BinaryMetrics)
+            full_val = native(_frame(validation.X, card), full_trees)[:, 1].astype(np.float32)
+            full_recall = recall_at(y_val, full_val, card.metrics.threshold)
+            expected = recall_matched_threshold(y_val, p_val, full_recall)
             assert metrics.threshold == pytest.approx(expected, abs=1e-4)
+            assert recall_at(y_val, p_val, metrics.threshold) >= full_recall - 1e-9
+            assert "recall of the full model on validation" in metrics.threshold_rule
             assert metrics.pr_auc == pytest.approx(average_precision_score(y == 1, want[:, 1]))
             assert sum(map(sum, metrics.confusion_matrix)) == len(X)
         elif isinstance(metrics, MulticlassMetrics):
