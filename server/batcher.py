@@ -430,6 +430,12 @@ class Batcher:
         per_row = self._row_s or self.runner.cost_us * 1e-6
         return (pending + n) * per_row + self._slack()
 
+    def backlog_s(self) -> float:
+        """Estimated seconds of work already waiting or running: the rows at the measured drain
+        rate (the batch-1 cost until one is measured)."""
+        pending = self._queued_rows + self._inflight_rows
+        return pending * (self._row_s or self.runner.cost_us * 1e-6) if pending else 0.0
+
     def answered(
         self, rows: np.ndarray, scores: np.ndarray, *, deadline: float, request_id: str
     ) -> None:

@@ -5,10 +5,11 @@ and measured like it (``export/ladder.py``). Two ways to serve them, each off by
 
 - **Degrade** (``TABSERVE_DEGRADE_OBJECTIVE_MS``, per model): every variant gets its own batcher
   beside the model's. A request carries a budget (``X-Latency-Budget-Ms``, else the model's
-  objective), which is also its deadline. When the model's queue would answer it later than the
-  budget (queued rows at the measured drain rate, :meth:`Batcher.wait_s`), it runs on the most
-  accurate variant whose queue answers in time, and on the cheapest when none does (then the
-  usual 503 and 504 refuse what cannot make it). The answer names what answered
+  objective), which is also its deadline. The ladder serves at one level at a time and steps
+  down when the work queued on its rungs nears the objective, back up when it stays short
+  (:class:`Ladder`); a request whose budget the level's rung would miss runs on the first cheaper
+  rung that answers in time, and on the cheapest when none does (then the usual 503 and 504
+  refuse what cannot make it). The answer names what answered
   (``X-Model-Variant``) and is labelled at that variant's own threshold.
 - **Cascade** (``TABSERVE_CASCADE_MODELS``): the model's batcher runs :class:`CascadeRunner`:
   the card's cascade variant scores every row, and rows whose positive-class score falls inside
@@ -78,25 +79,70 @@ class Rung:
     """``tabserve_variant_rows_total`` of this rung."""
 
 
+STEP_DOWN_SHARE = 0.2
+"""A degrading ladder steps to a cheaper rung when the work queued on all its rungs would take
+more than this share of the objective to drain."""
+STEP_UP_SHARE = 0.05
+"""... and back up one rung once it has stayed under this share for :data:`STEP_UP_HOLD_S`."""
+STEP_UP_HOLD_S = 0.5
+STEP_DOWN_HOLD_S = 0.005
+"""The least time between two steps down (each step's queue gets a moment to show its rate)."""
+
+
 class Ladder:
     """The rungs of one model version for degrade: the model first, then its variants, most
-    accurate first (hold-out metric, then more trees)."""
+    accurate first (hold-out metric, then more trees).
+
+    The rungs share the worker's event loop and core, so the ladder serves traffic at one level
+    at a time (model switching), chosen by the work queued on all rungs: past
+    :data:`STEP_DOWN_SHARE` of the objective it steps to a cheaper rung, and it steps back up
+    one rung after the queues stayed short for :data:`STEP_UP_HOLD_S`. Requests on two rungs at
+    once would take turns on the core: a request on the model would wait not only for its own
+    queue but for every variant request that arrives after it. A request whose budget the
+    level's rung cannot meet (its queue at the measured drain rate, plus the other rungs'
+    backlog) goes to the first cheaper rung that can, else the cheapest; one with a longer
+    budget than the objective may go to any rung that meets it, the model first."""
 
     def __init__(self, rungs: Sequence[Rung], objective_ms: float) -> None:
         self.rungs = tuple(rungs)
         self.objective_ms = objective_ms
+        self.level = 0
+        """The rung that takes new requests (0: the model itself)."""
+        self._down_at = self._calm_since = 0.0
+        self._down_s = STEP_DOWN_SHARE * objective_ms / 1000.0
+        self._up_s = STEP_UP_SHARE * objective_ms / 1000.0
+        self._objective_s = objective_ms / 1000.0
 
     @property
     def variants(self) -> tuple[Rung, ...]:
         return self.rungs[1:]
 
     def pick(self, n: int, budget_at: float, now: float) -> Rung:
-        """The first rung whose queue answers ``n`` more rows by ``budget_at``, else the
-        cheapest."""
-        for rung in self.rungs:
-            if now + rung.batcher.wait_s(n) <= budget_at:
+        """The rung for ``n`` more rows due by ``budget_at``: the ladder's level (see the class),
+        or the first cheaper rung that answers them in time, else the cheapest (a budget longer
+        than the objective: the first rung that answers in time)."""
+        backlogs = [rung.batcher.backlog_s() for rung in self.rungs]
+        total = sum(backlogs)
+        self._steer(total, now)
+        first = 0 if budget_at - now > self._objective_s else self.level
+        for i in range(first, len(self.rungs)):
+            rung = self.rungs[i]
+            if now + rung.batcher.wait_s(n) + (total - backlogs[i]) <= budget_at:
                 return rung
         return self.rungs[-1]
+
+    def _steer(self, backlog_s: float, now: float) -> None:
+        """Move the level from the work queued on all rungs (``backlog_s`` seconds)."""
+        if backlog_s > self._down_s:
+            self._calm_since = now
+            if self.level < len(self.rungs) - 1 and now - self._down_at >= STEP_DOWN_HOLD_S:
+                self.level += 1
+                self._down_at = now
+        elif backlog_s > self._up_s:
+            self._calm_since = now
+        elif self.level and now - self._calm_since >= STEP_UP_HOLD_S:
+            self.level -= 1
+            self._calm_since = now
 
     def fallbacks(self, rung: Rung) -> tuple[Rung, ...]:
         """The rungs after ``rung``: where a request goes when ``rung``'s queue refuses it."""
@@ -131,8 +177,19 @@ class Ladder:
 
 
 def order(card: ModelCard) -> list[Variant]:
-    """The card's variants, most accurate first."""
-    return sorted(card.variants, key=lambda v: (quality(v.metrics), v.trees), reverse=True)
+    """The rungs below the model for degrade: the card's variants, most accurate first, each
+    cheaper (µs per row at batch 64, measured at export) than every rung above it. A variant
+    that is both less accurate and no cheaper than one above it is left off: stepping down to it
+    would lose accuracy and gain no room (a small sibling model can beat the big model's
+    truncations on both)."""
+    ranked = sorted(card.variants, key=lambda v: (quality(v.metrics), v.trees), reverse=True)
+    rungs: list[Variant] = []
+    cheapest = card.cost.us_per_row_batch64
+    for v in ranked:
+        if v.cost.us_per_row_batch64 < cheapest:
+            rungs.append(v)
+            cheapest = v.cost.us_per_row_batch64
+    return rungs
 
 
 class CascadeRunner:

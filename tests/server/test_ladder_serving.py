@@ -24,8 +24,15 @@ import pytest
 from export.build import BuildSettings, build_model
 from export.data import fraud_dataset
 from export.recipes import RECIPES
-from server.ladder import CASCADE, FULL, quality, variant_card
-from server.modelcard import CARD_FILE, Cascade, ModelCard, load_card
+from server.ladder import CASCADE, FULL, order, quality, variant_card
+from server.modelcard import (
+    CARD_FILE,
+    BinaryMetrics,
+    Cascade,
+    ModelCard,
+    Variant,
+    load_card,
+)
 from server.settings import Settings
 from tests.server.conftest import AppClient, core_of
 from tests.support.model_repo import TEST_ROWS
@@ -114,22 +121,25 @@ async def test_the_model_view_shows_the_ladder_serving(ladder_repo: Path, card: 
     async with app_client(ladder_repo, **DEGRADE) as client:
         detail = (await client.get("/v1/models/xgb_small")).json()["detail"][0]
     assert detail["degrade_objective_ms"] == 50.0
-    assert {v["name"] for v in detail["ladder"] if v["serving"]} == {v.name for v in card.variants}
+    assert {v["name"] for v in detail["ladder"] if v["serving"]} == {v.name for v in order(card)}
 
 
 async def test_the_choice_follows_the_queue(ladder_repo: Path, rows: np.ndarray) -> None:
     """A simulated full queue: requests queued on the model's own batcher (the batch task has
-    not run yet). The ladder picks the model while its queue answers within the budget, then
-    the most accurate variant whose queue does, and the cheapest when none does."""
+    not run yet). Idle, the ladder serves the model; with more queued than a fifth of the
+    objective it steps down a rung at a time (at most one step per 5 ms), a request whose budget
+    the level's rung would miss goes to a cheaper rung or the cheapest, and once the queues stay
+    short for half a second the ladder climbs back a rung at a time."""
     async with app_client(ladder_repo, max_queue_rows=100_000, **DEGRADE) as client:
         model = core_of(client).registry.get("xgb_small")
         ladder = model.ladder
         assert ladder is not None
         names = [r.name for r in ladder.rungs]
-        assert names[0] == FULL and len(names) == 1 + len(model.card.variants)
+        assert names[0] == FULL and names[1:] == [v.name for v in order(model.card)]
+        assert len(names) >= 2
         by_name = {v.name: quality(v.metrics) for v in model.card.variants}
-        qualities = list(by_name.values())
-        assert [by_name[n] for n in names[1:]] == sorted(qualities, reverse=True)
+        qualities = [by_name[n] for n in names[1:]]
+        assert qualities == sorted(qualities, reverse=True)
         now = time.monotonic()
         assert ladder.pick(1, now + 0.05, now).name == FULL  # idle: the model itself
         full = ladder.rungs[0].batcher
@@ -140,16 +150,30 @@ async def test_the_choice_follows_the_queue(ladder_repo: Path, rows: np.ndarray)
         ]
         await asyncio.sleep(0)  # each task ran to its first wait: queued, none run
         assert full.queued_rows >= 7 * len(big)
-        now = time.monotonic()
-        backlog = full.wait_s(1)
+        t1 = time.monotonic()
+        backlog = full.backlog_s()
         cheapest = ladder.rungs[-1].batcher.wait_s(1)
-        assert backlog > 1000 * cheapest
-        assert ladder.pick(1, now + backlog * 2, now).name == FULL
-        assert ladder.pick(1, now + backlog / 2, now).name == names[1]
-        assert ladder.pick(1, now, now).name == names[-1]  # nothing fits: the cheapest
-        for t in queued:
-            t.cancel()
+        assert backlog > 1000 * cheapest and backlog > 0.2 * 0.05
+        # past a fifth of the objective queued: one step down, to the most accurate variant; a
+        # request with the objective as its budget fits on no rung (they share the core with
+        # the model's backlog), so it goes to the cheapest
+        objective = 0.049  # just under the 50 ms objective
+        assert ladder.pick(1, t1 + objective, t1).name == names[-1] and ladder.level == 1
+        # a budget longer than the objective that the model's queue meets: the model
+        assert ladder.pick(1, t1 + backlog * 2, t1).name == FULL and ladder.level == 1
+        deeper = min(2, len(names) - 1)  # 5 ms later, one more step (none past the cheapest)
+        ladder.pick(1, t1 + objective, t1 + 0.01)
+        assert ladder.level == deeper
+        for task in queued:
+            task.cancel()
         await asyncio.gather(*queued, return_exceptions=True)
+        assert full.backlog_s() == 0.0
+        t2 = t1 + 0.01 + 0.5  # calm for half a second: one rung back up, then the next
+        assert ladder.pick(1, t2 - 0.1 + objective, t2 - 0.1).name == names[deeper]
+        for level in range(deeper - 1, -1, -1):
+            t2 += 0.5
+            assert ladder.pick(1, t2 + objective, t2).name == names[level]
+            assert ladder.level == level
 
 
 async def test_under_a_backlog_variants_answer_at_their_own_threshold(
@@ -359,3 +383,25 @@ async def test_grpc_takes_the_budget_and_names_the_rung(
     rung = busy.parameters["variant"].string_param
     assert rung in {v.name for v in card.variants}
     assert isinstance(busy, pb.ModelInferResponse)
+
+
+def test_the_ladder_keeps_only_rungs_cheaper_than_every_rung_above(card: ModelCard) -> None:
+    """Most accurate first; a variant less accurate and no cheaper than one above it is left
+    off (a small sibling model can beat the big model's truncations on both)."""
+    base = card.variants[0]
+    assert isinstance(base.metrics, BinaryMetrics)
+
+    def variant(name: str, pr_auc: float, us: float) -> Variant:
+        metrics = msgspec.structs.replace(base.metrics, pr_auc=pr_auc)
+        cost = msgspec.structs.replace(base.cost, us_per_row_batch64=us)
+        return msgspec.structs.replace(base, name=name, metrics=metrics, cost=cost)
+
+    full_cost = msgspec.structs.replace(card.cost, us_per_row_batch64=10.0)
+    variants = [
+        variant("k50", 0.90, 5.0),
+        variant("k25", 0.80, 2.5),  # dominated by the sibling: less accurate, costlier
+        variant("k12", 0.70, 12.0),  # costlier than the full model
+        variant("sibling", 0.85, 0.5),
+    ]
+    trimmed = msgspec.structs.replace(card, variants=variants, cost=full_cost)
+    assert [v.name for v in order(trimmed)] == ["k50", "sibling"]
