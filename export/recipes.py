@@ -389,7 +389,6 @@ RECIPES: dict[str, Recipe] = {
             "RandomForest (balanced subsample class weights)",
             {"n_estimators": 60, "max_depth": 14, "min_samples_leaf": 10},
             _train_random_forest,
-            ladder=True,
         ),
         Recipe(
             "hist_gb",

@@ -272,7 +272,7 @@ def test_random_forest_regression_ladder_by_convert(
 def test_ladder_of_a_bundled_build(small_fraud: Dataset, settings: BuildSettings) -> None:
     """No ladder unless the recipe asks for one; --ladder (settings.ladder) gives every tree
     ensemble one and changes the fingerprint; a linear model gets none."""
-    assert [name for name, r in RECIPES.items() if r.ladder] == ["random_forest", "xgb_large"]
+    assert [name for name, r in RECIPES.items() if r.ladder] == ["xgb_large"]
     forest = dataclasses.replace(
         RECIPES["random_forest"],
         params={**RECIPES["random_forest"].params, "n_estimators": 8},
@@ -286,6 +286,29 @@ def test_ladder_of_a_bundled_build(small_fraud: Dataset, settings: BuildSettings
     laddered = build_model(forest, small_fraud, with_ladder)
     assert laddered.published and [v.trees for v in laddered.card.variants] == [1, 2, 4]
     assert build_model(RECIPES["logreg"], small_fraud, with_ladder).card.variants == []
+
+
+def test_a_sibling_model_is_published_as_a_variant(
+    small_fraud: Dataset, settings: BuildSettings
+) -> None:
+    """xgb_large names xgb_small as a sibling: trained on the same split, exported and checked
+    as a variant named after its recipe, after the truncations; the sibling's recipe is part of
+    the fingerprint."""
+    assert RECIPES["xgb_large"].siblings == ("xgb_small",)
+    big = dataclasses.replace(
+        RECIPES["xgb_large"], params={**RECIPES["xgb_large"].params, "n_estimators": 24}
+    )
+    built = build_model(big, small_fraud, settings)
+    names = [v.name for v in built.card.variants]
+    assert names[-1] == "xgb_small" and names[:-1]  # after the truncations (early stopping
+    assert all(n.startswith("k") for n in names[:-1])  # decides how many rounds they cut)
+    sibling = built.card.variants[-1]
+    assert sibling.onnx.file == "variant-xgb_small.onnx"
+    assert (settings.models_dir / "xgb_large" / "1" / sibling.onnx.file).is_file()
+    assert sibling.parity.max_abs_diff <= sibling.parity.tolerance
+    assert isinstance(sibling.metrics, BinaryMetrics) and 0 < sibling.metrics.pr_auc <= 1
+    without = dataclasses.replace(big, siblings=())
+    assert fingerprint(without, small_fraud, settings) != fingerprint(big, small_fraud, settings)
 
 
 # --- the card: validation, load checks, old cards ------------------------------------------
