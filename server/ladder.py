@@ -18,6 +18,7 @@ and measured like it (``export/ladder.py``). Two ways to serve them, each off by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -178,13 +179,14 @@ class Ladder:
 
 def order(card: ModelCard) -> list[Variant]:
     """The rungs below the model for degrade: the card's variants, most accurate first, each
-    cheaper (µs per row at batch 64, measured at export) than every rung above it. A variant
+    cheaper (µs per row at batch 64, measured at export) than every variant above it. A variant
     that is both less accurate and no cheaper than one above it is left off: stepping down to it
     would lose accuracy and gain no room (a small sibling model can beat the big model's
-    truncations on both)."""
+    truncations on both). Every variant counts as cheaper than the model itself (a truncation
+    is; timing noise on a tiny model must not drop it)."""
     ranked = sorted(card.variants, key=lambda v: (quality(v.metrics), v.trees), reverse=True)
     rungs: list[Variant] = []
-    cheapest = card.cost.us_per_row_batch64
+    cheapest = math.inf
     for v in ranked:
         if v.cost.us_per_row_batch64 < cheapest:
             rungs.append(v)

@@ -400,7 +400,7 @@ def test_the_ladder_keeps_only_rungs_cheaper_than_every_rung_above(card: ModelCa
     variants = [
         variant("k50", 0.90, 5.0),
         variant("k25", 0.80, 2.5),  # dominated by the sibling: less accurate, costlier
-        variant("k12", 0.70, 12.0),  # costlier than the full model
+        variant("k12", 0.70, 12.0),  # costlier than the sibling (and the full model)
         variant("sibling", 0.85, 0.5),
     ]
     trimmed = msgspec.structs.replace(card, variants=variants, cost=full_cost)
