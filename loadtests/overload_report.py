@@ -301,8 +301,8 @@ def plot_overload(plt: Any, doc: dict[str, Any], path: Path) -> list[str] | None
     ax_recall.set_ylabel("positives caught in time / positives sent")
     if limited_x:
         ax_share.scatter([], [], s=170, facecolors="none", edgecolors="black", label="client limit")
-    ax_share.legend(fontsize=8, loc="center right")
-    ax_recall.legend(fontsize=8, loc="center right")
+    ax_share.legend(fontsize=8, loc="lower left")
+    ax_recall.legend(fontsize=8, loc="lower left")
     model = cells[0].get("model", "?")
     fig.suptitle(f"{model} past capacity, open loop: refuse only vs degrade vs cascade")
     fig.tight_layout()
