@@ -312,6 +312,10 @@ CHECKS: dict[str, Check | Runs] = {
     ),
     "tabserve loadtest sweep --full": help_lists_options("tabserve loadtest sweep"),
     "tabserve loadtest sweep --dry-run": help_lists_options("tabserve loadtest sweep"),
+    # run end to end (bounded) by tests/loadtests/test_e2e_overload.py
+    "tabserve loadtest sweep --quick --groups capacity,overload": help_lists_options(
+        "tabserve loadtest sweep"
+    ),
     'tabserve loadtest report loadtests/runs/RUN --budget "p99<=2ms@1000rps"': (
         help_lists_options("tabserve loadtest report")
     ),
