@@ -85,11 +85,22 @@ def cell_label(cell: dict[str, Any]) -> str:
         return f"{model}: ramp to {peak} users, spike to {3 * peak}{bound}"
     if group == "shifted":
         return f"{model}: shifted traffic, {users}"
+    rows = _rows_per_request(cell)
     if group == "capacity":
-        return f"{model}: capacity, one row, {users}, closed loop"
+        return f"{model}: capacity, {rows}, {users}, closed loop"
     if group == "overload":
         mode = _MODES.get(str(cell.get("overload_mode")), str(cell.get("overload_mode")))
         rate = cell.get("target_rps")
-        at = f" ({fmt(rate, 0)} req/s)" if rate else ""
+        at = f" ({fmt(rate, 0)} req/s of {rows})" if rate else f" ({rows})"
         return f"{model}: open loop at {cell.get('load_factor')}x capacity{at}, {mode}"
     return f"{model}: {scenario}, {users}"
+
+
+def _rows_per_request(cell: dict[str, Any]) -> str:
+    """'one row', or 'N-row requests' for a fixed batch size ('M-N rows' for a range)."""
+    if cell.get("scenario") == "SteadyOneRow":
+        return "one row"
+    size = str(cell.get("batch_size") or "1")
+    if size == "1":
+        return "one row"
+    return f"{size}-row requests" if "-" not in size else f"{size} rows per request"

@@ -80,7 +80,7 @@ class Rung:
     """``tabserve_variant_rows_total`` of this rung."""
 
 
-STEP_DOWN_SHARE = 0.2
+STEP_DOWN_SHARE = 0.3
 """A degrading ladder steps to a cheaper rung when the work queued on all its rungs would take
 more than this share of the objective to drain."""
 STEP_UP_SHARE = 0.05
