@@ -17,18 +17,9 @@ import sys
 from pathlib import Path
 
 from loadtests.budget import DEFAULT_BUDGET, Budget, parse_budget
+from loadtests.labels import GROUP_TITLES
 
-GROUPS = (
-    "models",
-    "accuracy",
-    "batching",
-    "cache",
-    "spike",
-    "shifted",
-    "budget",
-    "capacity",
-    "overload",
-)
+GROUPS = tuple(GROUP_TITLES)
 """The sweep's groups of cells (``--groups``)."""
 
 

@@ -287,17 +287,7 @@ def _plot_throughput(
     return _save(plt, fig, path)
 
 
-_GROUP_ORDER = (
-    "budget",
-    "models",
-    "accuracy",
-    "batching",
-    "cache",
-    "spike",
-    "shifted",
-    "capacity",
-    "overload",
-)
+_GROUP_ORDER = tuple(GROUP_TITLES)  # the budget's cells first
 
 
 def _plot_latency(plt: Any, cells: list[dict[str, Any]], budget: Budget, path: Path) -> list[str]:
