@@ -98,18 +98,16 @@ def f1_at(y: NDArray[np.int64], scores: NDArray[np.float64], threshold: float) -
 
 
 def candidate_edges(
-    variant: NDArray[np.float64], thresholds: tuple[float, float], edges: int = EDGES
+    variant: NDArray[np.float64], threshold: float, edges: int = EDGES
 ) -> tuple[list[float], list[float]]:
-    """Candidate ``low`` (descending from the lower threshold) and ``high`` (ascending from the
-    higher threshold) edges: the thresholds themselves, then quantiles of the variant's scores
-    on either side."""
-    lower, upper = min(thresholds), max(thresholds)
-    below, above = variant[variant < lower], variant[variant > upper]
+    """Candidate ``low`` (descending from ``threshold``) and ``high`` (ascending from it) edges:
+    the threshold itself, then quantiles of the variant's scores on either side."""
+    below, above = variant[variant < threshold], variant[variant > threshold]
     q = np.linspace(0.0, 1.0, edges + 1)[1:]
-    lows = [lower] + (
+    lows = [threshold] + (
         sorted({float(v) for v in np.quantile(below, 1 - q)}, reverse=True) if below.size else []
     )
-    highs = [upper] + (sorted({float(v) for v in np.quantile(above, q)}) if above.size else [])
+    highs = [threshold] + (sorted({float(v) for v in np.quantile(above, q)}) if above.size else [])
     return lows, highs
 
 
@@ -117,21 +115,20 @@ def choose_band(
     y: NDArray[np.int64],
     variant: NDArray[np.float64],
     full: NDArray[np.float64],
-    variant_threshold: float,
     full_threshold: float,
     tolerance: float = TOLERANCE,
     max_share: float = 1.0,
 ) -> Band | None:
-    """The band that escalates the fewest of these (validation) rows while the cascade's PR-AUC
-    and F1 at ``full_threshold`` are at most ``tolerance`` below the full model's; None when no
-    band escalating less than ``max_share`` of the rows does.
+    """The band around ``full_threshold`` that escalates the fewest of these (validation) rows
+    while the cascade's PR-AUC and F1 at that threshold are at most ``tolerance`` below the full
+    model's; None when no band escalating less than ``max_share`` of the rows does.
 
     ``y``: 1 for a positive row; ``variant``, ``full``: the positive-class scores.
     """
     y = np.asarray(y, dtype=np.int64)
     want_pr_auc = average_precision(y, full) - tolerance
     want_f1 = f1_at(y, full, full_threshold) - tolerance
-    lows, highs = candidate_edges(variant, (variant_threshold, full_threshold))
+    lows, highs = candidate_edges(variant, full_threshold)
     ranked = np.sort(variant)
     n = len(variant)
     bands = sorted(
@@ -157,3 +154,13 @@ def choose_band(
         if pr_auc >= want_pr_auc:
             return Band(low, high, count / n, pr_auc, f1)
     return None
+
+
+def choose_variant(costs: dict[str, tuple[float, int]]) -> str:
+    """The cascade's variant, from each candidate's (:func:`relative_cost`, trees): the largest
+    of those within :data:`COST_TIE` of the cheapest (tree counts are a proxy for cost, and the
+    largest variant's kept scores are the closest to the full model's, so its accuracy on new
+    rows is the least likely to fall below the band's)."""
+    cheapest = min(cost for cost, _ in costs.values())
+    tied = [name for name, (cost, _) in costs.items() if cost <= cheapest + COST_TIE]
+    return max(tied, key=lambda name: costs[name][1])

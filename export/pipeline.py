@@ -336,19 +336,16 @@ def export_cascade(
         flags: NDArray[np.int64] = (np.asarray(y) == pos).astype(np.int64)
         return flags
 
-    found: list[tuple[float, Variant, bytes, cascading.Band]] = []
+    found: dict[str, tuple[float, Variant, bytes, cascading.Band]] = {}
     tried: list[str] = []
     with progress.step("cascade: choosing each variant's band on validation"):
         y_val, full_val = positives(c.validation.y), full.onnx(c.validation.X)[:, pos]
         for v, onnx_bytes in variants:
-            if not isinstance(v.metrics, BinaryMetrics):
-                return None
             band = cascading.choose_band(
                 y_val,
                 variant_scores(v, c.validation.X),
                 full_val,
                 threshold,  # the cascade decides at the full model's threshold, not the variant's
-                threshold,
                 max_share=cascading.break_even_share(v.trees, full_trees),
             )
             if band is None:
@@ -356,7 +353,7 @@ def export_cascade(
                 continue
             cost = cascading.relative_cost(v.trees, full_trees, band.escalated_share)
             tried.append(f"{v.name} escalates {band.escalated_share:.1%} ({cost:.2f} of the trees)")
-            found.append((cost, v, onnx_bytes, band))
+            found[v.name] = (cost, v, onnx_bytes, band)
     progress.say("cascade bands on validation: " + ", ".join(tried))
     if not found:
         progress.say(
@@ -364,12 +361,8 @@ def export_cascade(
             "the full model's on validation at less than the full model's cost"
         )
         return None
-    # Tree counts are a proxy for cost: cascades within COST_TIE of the cheapest count as equally
-    # cheap, and the one on the largest variant wins (its kept rows' scores are closest to the
-    # full model's, so its accuracy on new rows is the least likely to fall below the band's).
-    cheapest = min(f[0] for f in found)
-    tied = [f for f in found if f[0] <= cheapest + cascading.COST_TIE]
-    _, variant, onnx_bytes, band = max(tied, key=lambda f: f[1].trees)
+    chosen = cascading.choose_variant({name: (f[0], f[1].trees) for name, f in found.items()})
+    _, variant, onnx_bytes, band = found[chosen]
     with progress.step(f"cascade on {variant.name}: evaluating and measuring on the test rows"):
         v_test = variant_scores(variant, c.test.X)
         scores = cascading.cascade_scores(v_test, full.onnx(c.test.X)[:, pos], band.low, band.high)

@@ -421,20 +421,22 @@ class Batcher:
         raise Overloaded(f"{self.model}/{self.version} {detail}; retry later", retry_after=1.0)
 
     def wait_s(self, n: int) -> float:
-        """Estimated seconds from now until ``n`` more rows would be answered: the rows already
-        waiting at the measured drain rate (the batch-1 cost until one is measured) plus the
-        event loop's turns, or just the rows' own cost when nothing waits."""
-        pending = self._queued_rows + self._inflight_rows
-        if not pending:
+        """Estimated seconds from now until ``n`` more rows would be answered: the work already
+        waiting (:meth:`backlog_s`) and the rows' own at the same rate, plus the event loop's
+        turns; just the rows' own cost when nothing waits."""
+        backlog = self.backlog_s()
+        if not backlog:
             return n * self.runner.cost_us * 1e-6
-        per_row = self._row_s or self.runner.cost_us * 1e-6
-        return (pending + n) * per_row + self._slack()
+        return backlog + n * self._drain_row_s() + self._slack()
 
     def backlog_s(self) -> float:
         """Estimated seconds of work already waiting or running: the rows at the measured drain
         rate (the batch-1 cost until one is measured)."""
         pending = self._queued_rows + self._inflight_rows
-        return pending * (self._row_s or self.runner.cost_us * 1e-6) if pending else 0.0
+        return pending * self._drain_row_s() if pending else 0.0
+
+    def _drain_row_s(self) -> float:
+        return self._row_s or self.runner.cost_us * 1e-6
 
     def answered(
         self, rows: np.ndarray, scores: np.ndarray, *, deadline: float, request_id: str

@@ -81,9 +81,10 @@ class Settings(BaseSettings):
     # --- accuracy versus speed (the ladder of a model's cheaper variants) ---------------------
     degrade_objective_ms: dict[str, float] = Field(default_factory=dict)
     """Models that degrade instead of refuse, with their latency objective in ms, e.g.
-    {"xgb_large": 50}: a request the full model would answer later than its budget
-    (X-Latency-Budget-Ms, else this objective) runs on the most accurate variant of the model's
-    ladder that fits it, and the budget is also its deadline. Unlisted models never degrade."""
+    {"xgb_large": 50}: when the work queued on the model and its variants nears the objective,
+    new requests go to the next cheaper variant of its ladder (back up once queues stay short),
+    and one that would still miss its budget (X-Latency-Budget-Ms, else this objective) to a
+    cheaper one still; the budget is also its deadline. Unlisted models never degrade."""
     cascade_models: list[str] = Field(default_factory=list)
     """Models answered through their cascade (recorded at export): the card's variant scores
     every row and the full model only the rows in the card's uncertainty band."""

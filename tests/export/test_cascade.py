@@ -21,7 +21,15 @@ from numpy.typing import NDArray
 from sklearn.datasets import make_classification
 from sklearn.metrics import average_precision_score, f1_score
 
-from export.cascade import TOLERANCE, average_precision, cascade_scores, choose_band
+from export.cascade import (
+    TOLERANCE,
+    average_precision,
+    break_even_share,
+    cascade_scores,
+    choose_band,
+    choose_variant,
+    relative_cost,
+)
 from export.pipeline import Candidate, Rows, publish_candidate
 from export.progress import quiet
 from export.repository import load_holdout
@@ -100,26 +108,28 @@ def test_the_card_records_the_cheapest_cascade(published: tuple[ModelCard, Path,
     assert cascade.tolerance == TOLERANCE
     assert 0.0 < cascade.escalated_share < 0.5
     assert cascade.us_per_row_batch64 > 0
-    # Of every variant's band on the validation rows, the cascade's costs the fewest trees.
+    # Of every variant's band on the validation rows (around the full model's threshold, cheaper
+    # than the full model in trees), the cascade's is the one choose_variant keeps.
     assert isinstance(card.metrics, BinaryMetrics)
     full = _positive_scores(version_dir, card, "model.onnx", validation.X)
-    costs: dict[str, float] = {}
+    full_trees = 64
+    costs: dict[str, tuple[float, int]] = {}
     for v in card.variants:
-        assert isinstance(v.metrics, BinaryMetrics)
         scores = _positive_scores(version_dir, card, v.onnx.file, validation.X)
         band = choose_band(
-            validation.y, scores, full, v.metrics.threshold, card.metrics.threshold, max_share=1.0
+            validation.y,
+            scores,
+            full,
+            card.metrics.threshold,
+            max_share=break_even_share(v.trees, full_trees),
         )
         if band is not None:
-            costs[v.name] = v.trees / 64 + band.escalated_share
-    assert cascade.variant == min(costs, key=costs.__getitem__)
-    assert costs[cascade.variant] < 1.0
-    # The band holds both thresholds: a row the variant keeps is on the same side of the full
-    # model's threshold as the variant put it.
-    variant_metrics = _variant(card, cascade.variant).metrics
-    assert isinstance(variant_metrics, BinaryMetrics) and isinstance(card.metrics, BinaryMetrics)
-    thresholds = (variant_metrics.threshold, card.metrics.threshold)
-    assert cascade.low <= min(thresholds) and max(thresholds) <= cascade.high
+            costs[v.name] = (relative_cost(v.trees, full_trees, band.escalated_share), v.trees)
+    assert cascade.variant == choose_variant(costs)
+    assert costs[cascade.variant][0] < 1.0
+    # The band holds the full model's threshold: a row the variant keeps is on the side of that
+    # threshold its variant score puts it.
+    assert cascade.low <= card.metrics.threshold <= cascade.high
     assert cascade.metrics.threshold == card.metrics.threshold
     # Valid, round-trips through JSON, and is what the server's load check reads from disk.
     assert card_problems(card) == []
@@ -197,12 +207,12 @@ def test_average_precision_is_scikit_learns() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_choose_band_holds_both_thresholds_and_the_tolerance(seed: int) -> None:
+def test_choose_band_holds_the_threshold_and_the_tolerance(seed: int) -> None:
     y, full, variant = _scores(seed)
-    t_full, t_variant = 0.45, 0.35
-    band = choose_band(y, variant, full, t_variant, t_full, max_share=1.0)
+    t_full = 0.45
+    band = choose_band(y, variant, full, t_full, max_share=1.0)
     assert band is not None
-    assert band.low <= t_variant and t_full <= band.high
+    assert band.low <= t_full <= band.high
     scores = cascade_scores(variant, full, band.low, band.high)
     assert band.pr_auc == pytest.approx(average_precision_score(y, scores))
     assert band.pr_auc >= average_precision_score(y, full) - TOLERANCE
@@ -211,21 +221,21 @@ def test_choose_band_holds_both_thresholds_and_the_tolerance(seed: int) -> None:
         float(np.mean((variant >= band.low) & (variant <= band.high)))
     )
     # A stricter tolerance never escalates fewer rows.
-    stricter = choose_band(y, variant, full, t_variant, t_full, tolerance=0.001, max_share=1.0)
+    stricter = choose_band(y, variant, full, t_full, tolerance=0.001, max_share=1.0)
     assert stricter is not None and stricter.escalated_share >= band.escalated_share
 
 
 def test_no_band_when_the_tolerance_cannot_be_met() -> None:
     y, full, variant = _scores(0)
     # Gaining 0.1 PR-AUC over the full model is impossible, however many rows are escalated.
-    assert choose_band(y, variant, full, 0.35, 0.45, tolerance=-0.1, max_share=1.0) is None
+    assert choose_band(y, variant, full, 0.45, tolerance=-0.1, max_share=1.0) is None
     # Escalating at most 1% of the rows is not enough for this noisy variant.
-    assert choose_band(y, variant, full, 0.35, 0.45, max_share=0.01) is None
+    assert choose_band(y, variant, full, 0.45, max_share=0.01) is None
 
 
-def test_a_variant_as_good_as_the_full_model_escalates_only_the_band_between_thresholds() -> None:
+def test_a_variant_as_good_as_the_full_model_escalates_only_the_threshold() -> None:
     y, full, _ = _scores(0)
-    band = choose_band(y, full, full, 0.4, 0.4)
+    band = choose_band(y, full, full, 0.4)
     assert band is not None
     assert (band.low, band.high) == (0.4, 0.4)
     assert band.escalated_share == pytest.approx(float(np.mean(full == 0.4)))
@@ -247,3 +257,9 @@ def test_list_variants_shows_the_cascade(
     used = f"{cascade.variant}+full"
     assert rows[5][2:6] == ["cascade", used, "PR-AUC", f"{cascade.metrics.pr_auc:.3f}"]
     assert out[-1].startswith(f"cascaded {card.version} cascade: {cascade.variant} answers")
+
+
+def test_choose_variant_takes_the_largest_of_the_nearly_cheapest() -> None:
+    costs = {"k8": (0.70, 8), "k16": (0.58, 16), "k32": (0.59, 32), "k48": (0.80, 48)}
+    assert choose_variant(costs) == "k32"  # within 0.05 of k16's 0.58, and larger
+    assert choose_variant({"k8": (0.5, 8), "k32": (0.6, 32)}) == "k8"
