@@ -43,8 +43,11 @@ from server.metrics import ServerMetrics
 from server.modelcard import ModelCard
 from server.monitoring.extension import MonitoringExtension
 from server.oip.extension import GrpcExtension
+from server.predlog import PredictionLogExtension
 from server.registry import Registry
+from server.retrain_trigger import RetrainTrigger
 from server.settings import Settings
+from server.shadow.extension import ShadowExtension
 from server.workershare import WorkerShareExtension, share_dir
 
 log = logging.getLogger("tabserve.app")
@@ -55,10 +58,20 @@ def default_extensions(settings: Settings) -> list[Extension]:
     extensions: list[Extension] = []
     if settings.cache:
         extensions.append(CacheExtension(settings))
+    monitoring = None
     if settings.monitoring:
-        extensions.append(MonitoringExtension(settings))
+        # The shadow needs monitoring: its scores land in its own monitor, labels reach it
+        # through the primary's.
+        monitoring = MonitoringExtension(settings)
+        retrain = RetrainTrigger(settings, monitoring)
+        extensions += [monitoring, ShadowExtension(settings, monitoring, retrain), retrain]
     if settings.grpc_port is not None:
         extensions.append(GrpcExtension(settings))
+    if settings.prediction_log_dir is not None:
+        predictions = PredictionLogExtension(settings)
+        extensions.append(predictions)
+        if monitoring is not None:  # labels reach the log through feedback
+            monitoring.label_listeners.append(predictions.labelled)
     if settings.workers > 1:
         # One /metrics across the workers of `tabserve serve --workers N`: they share a
         # directory named after their supervisor, the process that started them.
@@ -191,6 +204,7 @@ def create_app(
         logging_config=None,  # tabserve configures its own loggers (server.logsetup)
     )
     app.state.core = core
+    app.state.extensions = exts  # (tests and tools find an extension here)
     app.state.connections = connections  # read by server.connections.TabserveHttpProtocol
     app.state.admin_auth = routes_admin.AdminAuth(settings)
     if settings.fast_dispatch:

@@ -111,3 +111,8 @@ class CacheDisabled(TabserveError):
 
 class CacheUnavailable(TabserveError):
     """The shared cache could not be reached for an operation that needs it (not predictions)."""
+
+
+class RoutingConflict(TabserveError):
+    """A routing change that cannot apply now (no shadow to promote, nothing to roll back to, a
+    shadow whose input columns differ from the primary's, a repository that cannot be written)."""

@@ -51,6 +51,7 @@ _DOMAIN: dict[type[errors.TabserveError], tuple[int, str, str]] = {
     errors.UnknownFeedbackId: (404, "unknown-feedback-id", "Unknown feedback id"),
     errors.CacheDisabled: (404, "cache-disabled", "Cache disabled"),
     errors.CacheUnavailable: (503, "cache-unavailable", "Cache unavailable"),
+    errors.RoutingConflict: (409, "routing-conflict", "Routing conflict"),
     errors.InvalidModelCard: (500, "invalid-model", "Invalid model"),
     errors.ExportError: (500, "export-error", "Export error"),
 }

@@ -142,6 +142,22 @@ FEEDBACK_BODY = Schema(
 )
 
 
+ROUTING_BODY = Schema(
+    type=OpenAPIType.OBJECT,
+    additional_properties=False,
+    description="A routing change: the version it is about and why (kept in the model's "
+    "routing events). An empty body is {}.",
+    properties={
+        "version": Schema(
+            one_of=[Schema(type=OpenAPIType.INTEGER), Schema(type=OpenAPIType.NULL)],
+            description="shadow: the version to shadow (null: stop); promote: the version to "
+            "answer (null or absent: the shadow); rollback: not used.",
+        ),
+        "reason": Schema(type=OpenAPIType.STRING, description="Why, for the routing events."),
+    },
+)
+
+
 def with_json_body(schema: Schema, description: str) -> type[Operation]:
     """An Operation class whose request body is ``schema`` (application/json, required)."""
 
@@ -187,6 +203,9 @@ _ERRORS: dict[int, str] = {
     408: "The request's headers or body did not arrive in time; the connection is closed.",
     413: "Body over the size limit (refused before reading when Content-Length says so), or "
     "too many rows; the connection is closed when the body was not fully read.",
+    409: "The routing change cannot apply: no shadow to promote, no earlier primary to roll "
+    "back to, a shadow that cannot score the primary's rows, or a repository that cannot be "
+    "written.",
     415: "The body is not declared as JSON.",
     429: "Too many failed admin authentications from this client; see Retry-After.",
     500: "Unexpected server error (quote the request id).",
@@ -211,6 +230,8 @@ def _statuses(path: str, operation: Operation) -> list[int]:
         codes.add(504)
     if path.startswith("/admin/"):
         codes |= {401, 404, 429}
+    if path.startswith("/admin/models/") and path.endswith(("/shadow", "/promote", "/rollback")):
+        codes.add(409)
     return sorted(codes)
 
 

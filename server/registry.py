@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +24,7 @@ from server.errors import InvalidModelCard, ModelNotFound, ShuttingDown, Version
 from server.ladder import CASCADE, FULL, CascadeRunner, Ladder, Rung, order, variant_card
 from server.metrics import ServerMetrics
 from server.modelcard import CARD_FILE, ONNX_FILE, ModelCard, load_card, version_dirs
+from server.routing import Routing, RoutingError, read_routing
 from server.runner import Runner
 from server.settings import Settings
 
@@ -74,14 +75,30 @@ class Snapshot:
 
     versions: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
     latest: dict[str, LoadedModel] = field(default_factory=dict)
+    """The version that answers a request naming no version: the routing's primary when it is
+    served, else the newest."""
+    shadows: dict[str, LoadedModel] = field(default_factory=dict)
+    """The version that scores a copy of the primary's traffic, by model (see server.shadow)."""
+    routing: dict[str, Routing] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, models: Iterable[LoadedModel]) -> Snapshot:
+    def of(
+        cls, models: Iterable[LoadedModel], routing: Mapping[str, Routing] | None = None
+    ) -> Snapshot:
         versions: dict[str, dict[int, LoadedModel]] = {}
         for m in sorted(models, key=lambda m: (m.name, m.version)):
             versions.setdefault(m.name, {})[m.version] = m
-        latest = {name: by_version[max(by_version)] for name, by_version in versions.items()}
-        return cls(versions, latest)
+        routes = {name: r for name, r in (routing or {}).items() if name in versions}
+        latest: dict[str, LoadedModel] = {}
+        shadows: dict[str, LoadedModel] = {}
+        for name, by_version in versions.items():
+            route = routes.get(name, Routing())
+            primary = by_version.get(route.primary) if route.primary is not None else None
+            latest[name] = primary or by_version[max(by_version)]
+            shadow = by_version.get(route.shadow) if route.shadow is not None else None
+            if shadow is not None and shadow is not latest[name]:
+                shadows[name] = shadow
+        return cls(versions, latest, shadows, routes)
 
     def all(self) -> list[LoadedModel]:
         return [m for by_version in self.versions.values() for m in by_version.values()]
@@ -116,6 +133,7 @@ class Registry:
         self._stopping: set[asyncio.Task[None]] = set()  # stops of versions a reload dropped
         # version dir -> (card mtime, onnx mtime) of a refused version, so a scan logs it once
         self._refused: dict[Path, tuple[float, float]] = {}
+        self._bad_routing: dict[str, str] = {}  # model -> the routing file error last logged
 
     # --- lookups (hot path: no awaits, no allocation) ------------------------------------------
 
@@ -197,7 +215,7 @@ class Registry:
                         model.runner.cost_us,
                         "inline" if model.runner.inline else "thread",
                     )
-                new = Snapshot.of(keep + fresh)
+                new = Snapshot.of(keep + fresh, self._routing(keep + fresh, old))
             except BaseException:  # e.g. cancelled: the versions loaded so far never serve
                 for m in fresh:
                     m.runner.close()
@@ -224,6 +242,26 @@ class Registry:
             stopping.add_done_callback(self._stopping.discard)
         await asyncio.shield(stopping)
         return report
+
+    def _routing(self, models: list[LoadedModel], old: Snapshot) -> dict[str, Routing]:
+        """Each served model's routing file; an unreadable one keeps the routing it had."""
+        found: dict[str, Routing] = {}
+        for name in sorted({m.name for m in models}):
+            try:
+                found[name] = read_routing(self.settings.models_dir, name)
+            except (RoutingError, OSError) as exc:
+                kept = old.routing.get(name, Routing())
+                found[name] = kept
+                if self._bad_routing.get(name) != str(exc):
+                    log.error(
+                        "event=routing_unreadable model=%s error=%r (kept %s)", name, exc, kept
+                    )
+                self._bad_routing[name] = str(exc)
+            else:
+                self._bad_routing.pop(name, None)
+                if found[name] != old.routing.get(name, Routing()):
+                    log.info("event=routing model=%s routing=%s", name, found[name])
+        return found
 
     async def _stop(self, models: list[LoadedModel]) -> None:
         timeout = self.settings.drain_timeout_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, NamedTuple
 
 import msgspec
@@ -25,6 +26,7 @@ from server.payload import (
 )
 from server.registry import LoadedModel
 from server.request_meta import path_version
+from server.routing import Routing, RoutingEvent, read_events
 
 _MARK = "\x00tabserve-request-id\x00"
 """Stands in for the request id while a remembered response is encoded ahead (a model's name
@@ -77,7 +79,10 @@ V1 = Route(1, decode_v1, encode_v1, _keep, decode_v1_large)
 class ModelSummary(msgspec.Struct):
     name: str
     latest: int
+    """The version that answers requests naming none (the routing's primary, else the newest)."""
     versions: list[int]
+    shadow: int | None = None
+    """The version scoring a copy of the traffic (never answering), if any."""
 
 
 class FeatureSchema(msgspec.Struct):
@@ -169,6 +174,14 @@ class ModelDetail(msgspec.Struct):
     cost: ServingCost
     detail: list[VersionDetail]
     """Every loaded version, oldest first."""
+    shadow: int | None = None
+    """The version scoring a copy of the primary's traffic (``GET .../shadow`` compares them)."""
+    previous: list[int] = []
+    """Earlier primaries, oldest first (``POST /admin/models/{name}/rollback`` returns to the
+    last)."""
+    routing_events: list[RoutingEvent] = []
+    """The latest routing changes (shadow, promote, rollback, pin), oldest first: when, who
+    (admin, auto, retrain), why."""
 
 
 def _version_detail(m: LoadedModel) -> VersionDetail:
@@ -273,7 +286,12 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
     async def list_models() -> list[ModelSummary]:
         snapshot = core.registry.snapshot
         return [
-            ModelSummary(name=name, latest=max(by_version), versions=sorted(by_version))
+            ModelSummary(
+                name=name,
+                latest=snapshot.latest[name].version,
+                versions=sorted(by_version),
+                shadow=snapshot.shadows[name].version if name in snapshot.shadows else None,
+            )
             for name, by_version in snapshot.versions.items()
         ]
 
@@ -282,9 +300,12 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
         """Versions, latest, task, classes, typed input columns, hold-out metrics (per task),
         threshold (binary) and measured cost."""
         latest = core.registry.get(name)
-        by_version = core.registry.snapshot.versions.get(name, {latest.version: latest})
+        snapshot = core.registry.snapshot
+        by_version = snapshot.versions.get(name, {latest.version: latest})
         details = [_version_detail(m) for _, m in sorted(by_version.items())]
-        top = details[-1]
+        top = next(d for d in details if d.version == latest.version)
+        shadow = snapshot.shadows.get(name)
+        events = await asyncio.to_thread(read_events, core.settings.models_dir, name, 10)
         return ModelDetail(
             name=name,
             latest=latest.version,
@@ -297,6 +318,9 @@ def handlers(core: Core) -> list[HTTPRouteHandler]:
             metrics=top.metrics,
             cost=top.cost,
             detail=details,
+            shadow=shadow.version if shadow is not None else None,
+            previous=list(snapshot.routing.get(name, Routing()).previous),
+            routing_events=events,
         )
 
     return [predict_latest, predict_version, list_models, describe_model]

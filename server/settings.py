@@ -7,6 +7,7 @@ Environment variables use the prefix ``TABSERVE_`` (``TABSERVE_REDIS_URL=redis:/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -138,6 +139,45 @@ class Settings(BaseSettings):
     """Rows the drift window needs before any status other than "insufficient_data"."""
     quality_window_labels: int = 5_000
     """Most recent labels that live precision, recall, F1 and calibration are computed over."""
+
+    # --- the closed loop: prediction log, shadow, promotion, retraining triggers --------------
+    prediction_log_dir: Path | None = None
+    """Directory of the prediction log (Parquet, by model and day: served rows, answers, request
+    ids, version, time, and the labels given through feedback); unset: no log."""
+    prediction_log_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Share of served rows written to the prediction log (0 to 1)."""
+    prediction_log_rates: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict
+    )
+    """Per-model overrides of the log's sampling rate, e.g. {"xgb_small": 1.0}."""
+    prediction_log_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    """Disk the prediction log may use; past it the oldest files are deleted."""
+    prediction_log_file_rows: int = Field(default=50_000, ge=1)
+    """Rows per Parquet file before the log starts a new one."""
+    prediction_log_file_s: float = Field(default=60.0, gt=0.0)
+    """Seconds a log file stays open before the log starts a new one (and rows reach disk)."""
+    shadow_queue_rows: int = Field(default=4_096, ge=1)
+    """Rows waiting for the shadow model; past it the shadow skips rows (counted), never the
+    primary."""
+    shadow_promote_after_labels: int = Field(default=0, ge=0)
+    """Promote the shadow automatically once this many labelled rows were scored by both it and
+    the primary and it is better on them by shadow_promote_margin; 0: promotion by admin only."""
+    shadow_promote_margin: float = Field(default=0.01, ge=0.0)
+    """How much better the shadow must be on the same labelled rows: PR-AUC (binary), macro-F1
+    (multiclass), absolute points; regression: MAE lower by this share of the primary's."""
+    retrain_command: str | None = None
+    """Command run (no shell) when a retrain triggers; {model}, {version}, {reason} (drift or
+    schedule) and {since} (when the drift began) are replaced, e.g. "tabserve retrain {model}
+    --since {since} --shadow"; its output goes to the server's log."""
+    retrain_webhook: str | None = None
+    """URL that gets a JSON POST (model, version, reason, since, status, time) when a retrain
+    triggers."""
+    retrain_on_drift: bool = True
+    """Trigger a retrain (command or webhook) when a served model's status enters drift."""
+    retrain_every_s: float = Field(default=0.0, ge=0.0)
+    """Also trigger a retrain of every served model on this schedule; 0: no schedule."""
+    retrain_cooldown_s: float = Field(default=3_600.0, ge=0.0)
+    """Least time between two triggers of one model (a flapping drift signal retrains once)."""
 
 
 def settings_table() -> str:

@@ -36,6 +36,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -386,7 +387,11 @@ def fuzz(
             "TABSERVE_ADMIN_AUTH_FAILURES_PER_MINUTE": str(admin_failures_per_minute),
             **(env or {}),
         }
-        with ServeProcess(models_dir, env=server_env, log_path=work / "server.log") as server:
+        # A copy: the admin routes the fuzzer calls may write (a model's routing.json).
+        served = work / "models"
+        shutil.rmtree(served, ignore_errors=True)
+        shutil.copytree(models_dir, served)
+        with ServeProcess(served, env=server_env, log_path=work / "server.log") as server:
             schema_text = (
                 schema.read_text()
                 if schema is not None

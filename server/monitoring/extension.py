@@ -39,7 +39,7 @@ from server.core import Core
 from server.errors import ModelNotReady
 from server.extension import Extension
 from server.modelcard import ModelCard
-from server.monitoring.monitor import ModelMonitor, MonitorParams
+from server.monitoring.monitor import FeedbackResult, ModelMonitor, MonitorParams
 from server.monitoring.prometheus import MonitoringCollector, register_monitoring_metrics
 from server.monitoring.shared import MonitorShare
 from server.registry import LoadedModel
@@ -47,6 +47,8 @@ from server.settings import Settings
 from server.workershare import share_dir as workers_share_dir
 
 log = logging.getLogger(__name__)
+
+LabelListener = Callable[[ModelMonitor, Any, "str | None", int, "str | None", FeedbackResult], None]
 
 
 class MonitoringExtension(Extension):
@@ -81,6 +83,10 @@ class MonitoringExtension(Extension):
         )
         self._core: Core | None = None
         self._collector: MonitoringCollector | None = None
+        self.label_listeners: list[LabelListener] = []
+        """Called with every label a row took in this worker (the shadow pairs it, the
+        prediction log writes it): the monitor, the label as given, its (request_id, row) or
+        row_hash, and what it matched. A listener's failure is logged, never the caller's."""
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
         from server.monitoring.routes import handlers
@@ -208,13 +214,38 @@ class MonitoringExtension(Extension):
             raise ModelNotReady(f"model {model.name}/{model.version} has no monitor")
         return monitor
 
+    def labelled(
+        self,
+        monitor: ModelMonitor,
+        label: Any,
+        request_id: str | None,
+        row: int,
+        row_hash: str | None,
+        result: FeedbackResult,
+    ) -> None:
+        """Tell the label listeners that ``monitor``'s row took ``label``."""
+        for listener in self.label_listeners:
+            try:
+                listener(monitor, label, request_id, row, row_hash, result)
+            except Exception as exc:
+                log.error("event=label_listener_failed model=%s error=%r", monitor.card.name, exc)
+
     def monitors_newest_first(self, name: str) -> list[ModelMonitor]:
-        """Monitors of every served version of ``name``, newest first (for feedback lookups)."""
-        self._registry_get(name, None)  # ModelNotFound for an unknown name
+        """Monitors of the served versions of ``name`` for feedback lookups: the primary's
+        first, then the others newest first; a shadow's is left out (a label reaches it through
+        its primary, see ``server.shadow``)."""
+        primary = self._registry_get(name, None)  # ModelNotFound for an unknown name
         assert self._core is not None
-        versions = self._core.registry.snapshot.versions.get(name, {})
+        snapshot = self._core.registry.snapshot
+        versions = snapshot.versions.get(name, {})
+        shadow = snapshot.shadows.get(name)
+        skip = {shadow.version} if shadow is not None else set()
+        others = [v for v in sorted(versions, reverse=True) if v != primary.version]
+        order = [primary.version, *others]
         found: list[ModelMonitor] = []
-        for v in sorted(versions, reverse=True):
+        for v in order:
+            if v in skip:
+                continue
             monitor = self._monitors.get((name, v))
             if monitor is not None:
                 found.append(monitor)

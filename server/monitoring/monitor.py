@@ -268,16 +268,28 @@ class ModelMonitor:
                 if self._pending_rows >= self.params.fold_rows:
                     self._fold(now)
                 if not self.shared and now >= self._next_status_check:
-                    self._next_status_check = now + self.params.status_interval_s
-                    self._fold(now)
-                    window = self._window
-                    self._update_status(
-                        self._feature_psi(window), self._score_psi(window), now, window
-                    )
-                    self._announce()
+                    self._evaluate_status(now)
         except Exception as exc:  # a monitoring bug must never fail a prediction
             self.errors += 1
             self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)
+
+    def _evaluate_status(self, now: float) -> None:
+        """Fold what is pending and evaluate the status (called with the lock held)."""
+        self._next_status_check = now + self.params.status_interval_s
+        self._fold(now)
+        window = self._window
+        self._update_status(self._feature_psi(window), self._score_psi(window), now, window)
+        self._announce()
+
+    def check_status(self) -> Status:
+        """The status, evaluated first when the periodic check is due: batches evaluate it as
+        they arrive, and a watcher calling this sees it change even after traffic stopped."""
+        if not self.shared:
+            with self._lock:
+                now = self._clock()
+                if now >= self._next_status_check:
+                    self._evaluate_status(now)
+        return self._status
 
     def flush(self) -> None:
         """Fold the pending batches into the window and the feedback memory now."""
@@ -458,6 +470,11 @@ class ModelMonitor:
     def status(self) -> Status:
         """Overall status as last evaluated (by ``observe``'s periodic check or a snapshot)."""
         return self._status
+
+    @property
+    def status_since(self) -> str:
+        """When the status last changed (ISO 8601, UTC)."""
+        return self._iso(self._status_since)
 
     def state(self) -> dict[str, Any]:
         """What this worker publishes for the others (JSON-ready): the window's bin totals, the

@@ -106,7 +106,11 @@ async def _parse(request: Request[Any, Any, Any]) -> FeedbackRequest:
 
 
 def _give(
-    monitors: list[ModelMonitor], body: FeedbackRequest, *, forwarded: bool = False
+    ext: MonitoringExtension,
+    monitors: list[ModelMonitor],
+    body: FeedbackRequest,
+    *,
+    forwarded: bool = False,
 ) -> FeedbackResponse:
     last: UnknownFeedbackId | None = None
     for monitor in monitors:
@@ -121,6 +125,7 @@ def _give(
         except UnknownFeedbackId as exc:
             last = exc
             continue
+        ext.labelled(monitor, body.label, body.request_id, body.row, body.row_hash, result)
         return FeedbackResponse(
             model=monitor.card.name,
             version=monitor.card.version,
@@ -143,7 +148,7 @@ async def _give_anywhere(
 ) -> FeedbackResponse:
     """:func:`_give` in this worker, else in the other workers (when there are others)."""
     try:
-        return _give(monitors, body)
+        return _give(ext, monitors, body)
     except UnknownFeedbackId:
         if ext.share is None:
             raise
@@ -181,7 +186,7 @@ def peer_answerer(ext: MonitoringExtension) -> Callable[[bytes], bytes]:
                 monitors = ext.monitors_newest_first(asked.model)
             else:
                 monitors = [ext.monitor(asked.model, asked.version)]
-            reply = PeerAnswer(found=_give(monitors, asked.feedback, forwarded=True))
+            reply = PeerAnswer(found=_give(ext, monitors, asked.feedback, forwarded=True))
         except (msgspec.ValidationError, msgspec.DecodeError, InvalidInput) as exc:
             reply = PeerAnswer(invalid=str(exc))
         except TabserveError as exc:  # unknown row, model, version; no monitor

@@ -15,7 +15,9 @@ from server.app import create_app, default_extensions
 from server.cache.extension import CacheExtension
 from server.cache.factory import MISS_COST_FACTOR, build_model_cache, worth_caching
 from server.monitoring.extension import MonitoringExtension
+from server.retrain_trigger import RetrainTrigger
 from server.settings import Settings
+from server.shadow.extension import ShadowExtension
 from tests.cache.conftest import make_card
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
@@ -45,7 +47,12 @@ def rows(model_repo: Path) -> list[list[float]]:
 
 def test_default_extensions_put_the_cache_first() -> None:
     exts = default_extensions(Settings())
-    assert [type(e) for e in exts] == [CacheExtension, MonitoringExtension]
+    assert [type(e) for e in exts] == [
+        CacheExtension,
+        MonitoringExtension,
+        ShadowExtension,
+        RetrainTrigger,
+    ]
     assert default_extensions(Settings(cache=False, monitoring=False)) == []
 
 
