@@ -121,13 +121,19 @@ class Dataset:
 
 
 def make_fraud(
-    n_rows: int = 100_000, seed: int = 0, shift: float = 0.0
+    n_rows: int = 100_000, seed: int = 0, shift: float = 0.0, concept: float = 0.0
 ) -> tuple[FloatArray, LabelArray, list[str]]:
     """Generate ``n_rows`` fraud-style transactions; deterministic for a given seed and shift.
 
     ``shift`` (0 = training distribution; 1 = a strong drift) moves :data:`SHIFTED_FEATURES`:
     transactions happen farther from home, at riskier merchants, from younger accounts, in
     faster bursts.
+
+    ``concept`` (0 = the patterns the models were trained on; 1 = fraudsters have adapted) moves
+    the labels, not the features: the risky-merchant-and-IP and account-takeover patterns fade
+    and a new one grows, which a model trained at 0 has never seen as risky (see
+    :func:`_adapted`). The features are the same for every ``concept`` (it draws nothing), so
+    only labelled rows show it: what a retrained model can learn and a drift monitor cannot see.
     """
     if n_rows < 1:
         raise ValueError(f"n_rows must be positive, got {n_rows}")
@@ -205,6 +211,19 @@ def make_fraud(
         session=session,
         card_present=card_present,
     )
+    if concept:
+        signal += concept * _adapted(
+            ratio=ratio,
+            merchant_risk=merchant_risk,
+            ip_risk=ip_risk,
+            account_age=account_age,
+            device_age=device_age,
+            pw_change=pw_change,
+            failed_logins=failed_logins,
+            email_risk=email_risk,
+            session=session,
+            card_present=card_present,
+        )
     logit = _INTERCEPT + _STRENGTH * signal + rng().normal(scale=_NOISE, size=n)
     y = (rng().random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
 
@@ -308,9 +327,48 @@ def _patterns(
     return out
 
 
-def fraud_dataset(n_rows: int = 100_000, seed: int = 0, shift: float = 0.0) -> Dataset:
+def _adapted(
+    *,
+    ratio: NDArray[np.float64],
+    merchant_risk: NDArray[np.float64],
+    ip_risk: NDArray[np.float64],
+    account_age: NDArray[np.float64],
+    device_age: NDArray[np.float64],
+    pw_change: NDArray[np.float64],
+    failed_logins: NDArray[Any],
+    email_risk: NDArray[np.float64],
+    session: NDArray[np.float64],
+    card_present: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """How the logit changes when fraudsters adapt (``concept`` = 1): the merchant-and-IP risk
+    pattern and account takeover fade (scores flag them; fraudsters moved on), and aged,
+    "clean-looking" accounts with an established device start buying at a few times their usual
+    amount in short sessions, card not present: the pattern a model trained before has learnt
+    to call safe."""
+    takeover = (
+        _soft((2.5 - np.log1p(device_age)) * 3.0)
+        * _soft((3.0 - np.log1p(pw_change)) * 3.0)
+        * (0.5 + np.minimum(failed_logins, 2))
+        * np.log1p(ratio)
+    )
+    faded = -0.8 * (4.0 * merchant_risk * ip_risk * 6.0) - 2.4 * takeover
+    clean = (
+        _soft((np.log1p(account_age) - 6.0) * 3.0)
+        * _soft((np.log1p(device_age) - 4.5) * 3.0)
+        * _soft((ratio - 2.0) * 3.0)
+        * _soft((5.0 - np.log(session)) * 3.0)
+        * _soft((0.25 - email_risk) * 15.0)
+        * (1.0 - card_present)
+    )
+    out: NDArray[np.float64] = faded + 9.0 * clean
+    return out
+
+
+def fraud_dataset(
+    n_rows: int = 100_000, seed: int = 0, shift: float = 0.0, concept: float = 0.0
+) -> Dataset:
     """:func:`make_fraud` wrapped as a :class:`Dataset`."""
-    X, y, names = make_fraud(n_rows, seed, shift)
+    X, y, names = make_fraud(n_rows, seed, shift, concept)
     params: dict[str, str | int | float] = {
         "generator": "export.data.make_fraud",
         "generator_version": GENERATOR_VERSION,
@@ -319,6 +377,9 @@ def fraud_dataset(n_rows: int = 100_000, seed: int = 0, shift: float = 0.0) -> D
         "shift": shift,
     }
     source = f"synthetic: export.data.make_fraud(n_rows={n_rows}, seed={seed}, shift={shift})"
+    if concept:  # (absent at 0: the bundled models' fingerprints stay what they were)
+        params["concept"] = concept
+        source = source[:-1] + f", concept={concept})"
     return Dataset("fraud", X, y, names, source, params, target="is_fraud")
 
 

@@ -23,6 +23,7 @@ from export.data import (
     SHIFTED_FEATURES,
     Dataset,
     breast_cancer_dataset,
+    fraud_dataset,
     make_fraud,
     pricing_dataset,
     returns_dataset,
@@ -183,3 +184,15 @@ def test_records_give_the_raw_values_back() -> None:
     picked = data.records(np.array([2, 0]))
     assert picked == [rows[2], rows[0]]
     assert json.loads(json.dumps(picked)) == picked  # plain JSON values, ready for a request
+
+
+def test_concept_moves_the_labels_and_nothing_else() -> None:
+    X0, y0, _ = make_fraud(20_000, seed=4, shift=1.0)
+    X1, y1, _ = make_fraud(20_000, seed=4, shift=1.0, concept=1.0)
+    np.testing.assert_array_equal(X0, X1)  # no feature moves: a drift monitor cannot see it
+    assert (y0 != y1).mean() > 0.02
+    # the old patterns fade: positives among the riskiest merchant-and-IP rows fall
+    risky = X0[:, FRAUD_FEATURES.index("merchant_risk_score")] > 0.6
+    assert y1[risky].mean() < y0[risky].mean()
+    assert "concept" not in fraud_dataset(100, seed=0).params
+    assert fraud_dataset(100, seed=0, concept=1.0).params["concept"] == 1.0
