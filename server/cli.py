@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train, evaluate, convert to ONNX and publish models (build, list, convert)",
     ),
     "loadtest": ("loadtests.cli", "Locust sweeps and the accuracy-versus-speed report"),
+    "retrain": (
+        "export.retrain_cli",
+        "retrain a bundled model on its labelled prediction log; publish it if better",
+    ),
 }
 
 

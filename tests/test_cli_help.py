@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +23,11 @@ COMMANDS = [
     ["loadtest"],
     ["loadtest", "sweep"],
     ["loadtest", "report"],
+    ["retrain"],
 ]
 MARKUP = re.compile(r"``|:mod:|:meth:|:func:|:class:|:data:|issue #|#\d")
 SECTIONS = ("options:", "positional arguments:", "commands:")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -82,3 +88,21 @@ def test_unknown_command_is_one_line_and_usage(capsys: pytest.CaptureFixture[str
     assert main(["exprot"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tabserve: unknown command 'exprot'\n") and "Traceback" not in err
+
+
+def test_retrain_help_imports_no_training_library() -> None:
+    probe = (
+        "import sys\n"
+        "from server.cli import main\n"
+        "try:\n"
+        "    main(['retrain', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('sklearn', 'xgboost', 'pandas')\n"
+        "print(__import__('json').dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
