@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -21,6 +21,7 @@ from server.modelcard import Column, ModelCard, Task, placeholder_card
 from server.predlog import PredictionLogExtension
 from server.predlog.format import FEATURES_METADATA_KEY, LABELS_SCHEMA, day_of, rows_schema
 from tests.predlog.conftest import Starter, finished, read
+from tests.support.polling import eventually
 
 NAMES = ["amount", "region", "score"]
 COLUMNS = [
@@ -61,13 +62,6 @@ def exists(path: Path) -> bool:
 
 def make_dir(path: Path) -> None:
     path.mkdir()
-
-
-async def eventually(check: Callable[[], bool], within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def test_rows_round_trip_with_request_parts(start_log: Starter, log_dir: Path) -> None:

@@ -4,16 +4,14 @@ shutdown is stopped."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ import pytest
 from export.data import make_fraud
 from server.retrain_trigger import RetrainTrigger
 from tests.server.conftest import AppClient, MakeClient, core_of
+from tests.support.polling import eventually
 
 RECORD = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))"
 
@@ -39,11 +38,13 @@ async def send(client: AppClient, X: np.ndarray) -> None:
         assert got.status_code == 200
 
 
-async def wait_for(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert check()
+def outcome(trigger: RetrainTrigger) -> str | None:
+    last = trigger.describe("xgb_small")
+    return None if last is None else str(last["outcome"])
+
+
+async def wait_for(check: Any) -> None:
+    await eventually(check, within_s=15.0)
 
 
 MONITOR = {"drift_window_rows": 600, "drift_min_rows": 300, "cache": False}
@@ -69,8 +70,8 @@ async def test_drift_runs_the_command_once_per_cooldown(
         trigger.check()
         assert not out.exists() and trigger.describe("xgb_small") is None
         await send(client, shifted)
-        await wait_for(lambda: out.exists() and out.read_text())
-        await wait_for(lambda: trigger.describe("xgb_small")["outcome"] == "exit code 0")
+        await wait_for(lambda: out.exists() and bool(out.read_text()))
+        await wait_for(lambda: outcome(trigger) == "exit code 0")
         model, version, reason, since = out.read_text().split()
         # the same drift again, here or in another worker: inside the cool-down, nothing runs
         out.unlink()
@@ -91,9 +92,9 @@ async def test_drift_runs_the_command_once_per_cooldown(
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (the http.server name)
+    def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
         _Hook.received.append(json.loads(self.rfile.read(length)))
         self.send_response(204)
@@ -153,4 +154,4 @@ async def test_a_run_still_going_at_shutdown_is_stopped(
         pid = trigger._runs["xgb_small"].pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert trigger.describe("xgb_small")["outcome"] in {"exit code -15", "exit code -9"}
+    assert outcome(trigger) in {"exit code -15", "exit code -9"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from server.routing import read_routing, update_routing
 from server.shadow.extension import ShadowExtension
 from tests.server.conftest import AppClient, MakeClient, Reference, core_of
 from tests.server.test_reload import publish_as
+from tests.support.polling import eventually
 
 TOKEN = "shadow-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -77,9 +77,7 @@ async def predict_all(client: AppClient, name: str, X: np.ndarray, prefix: str) 
 
 async def wait_scored(client: AppClient, rows: int) -> None:
     stats = shadow_ext(client).scorer.stats
-    deadline = time.monotonic() + 10
-    while stats.rows_scored + stats.rows_skipped < rows and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: stats.rows_scored + stats.rows_skipped >= rows, within_s=10.0)
     assert stats.rows_scored == rows and stats.rows_skipped == 0
 
 
