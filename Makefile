@@ -39,7 +39,7 @@ else
 ADMIN_HINT := admin routes off: start with make serve ADMIN_TOKEN_FILE=<file holding a token> (or set TABSERVE_ADMIN_TOKEN) to enable /admin/reload and /admin/cache/flush
 endif
 
-.PHONY: install models serve test lint typecheck bench loadtest stress fuzz soak scaletest imagetest proto clean
+.PHONY: install models serve test lint typecheck bench loadtest loop stress fuzz soak scaletest imagetest proto clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("tabserve needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -90,6 +90,10 @@ bench: $(ALL_STAMP) models
 ## loadtest: the quick accuracy-versus-speed sweep and its report
 loadtest: $(ALL_STAMP) models
 	$(strip $(BIN)/tabserve loadtest sweep --quick $(MODELS_FLAGS))
+
+## loop: the closed loop on a real server: drift, retrain, shadow, promotion (about 3 minutes)
+loop: $(ALL_STAMP) models
+	$(strip $(BIN)/tabserve loadtest loop $(MODELS_FLAGS))
 
 ## stress: goodput past capacity, then the stall beside each hostile request (about 5 minutes)
 stress: $(ALL_STAMP) models

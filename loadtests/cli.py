@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--dry-run", action="store_true", help="print the cells and exit")
 
+    sub.add_parser(
+        "loop",
+        add_help=False,
+        help="the closed loop on a real server: drift, retrain, shadow, promotion (see "
+        "'tabserve loadtest loop --help')",
+    )
     report = sub.add_parser(
         "report",
         help="re-render REPORT.md and the plots from results.json",
@@ -142,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["loop"]:  # its own options (loadtests.closed_loop)
+        from loadtests.closed_loop import main as loop_main
+
+        return loop_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "report":
         from loadtests.report import render

@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     shadow_queue_rows: int = Field(default=4_096, ge=1)
     """Rows waiting for the shadow model; past it the shadow skips rows (counted), never the
     primary."""
+    shadow_cpu_share: float = Field(default=0.03, ge=0.0, le=1.0)
+    """Most of the server process's CPU time the shadow's scoring may take; past it the shadow
+    skips rows (counted) and compares the models on a sample."""
     shadow_promote_after_labels: int = Field(default=0, ge=0)
     """Promote the shadow automatically once this many labelled rows were scored by both it and
     the primary and it is better on them by shadow_promote_margin; 0: promotion by admin only."""

@@ -260,6 +260,10 @@ CHECKS: dict[str, Check | Runs] = {
     "make typecheck": make_dry_run("mypy"),
     "make bench": make_dry_run("bin/tabserve bench"),
     "make loadtest": make_dry_run("tabserve loadtest sweep --quick"),
+    "make loop": make_dry_run("tabserve loadtest loop"),
+    "tabserve loadtest loop --model xgb_large --before-rows 40000": help_lists_options(
+        "tabserve loadtest loop"
+    ),
     "make -n serve PORT=8001 ADMIN_TOKEN_FILE=admin-token": make_dry_run(
         "serve --port 8001 --admin-token-file admin-token"
     ),

@@ -10,6 +10,7 @@ from typing import Any
 
 from loadtests.bench.cache import print_cache_report, run_cache
 from loadtests.bench.serving import DEFAULT_MODELS, placement, print_report, run
+from loadtests.bench.shadow import print_shadow_report, run_shadow
 from loadtests.bench.typed import print_typed_report, run_typed
 
 
@@ -50,13 +51,28 @@ def parser() -> argparse.ArgumentParser:
         metavar="TABSERVE_X=V",
         help="extra server settings, e.g. TABSERVE_MAX_DELAY_MS=0.5 (repeatable)",
     )
+    p.add_argument(
+        "--open-share",
+        type=float,
+        default=0.5,
+        help="the serving suite's open-loop tail cells send one-row predict at this share of "
+        "the closed loop's req/s (latency from each request's scheduled time); 0: none",
+    )
+    p.add_argument(
+        "--tail-seconds",
+        type=float,
+        default=10.0,
+        help="seconds per round of an open-loop tail cell (enough requests for a p99.9)",
+    )
     p.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     p.add_argument(
         "--suite",
-        choices=["all", "serving", "cache", "typed"],
+        choices=["all", "serving", "cache", "typed", "shadow"],
         default="all",
         help="serving (floors, predict, batching, ONNX Runtime alone), cache, typed (3 string "
-        "+ 20 numeric columns against 23 numeric: server CPU per request), or all three",
+        "+ 20 numeric columns against 23 numeric: server CPU per request), shadow (what a "
+        "shadow model costs the primary: the first of --models answers, the second is the "
+        "costlier shadow), or all four",
     )
     p.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent of the cache suite")
     return p
@@ -74,6 +90,9 @@ def main(argv: list[str]) -> int:
     if args.suite in ("all", "typed"):
         report["typed"] = run_typed(args, *placement(args))
         print_typed_report(report["typed"])
+    if args.suite in ("all", "shadow"):
+        report["shadow"] = run_shadow(args, *placement(args))
+        print_shadow_report(report["shadow"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -90,7 +90,7 @@ class ShadowExtension(Extension):
         self.settings = settings
         self.monitoring = monitoring
         self.retrain = retrain
-        self.scorer = ShadowScorer(settings.shadow_queue_rows)
+        self.scorer = ShadowScorer(settings.shadow_queue_rows, settings.shadow_cpu_share)
         self.core: Core | None = None
         self._pairs: dict[tuple[str, int, int], Pairs] = {}
         self._promoting: set[str] = set()
@@ -324,7 +324,7 @@ class _ShadowCollector(Collector):
         stats = self.ext.scorer.stats
         for field, help_text in (
             ("rows_scored", "Rows the shadow models scored"),
-            ("rows_skipped", "Rows a shadow skipped because it was behind"),
+            ("rows_skipped", "Rows a shadow skipped: it was behind, or over its CPU share"),
             ("errors", "Shadow runs that failed"),
         ):
             family = CounterMetricFamily(f"tabserve_shadow_{field}", help_text)

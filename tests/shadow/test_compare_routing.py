@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,39 @@ async def test_a_bad_routing_file_keeps_the_routing(
         assert registry.get("xgb_small").version == 2  # no file: the newest answers
     finally:
         await registry.close()
+
+
+def test_the_scorer_keeps_to_its_cpu_share() -> None:
+    from server.shadow.scorer import ShadowScorer
+
+    class Sink:
+        rows = 0
+
+        def observe(self, rows: np.ndarray, scores: np.ndarray, requests: object) -> None:
+            Sink.rows += len(rows)
+
+    def costly(rows: np.ndarray) -> np.ndarray:
+        deadline = time.thread_time() + 0.002  # 2 ms of CPU a run
+        while time.thread_time() < deadline:
+            pass
+        return rows[:, :1]
+
+    for share, scored in ((1.0, True), (0.0, False)):
+        Sink.rows = 0
+        scorer = ShadowScorer(max_queued_rows=10_000, max_cpu_share=share)
+        scorer.start()
+        rows = np.ones((16, 3), dtype=np.float32)
+        for i in range(50):
+            scorer.offer(costly, Sink(), rows, [(f"r{i}", 0, 16)])
+            time.sleep(0.002)
+        deadline = time.monotonic() + 10
+        while scorer.queued_rows and time.monotonic() < deadline:
+            time.sleep(0.01)
+        scorer.close()
+        stats = scorer.stats
+        assert stats.rows_offered == 800
+        if scored:
+            assert stats.rows_scored == Sink.rows == 800 and stats.rows_skipped == 0
+        else:
+            assert stats.rows_scored == Sink.rows == 0
+            assert stats.rows_skipped == stats.rows_over_budget == 800

@@ -22,6 +22,8 @@ from tests.support.polling import eventually
 
 TOKEN = "shadow-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+EVERY_ROW = {"shadow_cpu_share": 1.0}
+"""No CPU budget: these tests count on the shadow scoring every row."""
 
 
 @pytest.fixture
@@ -97,7 +99,7 @@ async def test_a_shadow_never_answers_and_is_compared_on_the_same_rows(
     X, y = labelled[0][:400], labelled[1][:400]
     primary = Reference(repo / "xgb_small" / "1").scores(X)[:, 1]
     candidate = Reference(repo / "xgb_small" / "2").scores(X)[:, 1]
-    async with make_client(models_dir=repo, admin_token=TOKEN, cache=False) as client:
+    async with make_client(models_dir=repo, admin_token=TOKEN, cache=False, **EVERY_ROW) as client:
         before = await predict_all(client, "xgb_small", X, "a")
         got = await client.post(
             "/admin/models/xgb_small/shadow", json={"version": 2}, headers=ADMIN
@@ -132,7 +134,7 @@ async def test_a_better_shadow_is_promoted_automatically_with_nothing_failed(
     primary = Reference(repo / "xgb_small" / "1").scores(X)[:, 1]
     candidate = Reference(repo / "xgb_small" / "2").scores(X)[:, 1]
     assert average_precision_score(y, candidate) > average_precision_score(y, primary) + 0.02
-    settings = {"shadow_promote_after_labels": 300, "shadow_promote_margin": 0.01}
+    settings = {"shadow_promote_after_labels": 300, "shadow_promote_margin": 0.01, **EVERY_ROW}
     async with make_client(models_dir=repo, admin_token=TOKEN, cache=False, **settings) as client:
         got = await client.post(
             "/admin/models/xgb_small/shadow", json={"version": 2}, headers=ADMIN
@@ -175,7 +177,7 @@ async def test_a_worse_shadow_is_never_promoted_automatically(
     primary = Reference(repo / "swapped" / "1").scores(X)[:, 1]
     candidate = Reference(repo / "swapped" / "2").scores(X)[:, 1]
     assert average_precision_score(y, candidate) < average_precision_score(y, primary)
-    settings = {"shadow_promote_after_labels": 100, "shadow_promote_margin": 0.0}
+    settings = {"shadow_promote_after_labels": 100, "shadow_promote_margin": 0.0, **EVERY_ROW}
     async with make_client(models_dir=repo, admin_token=TOKEN, cache=False, **settings) as client:
         await client.post("/admin/models/swapped/shadow", json={"version": 2}, headers=ADMIN)
         await predict_all(client, "swapped", X, "e")
