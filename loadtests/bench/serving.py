@@ -67,10 +67,15 @@ class Cell:
     rps: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
     errors: int = 0
     server_cpu: float = 0.0
     """CPU seconds the server used per wall second during the cell (1.0 = one core busy)."""
     loadgen_cpu: float = 0.0
+    open_rate: float = 0.0
+    """Open loop: requests per second sent on a fixed schedule (latency counted from each
+    request's scheduled time, so a stall delays every request behind it); 0: closed loop."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -117,7 +122,16 @@ def request_bytes(path: str, body: bytes, port: int) -> bytes:
 
 
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection sending pre-encoded requests back to back, in rotation."""
+    """One keep-alive connection sending pre-encoded requests in rotation: back to back (closed
+    loop), or each at its scheduled time (open loop, ``interval_ns`` apart from ``start_ns``).
+
+    Open loop corrects for coordinated omission: when an answer comes after the next request's
+    scheduled time, that request's latency runs from its scheduled time, so the requests that
+    should have gone out meanwhile (and could not, one at a time on a keep-alive connection)
+    count the wait too, and the requests behind it go out back to back until the schedule is
+    met again. A request sent late only because the generator's timer fired late (the
+    connection was idle) counts from when it was sent, and the schedule restarts from there: the
+    rate actually sent is the one printed."""
 
     def __init__(
         self,
@@ -125,6 +139,8 @@ class _Conn(asyncio.Protocol):
         until: float,
         latencies: list[int],
         done: asyncio.Future[None],
+        interval_ns: int = 0,
+        start_ns: int = 0,
     ):
         self.requests, self.until, self.latencies, self.done = requests, until, latencies, done
         self.next = 0
@@ -132,14 +148,43 @@ class _Conn(asyncio.Protocol):
         self.sent = 0
         self.errors = 0
         self.transport: asyncio.Transport | None = None
+        self.interval_ns = interval_ns
+        self.scheduled = start_ns
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._send()
 
     def _send(self) -> None:
+        if self.interval_ns:
+            wait = self.scheduled - time.perf_counter_ns()
+            if wait > 0:  # the connection is idle before the request's time: wait for it
+                asyncio.get_running_loop().call_later(wait / 1e9, self._send_on_time)
+                return
+            # The previous answer came after this request's time: the server held it up, and
+            # the wait counts (the coordinated-omission correction).
+            self._write(self.scheduled)
+            return
+        self._write(time.perf_counter_ns())
+
+    def _send_on_time(self) -> None:
+        # libuv timers have a millisecond's granularity: a sub-millisecond wait fires at once
+        # (so wait again: the generator spins on its own core) and a longer one may fire late.
+        # That lateness is the generator's, not the server's: the latency starts now, and so
+        # does the schedule from here on.
+        now = time.perf_counter_ns()
+        if now < self.scheduled:
+            wait = (self.scheduled - now) / 1e9
+            asyncio.get_running_loop().call_later(wait, self._send_on_time)
+            return
+        self.scheduled = now
+        self._write(now)
+
+    def _write(self, start_ns: int) -> None:
         assert self.transport is not None
-        self.sent = time.perf_counter_ns()
+        self.sent = start_ns
+        if self.interval_ns:
+            self.scheduled += self.interval_ns
         self.transport.write(self.requests[self.next])
         self.next = (self.next + 1) % len(self.requests)
 
@@ -163,19 +208,30 @@ class _Conn(asyncio.Protocol):
 
 
 async def _python_load(
-    port: int, requests: list[bytes], concurrency: int, seconds: float
+    port: int, requests: list[bytes], concurrency: int, seconds: float, rate: float = 0.0
 ) -> dict[str, Any]:
+    """Closed loop, or with ``rate`` > 0 open loop at ``rate`` requests/s over all connections
+    (each connection ``rate / concurrency``, their schedules staggered)."""
     loop = asyncio.get_running_loop()
     latencies: list[int] = []
     until = time.perf_counter() + seconds
     conns: list[_Conn] = []
     waits: list[asyncio.Future[None]] = []
+    interval = round(concurrency / rate * 1e9) if rate > 0 else 0
+    first = time.perf_counter_ns() + 50_000_000  # after every connection is open
     for i in range(concurrency):
         done: asyncio.Future[None] = loop.create_future()
         # Connections start spread evenly over the rotation (with 64 bodies and 64 connections,
         # one each): on a long sequence they must not send the same bodies in lockstep.
         offset = i * len(requests) // concurrency % len(requests)
-        conn = _Conn(requests[offset:] + requests[:offset], until, latencies, done)
+        conn = _Conn(
+            requests[offset:] + requests[:offset],
+            until,
+            latencies,
+            done,
+            interval,
+            first + i * interval // concurrency,
+        )
         await loop.create_connection(lambda c=conn: c, "127.0.0.1", port)  # type: ignore[misc]
         conns.append(conn)
         waits.append(done)
@@ -191,11 +247,14 @@ async def _python_load(
 
 def python_loadgen_main(argv: list[str]) -> int:
     """``python -m loadtests.bench.serving --loadgen PORT CONCURRENCY SECONDS PATH BODIES_FILE
-    OUT_FILE`` (BODIES_FILE: one JSON body per line, sent in rotation)."""
-    port, conc, secs, path, bodies_file, out_file = argv
+    OUT_FILE [RATE]`` (BODIES_FILE: one JSON body per line, sent in rotation; RATE: open loop at
+    that many requests per second)."""
+    port, conc, secs, path, bodies_file, out_file, *rest = argv
+    rate = float(rest[0]) if rest else 0.0
     bodies = Path(bodies_file).read_bytes().splitlines()
     requests = [request_bytes(path, body, int(port)) for body in bodies]
-    return run_and_summarize(_python_load(int(port), requests, int(conc), float(secs)), out_file)
+    load = _python_load(int(port), requests, int(conc), float(secs), rate)
+    return run_and_summarize(load, out_file)
 
 
 WRK_SCRIPT = """
@@ -209,9 +268,11 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[i])
 end
 done = function(summary, latency, requests)
-  io.write(string.format("TABSERVE %d %f %d %f %f\\n", summary.requests, summary.duration / 1e6,
+  io.write(string.format("TABSERVE %d %f %d %f %f %f %f\\n", summary.requests,
+    summary.duration / 1e6,
     summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
+    + summary.errors.timeout, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    latency:percentile(99.9) / 1e3, latency.max / 1e3))
 end
 """
 
@@ -221,11 +282,19 @@ class LoadGen:
         self.kind, self.cpu, self.workdir = kind, cpu, workdir
 
     def run(
-        self, port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float
+        self,
+        port: int,
+        path: str,
+        bodies: list[bytes],
+        concurrency: int,
+        seconds: float,
+        rate: float = 0.0,
     ) -> dict[str, Any]:
+        """``rate`` > 0: open loop (the built-in client; wrk has no open-loop mode)."""
         body_file = self.workdir / "bodies.jsonl"
         body_file.write_bytes(b"\n".join(bodies) + b"\n")
-        if self.kind == "wrk":
+        wrk = self.kind == "wrk" and not rate
+        if wrk:
             script = self.workdir / "bench.lua"
             script.write_text(WRK_SCRIPT.replace("{bodies}", str(body_file)))
             cmd = [
@@ -252,6 +321,7 @@ class LoadGen:
                 path,
                 str(body_file),
                 str(out),
+                *([str(rate)] if rate else []),
             ]
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pinned(self.cpu)
@@ -262,19 +332,21 @@ class LoadGen:
             cpu = _children_cpu_delta()
             if proc.returncode != 0:
                 raise RuntimeError(f"load generator failed: {stderr.decode()[-500:]}")
-            if self.kind == "wrk":
+            if wrk:
                 line = next(
                     (x for x in stdout.decode().splitlines() if x.startswith("TABSERVE ")), None
                 )
                 if line is None:
                     raise RuntimeError(f"unexpected wrk output: {stdout.decode()[-500:]}")
-                _, n, secs, errors, p50, p99 = line.split()
+                _, n, secs, errors, p50, p99, p999, worst = line.split()
                 result = {
                     "requests": int(n),
                     "seconds": float(secs),
                     "errors": int(errors),
                     "p50_ms": float(p50),
                     "p99_ms": float(p99),
+                    "p999_ms": float(p999),
+                    "max_ms": float(worst),
                 }
             else:
                 result = json.loads((self.workdir / "result.json").read_text())
@@ -389,7 +461,11 @@ def measure(
         gen.run(server.port, path, bodies, cell.concurrency, min(1.0, seconds / 3))
     cpu0 = cpu_seconds(server.proc.pid)
     wall0 = time.perf_counter()
-    result = gen.run(server.port, path, bodies, cell.concurrency, seconds)
+    if cell.open_rate:
+        assert isinstance(gen, LoadGen)
+        result = gen.run(server.port, path, bodies, cell.concurrency, seconds, cell.open_rate)
+    else:
+        result = gen.run(server.port, path, bodies, cell.concurrency, seconds)
     wall = time.perf_counter() - wall0
     cell.server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / wall
     cell.loadgen_cpu = result["cpu_seconds"] / wall
@@ -398,6 +474,8 @@ def measure(
     cell.rps = result["requests"] / result["seconds"] if result["seconds"] else 0.0
     cell.p50_ms = result["p50_ms"]
     cell.p99_ms = result["p99_ms"]
+    cell.p999_ms = result.get("p999_ms", 0.0)
+    cell.max_ms = result.get("max_ms", 0.0)
     cell.errors = result["errors"]
     return cell
 
@@ -487,6 +565,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 runs.setdefault(what, []).append(cell)
                                 _progress(cell)
                         cells.extend(median_cell(samples) for samples in runs.values())
+                        if batching and args.open_share > 0 and "predict" in runs:
+                            cells.append(
+                                tail_cell(
+                                    server, gen, m, c, bodies["http", m], runs["predict"], args
+                                )
+                            )
             except Exception:
                 print((workdir / "server.log").read_text()[-3000:], file=sys.stderr)
                 raise
@@ -504,6 +588,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cells": [asdict(c) for c in cells],
         "ratios": ratios(cells),
     }
+
+
+def tail_cell(
+    server: ServeProcess,
+    gen: LoadGen,
+    model: str,
+    concurrency: int,
+    bodies: list[bytes],
+    closed: list[Cell],
+    args: argparse.Namespace,
+) -> Cell:
+    """One-row predict in open loop at ``args.open_share`` of the closed loop's median req/s,
+    ``args.tail_seconds`` per round (enough requests for a p99.9), ``args.repeat`` rounds: the
+    round with the median p99.9 stands for the cell."""
+    rate = args.open_share * median_round(closed).rps
+    samples = []
+    for _ in range(args.repeat):
+        cell = Cell("open", model, True, concurrency, open_rate=round(rate, 1))
+        measure(
+            server,
+            gen,
+            cell,
+            f"/v1/models/{model}/predict",
+            bodies,
+            args.tail_seconds,
+            warm_up=False,
+        )
+        _progress(cell)
+        samples.append(cell)
+    cell = sorted(samples, key=lambda c: c.p999_ms)[len(samples) // 2]
+    if len(samples) > 1:
+        tails = ", ".join(f"{c.p999_ms:.2f}" for c in samples)
+        cell.notes.append(f"median p99.9 of {len(samples)} rounds ({tails} ms)")
+    return cell
 
 
 class _Rated(Protocol):
@@ -596,6 +714,14 @@ def ratios(cells: list[Cell]) -> dict[str, Any]:
                 out[f"{model} c=1: p50 added by batching, us (target <= 50)"] = round(
                     (on.p50_ms - off.p50_ms) * 1000, 1
                 )
+            tail = find("open", model, True, c)
+            if tail and tail.p50_ms:
+                where = f"{model} c={c} open loop at {tail.open_rate:.0f} req/s"
+                target = " (target <= 3)" if c == 1 else ""
+                out[f"{where}: p99/p50{target}"] = round(tail.p99_ms / tail.p50_ms, 2)
+                target = " (target <= 5)" if c == 1 else ""
+                out[f"{where}: p99.9 ms{target}"] = round(tail.p999_ms, 3)
+                out[f"{where}: max ms"] = round(tail.max_ms, 3)
             grpc = find("grpc", model, True, c)
             for kind in ("infer-v2", "predict"):
                 rest = find(kind, model, True, c)
@@ -618,7 +744,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"skipped (not in the model repository): {', '.join(report['missing_models'])}")
     header = (
         f"{'what':<10} {'model':<10} {'batching':<8} {'conc':>4} {'req/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'srv cpu':>7} {'req/cpu-s':>9} {'gen cpu':>7} {'errors':>6}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'max ms':>8} {'srv cpu':>7} "
+        f"{'req/cpu-s':>9} {'gen cpu':>7} {'errors':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -632,13 +759,17 @@ def print_report(report: dict[str, Any]) -> None:
         per_cpu_text = f"{per_cpu:>9.0f}" if per_cpu else f"{'-':>9}"
         print(
             f"{what:<10} {c['model']:<10} {batching:<8} {conc:>4} {rate} "
-            f"{c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c['server_cpu']:>7.2f} {per_cpu_text} "
+            f"{c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c.get('p999_ms', 0.0):>8.3f} "
+            f"{c.get('max_ms', 0.0):>8.3f} {c['server_cpu']:>7.2f} {per_cpu_text} "
             f"{gen} {c['errors']:>6}"
         )
     print("(ort rows: rows/s of one session.run loop in-process; p50/p99 per call)")
+    print("(open rows: predict sent on a fixed schedule at half the closed loop's req/s, latency")
+    print(" from each request's scheduled time: no coordinated omission; median p99.9 of rounds)")
     print("(req/cpu-s: requests per second of server CPU; srv cpu < 1 at c=64 means the shared")
     print(" machine gave the server less than its core, and raw req/s understates it)")
     rounds = [c for c in report["cells"] if any("rounds" in n for n in c["notes"])]
+    rounds = [c for c in rounds if c["kind"] != "open"] + [c for c in rounds if c["kind"] == "open"]
     if rounds:
         print("\nrounds (req/s of each round, in order):")
         for c in rounds:
