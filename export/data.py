@@ -263,6 +263,23 @@ def _soft(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
+def _takeover(
+    device_age: NDArray[np.float64],
+    pw_change: NDArray[np.float64],
+    failed_logins: NDArray[Any],
+    ratio: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """The account-takeover pattern: a new device, a recent password change, failed logins, an
+    unusual amount (soft conditions multiplied)."""
+    out: NDArray[np.float64] = (
+        _soft((2.5 - np.log1p(device_age)) * 3.0)
+        * _soft((3.0 - np.log1p(pw_change)) * 3.0)
+        * (0.5 + np.minimum(failed_logins, 2))
+        * np.log1p(ratio)
+    )
+    return out
+
+
 def _patterns(
     *,
     amount: NDArray[np.float64],
@@ -287,12 +304,7 @@ def _patterns(
     """The fraud patterns that need many trees: each a product of three or four soft conditions,
     or a smooth oscillating function of a feature pair (version 2 of the generator)."""
     # Account takeover: a new device, a recent password change, failed logins, an unusual amount.
-    takeover = (
-        _soft((2.5 - np.log1p(device_age)) * 3.0)
-        * _soft((3.0 - np.log1p(pw_change)) * 3.0)
-        * (0.5 + np.minimum(failed_logins, 2))
-        * np.log1p(ratio)
-    )
+    takeover = _takeover(device_age, pw_change, failed_logins, ratio)
     # Card testing: many merchants today, small amounts, in quick succession.
     card_testing = (
         _soft((merchants_24h - 3.5) * 2.0)
@@ -345,12 +357,7 @@ def _adapted(
     "clean-looking" accounts with an established device start buying at a few times their usual
     amount in short sessions, card not present: the pattern a model trained before has learnt
     to call safe."""
-    takeover = (
-        _soft((2.5 - np.log1p(device_age)) * 3.0)
-        * _soft((3.0 - np.log1p(pw_change)) * 3.0)
-        * (0.5 + np.minimum(failed_logins, 2))
-        * np.log1p(ratio)
-    )
+    takeover = _takeover(device_age, pw_change, failed_logins, ratio)
     faded = -0.8 * (4.0 * merchant_risk * ip_risk * 6.0) - 2.4 * takeover
     clean = (
         _soft((np.log1p(account_age) - 6.0) * 3.0)

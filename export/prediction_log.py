@@ -250,8 +250,12 @@ def _missing(table: Any, names: Sequence[str]) -> list[str]:
     return [n for n in names if n not in table.column_names]
 
 
-def _read_labels(paths: list[Path], since_us: int | None) -> tuple[_Labels, int, list[str]]:
-    parts: list[_Labels] = []
+def _tables(
+    paths: list[Path], required: Sequence[str], kind: str
+) -> tuple[list[tuple[Path, Any]], int, list[str]]:
+    """The files that read as tables with the ``required`` columns; how many vanished before
+    they were read; why the others were skipped."""
+    found: list[tuple[Path, Any]] = []
     vanished = 0
     skipped: list[str] = []
     for path in paths:
@@ -259,10 +263,18 @@ def _read_labels(paths: list[Path], since_us: int | None) -> tuple[_Labels, int,
         if table is None:
             vanished += int(not path.exists())
             continue
-        absent = _missing(table, LABEL_COLUMNS)
+        absent = _missing(table, required)
         if absent:
-            skipped.append(f"{path.name}: not a labels file (no column(s) {absent})")
+            skipped.append(f"{path.name}: not a {kind} file (no column(s) {absent})")
             continue
+        found.append((path, table))
+    return found, vanished, skipped
+
+
+def _read_labels(paths: list[Path], since_us: int | None) -> tuple[_Labels, int, list[str]]:
+    parts: list[_Labels] = []
+    tables, vanished, skipped = _tables(paths, LABEL_COLUMNS, "labels")
+    for _, table in tables:
         table = _since(table, since_us)
         parts.append(
             _Labels(
@@ -319,17 +331,8 @@ def _read_rows(
     paths: list[Path], columns: list[str], *, need_hash: bool, since_us: int | None = None
 ) -> tuple[_Rows | None, int, list[str]]:
     parts: list[_Rows] = []
-    vanished = 0
-    skipped: list[str] = []
-    for path in paths:
-        table = _read(path, skipped)
-        if table is None:
-            vanished += int(not path.exists())
-            continue
-        absent = _missing(table, ROW_META)
-        if absent:
-            skipped.append(f"{path.name}: not a rows file (no column(s) {absent})")
-            continue
+    tables, vanished, skipped = _tables(paths, ROW_META, "rows")
+    for path, table in tables:
         logged = [n for n in table.column_names if n not in ROW_META]
         if logged != columns:
             skipped.append(f"{path.name}: {column_difference(logged, columns)}")

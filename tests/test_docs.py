@@ -261,6 +261,18 @@ CHECKS: dict[str, Check | Runs] = {
     "make bench": make_dry_run("bin/tabserve bench"),
     "make loadtest": make_dry_run("tabserve loadtest sweep --quick"),
     "make loop": make_dry_run("tabserve loadtest loop"),
+    "python -m loadtests.bench.profile --model xgb_small --concurrency 64 --seconds 5": (
+        help_lists_options("python -m loadtests.bench.profile")
+    ),
+    "python -m loadtests.bench.profile --route floor-asgi": help_lists_options(
+        "python -m loadtests.bench.profile"
+    ),
+    "python -m loadtests.bench.profile --model xgb_large --env TABSERVE_CACHE=true": (
+        help_lists_options("python -m loadtests.bench.profile")
+    ),
+    "tabserve bench --suite serving --open-share 0.25 --tail-seconds 20": help_lists_options(
+        "tabserve bench"
+    ),
     "tabserve loadtest loop --model xgb_large --before-rows 40000": help_lists_options(
         "tabserve loadtest loop"
     ),
