@@ -94,7 +94,10 @@ class Snapshot:
         for name, by_version in versions.items():
             route = routes.get(name, Routing())
             primary = by_version.get(route.primary) if route.primary is not None else None
-            latest[name] = primary or by_version[max(by_version)]
+            # No primary served: the newest answers, unless that is the shadow, which is kept
+            # from answering until it is promoted.
+            others = [v for v in by_version if v != route.shadow] or list(by_version)
+            latest[name] = primary or by_version[max(others)]
             shadow = by_version.get(route.shadow) if route.shadow is not None else None
             if shadow is not None and shadow is not latest[name]:
                 shadows[name] = shadow
@@ -134,6 +137,7 @@ class Registry:
         # version dir -> (card mtime, onnx mtime) of a refused version, so a scan logs it once
         self._refused: dict[Path, tuple[float, float]] = {}
         self._bad_routing: dict[str, str] = {}  # model -> the routing file error last logged
+        self._missing_primary: dict[str, int] = {}  # model -> the unserved primary last logged
 
     # --- lookups (hot path: no awaits, no allocation) ------------------------------------------
 
@@ -261,6 +265,19 @@ class Registry:
                 self._bad_routing.pop(name, None)
                 if found[name] != old.routing.get(name, Routing()):
                     log.info("event=routing model=%s routing=%s", name, found[name])
+            primary = found[name].primary
+            served = {m.version for m in models if m.name == name}
+            if primary is None or primary in served:
+                self._missing_primary.pop(name, None)
+            elif self._missing_primary.get(name) != primary:
+                log.error(
+                    "event=routing_primary_not_served model=%s primary=%d serving=%s "
+                    "(the newest other than the shadow answers)",
+                    name,
+                    primary,
+                    sorted(served),
+                )
+                self._missing_primary[name] = primary
         return found
 
     async def _stop(self, models: list[LoadedModel]) -> None:

@@ -77,7 +77,8 @@ class RetrainTrigger(Extension):
         self.last: dict[str, Trigger] = {}
         self._seen: dict[str, str] = {}  # model -> status at the last look
         self._memory_times: dict[str, float] = {}  # when the state file cannot be written
-        self._runs: dict[str, asyncio.subprocess.Process] = {}
+        self._runs: dict[str, asyncio.subprocess.Process | None] = {}  # None: starting
+        self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
         self._core: Core | None = None
@@ -107,13 +108,15 @@ class RetrainTrigger(Extension):
             self._watch.cancel()
 
     async def stop(self) -> None:
+        self._stopping = True  # a command starting now is stopped as soon as it started
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
         for name, process in list(self._runs.items()):
-            await _terminate(process, name)
+            if process is not None:
+                await _terminate(process, name)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._core is not None and self._counter is not None:
@@ -158,7 +161,7 @@ class RetrainTrigger(Extension):
     def fire(self, name: str, version: int, reason: str, since: str, status: str) -> bool:
         """Run the hooks for ``name`` unless it triggered within the cool-down; True if fired."""
         if not self._claim(name):
-            log.info("event=retrain_cooldown model=%s reason=%s", name, reason)
+            log.debug("event=retrain_cooldown model=%s reason=%s", name, reason)
             return False
         trigger = Trigger(time=_now_iso(), reason=reason, since=since)
         self.last[name] = trigger
@@ -248,6 +251,10 @@ class RetrainTrigger(Extension):
             trigger.outcome = "skipped: the previous run is still going"
             log.warning("event=retrain_still_running model=%s", name)
             return
+        if self._stopping:
+            trigger.outcome = "skipped: the server is stopping"
+            return
+        self._runs[name] = None
         try:
             argv = [word.format(**fields) for word in shlex.split(template)]
             process = await asyncio.create_subprocess_exec(
@@ -258,10 +265,13 @@ class RetrainTrigger(Extension):
                 start_new_session=True,
             )
         except (OSError, ValueError, KeyError, IndexError) as exc:
+            self._runs.pop(name, None)
             trigger.outcome = f"error: {exc!r}"
             log.error("event=retrain_command_failed model=%s error=%r", name, exc)
             return
         self._runs[name] = process
+        if self._stopping:  # stop() ran while it started: it did not see this process
+            await _terminate(process, name)
         try:
             assert process.stdout is not None
             async for line in process.stdout:

@@ -30,6 +30,8 @@ import msgspec
 ROUTING_FILE = "routing.json"
 EVENTS_FILE = "routing-events.jsonl"
 LOCK_FILE = ".routing.lock"
+TAIL_BYTES = 64 * 1024
+"""Bytes read from the end of the events file (it only grows)."""
 
 Action = Literal["pin", "shadow", "unshadow", "promote", "rollback"]
 Actor = Literal["admin", "auto", "retrain"]
@@ -54,11 +56,17 @@ class Routing(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fi
     def with_shadow(self, version: int | None) -> Routing:
         return msgspec.structs.replace(self, shadow=version)
 
-    def promoted(self, version: int, serving: int) -> Routing:
-        """``version`` answers from now on; ``serving`` (the primary it replaces) is remembered.
-        A shadow that is promoted stops shadowing."""
+    def promoted(self, version: int, serving: int, *, from_shadow: bool = False) -> Routing:
+        """``version`` answers from now on; ``serving`` (the primary it replaces, as the caller
+        saw it) is remembered. A shadow that is promoted stops shadowing. Compare-and-swap: when
+        the file names another primary than ``serving`` (or, ``from_shadow``, another shadow
+        than ``version``), another writer changed it meanwhile and nothing applies."""
         if version == serving:
             raise RoutingError(f"version {version} already answers")
+        if self.primary is not None and self.primary != serving:
+            raise RoutingError(f"version {self.primary} answers now, not {serving}")
+        if from_shadow and self.shadow != version:
+            raise RoutingError(f"version {version} is no longer the shadow")
         shadow = None if self.shadow == version else self.shadow
         return Routing(primary=version, shadow=shadow, previous=[*self.previous, serving][-20:])
 
@@ -103,9 +111,14 @@ def read_routing(models_dir: Path, name: str) -> Routing:
 def read_events(models_dir: Path, name: str, last: int = 20) -> list[RoutingEvent]:
     """The newest ``last`` routing events of ``name``, oldest first (unreadable lines skipped)."""
     try:
-        lines = (models_dir / name / EVENTS_FILE).read_bytes().splitlines()
-    except FileNotFoundError:
+        with (models_dir / name / EVENTS_FILE).open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - TAIL_BYTES))
+            lines = fh.read().splitlines()
+    except OSError:  # none yet, or unreadable: no events to show (never a failed request)
         return []
+    if size > TAIL_BYTES:
+        lines = lines[1:]  # the first line read may be the end of a longer one
     events: list[RoutingEvent] = []
     for line in lines[-last:]:
         with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):

@@ -61,6 +61,7 @@ class ServedRows:
         self._rows = np.zeros((capacity, n_features), dtype="<f4")
         self._scores = np.zeros(capacity, dtype=np.float32)
         self._label_ref = np.full(capacity, -1, dtype=np.int64)
+        self._shadowed = np.zeros(capacity, dtype=bool)  # scored in shadow, not answered
         self._next_seq = 0
         # request_id -> parts (first row in the request, first seq, row count), newest last
         self._by_request: OrderedDict[str, tuple[tuple[int, int, int], ...]] = OrderedDict()
@@ -94,10 +95,11 @@ class ServedRows:
         rows: NDArray[np.float32],
         scores: NDArray[np.float32],
         requests: Sequence[tuple[str, int, int]],
+        shadowed: NDArray[np.bool_] | None = None,
     ) -> None:
         """Remember a batch: rows, answers (one number a row), and (request_id, start_row,
         row_count) per request part in row order (``start_row``: the part's first row within
-        its request)."""
+        its request); ``shadowed``: the rows scored in shadow (None: none)."""
         n = rows.shape[0]
         start = self._next_seq
         keep = min(n, self.capacity)
@@ -107,11 +109,14 @@ class ServedRows:
         self._rows[slot : slot + first] = rows[n - keep : n - keep + first]
         self._scores[slot : slot + first] = scores[n - keep : n - keep + first]
         self._label_ref[slot : slot + first] = -1
+        flags = np.zeros(n, dtype=bool) if shadowed is None else shadowed
+        self._shadowed[slot : slot + first] = flags[n - keep : n - keep + first]
         if first < keep:
             rest = keep - first
             self._rows[:rest] = rows[n - rest :]
             self._scores[:rest] = scores[n - rest :]
             self._label_ref[:rest] = -1
+            self._shadowed[:rest] = flags[n - rest :]
         self._next_seq = start + n
         seq = start
         index = self._by_request
@@ -162,6 +167,10 @@ class ServedRows:
 
     def score(self, seq: int) -> float:
         return float(self._scores[seq % self.capacity])
+
+    def shadowed(self, seq: int) -> bool:
+        """Whether the row was scored in shadow (not answered by this version)."""
+        return bool(self._shadowed[seq % self.capacity])
 
     def label_ref(self, seq: int) -> int:
         """Where this row's label went in the quality window (-1: not labelled yet)."""

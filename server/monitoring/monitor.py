@@ -49,7 +49,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from server.errors import InvalidInput
+from server.errors import InvalidInput, UnknownFeedbackId
 from server.modelcard import Column, FeatureReference, Label, ModelCard
 from server.monitoring.feedback import ServedRows
 from server.monitoring.quality import add_stats
@@ -84,6 +84,18 @@ class _Gathered(NamedTuple):
     """(request_id, start_row, row_count) of the rows to remember, in row order."""
     remembered: NDArray[np.bool_] | None
     """Rows to remember for feedback (None: all)."""
+    shadowed: NDArray[np.bool_] | None = None
+    """Rows scored in shadow, not answered (None: none), for every row."""
+
+
+class ShadowParts(list[tuple[str, int, int]]):
+    """The request parts of a batch this version scored in shadow (``observe_shadow``): its rows
+    are remembered as not answered by it."""
+
+
+def _shadowed(requests_l: Sequence[Any], counts: list[int]) -> NDArray[np.bool_] | None:
+    flags = [isinstance(r, ShadowParts) for r in requests_l]
+    return np.repeat(np.array(flags, dtype=bool), counts) if any(flags) else None
 
 
 TOP_DRIFTING = 5
@@ -273,6 +285,16 @@ class ModelMonitor:
             self.errors += 1
             self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)
 
+    def observe_shadow(
+        self,
+        rows: NDArray[np.float32],
+        scores: NDArray[np.float32],
+        requests: Sequence[tuple[str, int, int]],
+    ) -> None:
+        """:meth:`observe` for a batch this version scored in shadow (from any thread): counted
+        in its window like any other, remembered for feedback as not answered by it."""
+        self.observe(rows, scores, ShadowParts(requests))
+
     def _evaluate_status(self, now: float) -> None:
         """Fold what is pending and evaluate the status (called with the lock held)."""
         self._next_status_check = now + self.params.status_interval_s
@@ -353,7 +375,8 @@ class ModelMonitor:
         except Exception:
             return None
         arrived = np.repeat(np.array(times_l, dtype=np.float64), counts)
-        return _Gathered(rows, scores, arrived, len(counts), requests, None)
+        shadowed = _shadowed(requests_l, counts)
+        return _Gathered(rows, scores, arrived, len(counts), requests, None, shadowed)
 
     def _gather_checked(self, pending: list[_PendingBatch]) -> _Gathered | None:
         """Batch by batch: reject malformed ones, keep the rest; None when none is left."""
@@ -362,6 +385,7 @@ class ModelMonitor:
         counts: list[int] = []
         arrived: list[float] = []
         remembered: list[bool] = []
+        kept_requests: list[Any] = []
         requests_all: list[tuple[str, int, int]] = []
         f, k = self._n_features, self._n_outputs
         for rows, scores, requests, t in pending:
@@ -388,6 +412,7 @@ class ModelMonitor:
             counts.append(n)
             arrived.append(t)
             remembered.append(complete)
+            kept_requests.append(requests)
             if complete:
                 requests_all.extend(requests)
             else:
@@ -403,6 +428,7 @@ class ModelMonitor:
             len(counts),
             requests_all,
             keep,
+            _shadowed(kept_requests, counts),
         )
 
     def _add(self, batches: _Gathered, now: float) -> None:
@@ -417,11 +443,16 @@ class ModelMonitor:
         self._window.add(columns, now, arrived=batches.arrived)
         self.rows_total += total
         self.batches_total += batches.n_batches
-        keep = batches.remembered
+        keep, shadowed = batches.remembered, batches.shadowed
         if keep is None:
-            self._served.record(batches.rows, answers, batches.requests)
+            self._served.record(batches.rows, answers, batches.requests, shadowed)
         elif keep.any():
-            self._served.record(batches.rows[keep], answers[keep], batches.requests)
+            self._served.record(
+                batches.rows[keep],
+                answers[keep],
+                batches.requests,
+                None if shadowed is None else shadowed[keep],
+            )
 
     # --- feedback ----------------------------------------------------------------------------
 
@@ -433,6 +464,7 @@ class ModelMonitor:
         row: int = 0,
         row_hash: str | None = None,
         forwarded: bool = False,
+        answered_only: bool = False,
     ) -> FeedbackResult:
         """Attach a true label to a served row, found by ``(request_id, row)`` or by ``row_hash``.
 
@@ -441,7 +473,9 @@ class ModelMonitor:
         that is not one, or when not exactly one of ``request_id`` and ``row_hash`` is given, and
         UnknownFeedbackId when the row was never served or has been forgotten (more than
         ``feedback_capacity`` rows ago). ``forwarded``: the label reached another worker first
-        (counted in the snapshot's ``observed`` section).
+        (counted in the snapshot's ``observed`` section). ``answered_only``: a row this version
+        scored in shadow (:meth:`observe_shadow`) is not one it answered: UnknownFeedbackId, so
+        that a label looked for in every version finds the one that answered.
         """
         truth = self._task.truth(label)
         if (request_id is None) == (row_hash is None):
@@ -455,6 +489,8 @@ class ModelMonitor:
                 assert row_hash is not None
                 seq = self._served.find_by_hash(row_hash)
                 matched_by = "row_hash"
+            if answered_only and self._served.shadowed(seq):
+                raise UnknownFeedbackId("the row was scored in shadow by this version")
             answer = self._served.score(seq)
             ref, replaced = self._task.quality.add(answer, truth, seq, self._served.label_ref(seq))
             self._served.set_label_ref(seq, ref)

@@ -111,6 +111,7 @@ def _give(
     body: FeedbackRequest,
     *,
     forwarded: bool = False,
+    answered_only: bool = False,
 ) -> FeedbackResponse:
     last: UnknownFeedbackId | None = None
     for monitor in monitors:
@@ -121,6 +122,7 @@ def _give(
                 row=body.row,
                 row_hash=body.row_hash,
                 forwarded=forwarded,
+                answered_only=answered_only,
             )
         except UnknownFeedbackId as exc:
             last = exc
@@ -146,9 +148,11 @@ async def _give_anywhere(
     name: str,
     version: int | None,
 ) -> FeedbackResponse:
-    """:func:`_give` in this worker, else in the other workers (when there are others)."""
+    """:func:`_give` in this worker, else in the other workers (when there are others).
+    Without a version, only the version that answered the row takes its label (not one that
+    scored it in shadow)."""
     try:
-        return _give(ext, monitors, body)
+        return _give(ext, monitors, body, answered_only=version is None)
     except UnknownFeedbackId:
         if ext.share is None:
             raise
@@ -186,7 +190,14 @@ def peer_answerer(ext: MonitoringExtension) -> Callable[[bytes], bytes]:
                 monitors = ext.monitors_newest_first(asked.model)
             else:
                 monitors = [ext.monitor(asked.model, asked.version)]
-            reply = PeerAnswer(found=_give(ext, monitors, asked.feedback, forwarded=True))
+            found = _give(
+                ext,
+                monitors,
+                asked.feedback,
+                forwarded=True,
+                answered_only=asked.version is None,
+            )
+            reply = PeerAnswer(found=found)
         except (msgspec.ValidationError, msgspec.DecodeError, InvalidInput) as exc:
             reply = PeerAnswer(invalid=str(exc))
         except TabserveError as exc:  # unknown row, model, version; no monitor

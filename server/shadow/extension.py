@@ -75,7 +75,7 @@ class ShadowTap:
             return
         sink = self.ext.sink(shadow, self.card)
         if sink is not None:
-            self.ext.scorer.offer(full_runner(shadow).run, sink, rows, requests)
+            self.ext.scorer.offer(full_runner(shadow).run, sink.observe_shadow, rows, requests)
 
 
 class ShadowExtension(Extension):
@@ -96,10 +96,11 @@ class ShadowExtension(Extension):
         self._promoting: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._collector: Collector | None = None
-        # shadow LoadedModel -> its monitor when its columns match the primary's (None: refused)
-        self._sinks: weakref.WeakKeyDictionary[LoadedModel, ModelMonitor | None] = (
-            weakref.WeakKeyDictionary()
-        )
+        # shadow LoadedModel -> (the primary's card it was checked against, its monitor when it
+        # can take that primary's rows, else None)
+        self._sinks: weakref.WeakKeyDictionary[
+            LoadedModel, tuple[ModelCard, ModelMonitor | None]
+        ] = weakref.WeakKeyDictionary()
         monitoring.label_listeners.append(self.labelled)
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
@@ -130,10 +131,9 @@ class ShadowExtension(Extension):
     def sink(self, shadow: LoadedModel, primary: ModelCard) -> ModelMonitor | None:
         """Where the shadow's scores go: its monitor, when it takes the primary's rows as they
         are (the same input columns); None otherwise (logged once)."""
-        try:
-            return self._sinks[shadow]
-        except KeyError:
-            pass
+        known = self._sinks.get(shadow)
+        if known is not None and known[0] is primary:
+            return known[1]
         found: ModelMonitor | None = None
         problem = compatibility(primary, shadow.card)
         if problem is None:
@@ -148,7 +148,7 @@ class ShadowExtension(Extension):
                 shadow.version,
                 problem,
             )
-        self._sinks[shadow] = found
+        self._sinks[shadow] = (primary, found)
         return found
 
     # --- labels and pairs ------------------------------------------------------------------
@@ -159,7 +159,9 @@ class ShadowExtension(Extension):
         if found is None:
             for old in [k for k in self._pairs if k[0] == name]:
                 del self._pairs[old]  # another primary or shadow now: start over
-            found = self._pairs[key] = Pairs(task, self.settings.quality_window_labels)
+            s = self.settings
+            capacity = max(s.quality_window_labels, s.shadow_promote_after_labels)
+            found = self._pairs[key] = Pairs(task, capacity)
         return found
 
     def labelled(
@@ -185,9 +187,7 @@ class ShadowExtension(Extension):
         if sink is None:
             return
         try:
-            theirs = sink.feedback(
-                label=label, request_id=request_id, row=row, row_hash=row_hash, forwarded=True
-            )
+            theirs = sink.feedback(label=label, request_id=request_id, row=row, row_hash=row_hash)
         except (UnknownFeedbackId, TabserveError):
             return  # the shadow skipped that row (it was behind) or has not scored it yet
         card = monitor.card
@@ -206,13 +206,24 @@ class ShadowExtension(Extension):
             return
         self._promoting.add(name)
         task = asyncio.get_running_loop().create_task(
-            self.promote(name, shadow, serving=primary, by="auto", reason=decision.reason),
+            self.promote(
+                name, shadow, serving=primary, by="auto", reason=decision.reason, from_shadow=True
+            ),
             name=f"shadow-promote-{name}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def promote(self, name: str, version: int, *, serving: int, by: Any, reason: str) -> None:
+    async def promote(
+        self,
+        name: str,
+        version: int,
+        *,
+        serving: int,
+        by: Any,
+        reason: str,
+        from_shadow: bool = False,
+    ) -> None:
         """Make ``version`` the primary of ``name`` and reload (``serving``: the primary now)."""
         assert self.core is not None
         core = self.core
@@ -221,7 +232,7 @@ class ShadowExtension(Extension):
                 update_routing,
                 core.settings.models_dir,
                 name,
-                lambda r: r.promoted(version, serving),
+                lambda r: r.promoted(version, serving, from_shadow=from_shadow),
                 action="promote",
                 by=by,
                 reason=reason,
@@ -256,7 +267,11 @@ class ShadowExtension(Extension):
                 "after_labels": s.shadow_promote_after_labels,
                 "margin": s.shadow_promote_margin,
             },
-            "scorer": {**vars(self.scorer.stats), "queued_rows": self.scorer.queued_rows},
+            "scorer": {
+                **vars(self.scorer.stats),
+                "rows_skipped": self.scorer.stats.rows_skipped,
+                "queued_rows": self.scorer.queued_rows,
+            },
             "last_retrain_trigger": self.retrain.describe(name) if self.retrain else None,
         }
         if shadow is None:

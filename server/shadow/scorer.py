@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.batcher import BatchObserver
 from server.ratelimit import ThrottledLog
 
 log = logging.getLogger("tabserve.shadow")
@@ -49,18 +48,26 @@ BUDGET_WINDOW_S = 2.0
 """The CPU budget is measured over windows of this length (the last one and the current)."""
 
 Score = Callable[[np.ndarray], np.ndarray]
+Deliver = Callable[[np.ndarray, np.ndarray, Sequence[tuple[str, int, int]]], None]
+"""Where a shadow's scores go: rows, scores, request parts (its monitor's ``observe_shadow``)."""
 
 
 @dataclass
 class ScorerStats:
     rows_offered: int = 0
     rows_scored: int = 0
-    rows_skipped: int = 0
-    """Rows the shadow had no room for (it was behind) or no CPU budget for."""
+    rows_behind: int = 0
+    """Rows skipped because the shadow was behind (its queue was full); counted on the loop."""
     rows_over_budget: int = 0
-    """Of the skipped rows, those skipped for the CPU budget."""
+    """Rows skipped for the CPU budget; counted on the shadow's thread."""
     cpu_seconds: float = 0.0
     """CPU time of the shadow's thread."""
+
+    @property
+    def rows_skipped(self) -> int:
+        """Rows offered and not scored (each counter is written by one thread only)."""
+        return self.rows_behind + self.rows_over_budget
+
     errors: int = 0
     runs: int = 0
 
@@ -68,7 +75,7 @@ class ScorerStats:
 @dataclass(frozen=True)
 class _Batch:
     score: Score
-    sink: BatchObserver
+    sink: Deliver
     rows: np.ndarray
     requests: Sequence[tuple[str, int, int]]
 
@@ -99,7 +106,7 @@ class ShadowScorer:
     def offer(
         self,
         score: Score,
-        sink: BatchObserver,
+        sink: Deliver,
         rows: np.ndarray,
         requests: Sequence[tuple[str, int, int]],
     ) -> None:
@@ -108,7 +115,7 @@ class ShadowScorer:
         stats = self.stats
         stats.rows_offered += n
         if self._closing or self.queued_rows + n > self.max_queued_rows:
-            stats.rows_skipped += n
+            stats.rows_behind += n
             return
         self._queue.append(_Batch(score, sink, rows, requests))  # (atomic: no lock)
         self._appended_rows += n
@@ -146,9 +153,7 @@ class ShadowScorer:
                 time.sleep(GATHER_S)  # let more batches arrive: fewer, larger runs
             for group in self._take():
                 if not self._closing and self._over_budget():
-                    rows = sum(len(b.rows) for b in group)
-                    self.stats.rows_skipped += rows
-                    self.stats.rows_over_budget += rows
+                    self.stats.rows_over_budget += sum(len(b.rows) for b in group)
                 else:
                     self._score(group)
             self.stats.cpu_seconds = time.thread_time()
@@ -196,7 +201,7 @@ class ShadowScorer:
             requests = [part for b in group for part in b.requests]
             self.stats.runs += 1
             self.stats.rows_scored += len(rows)
-            first.sink.observe(rows, scores, requests)
+            first.sink(rows, scores, requests)
         except Exception as exc:
             self.stats.errors += 1
             self._log(logging.ERROR, "event=shadow_failed rows=%d error=%r", len(group), exc)

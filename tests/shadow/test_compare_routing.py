@@ -86,6 +86,14 @@ def test_routing_changes_and_their_events(tmp_path: Path) -> None:
     assert read_routing(tmp_path, "m") == Routing(primary=1)
     with pytest.raises(RoutingError, match="roll back"):
         Routing(primary=1).rolled_back()
+    # compare-and-swap: a promotion from a stale view of the primary or the shadow applies nothing
+    with pytest.raises(RoutingError, match="answers now"):
+        Routing(primary=4, shadow=5).promoted(5, serving=3)
+    with pytest.raises(RoutingError, match="no longer the shadow"):
+        Routing(primary=4, shadow=6).promoted(5, serving=4, from_shadow=True)
+    assert Routing(primary=4, shadow=5).promoted(5, 4, from_shadow=True) == Routing(
+        primary=5, previous=[4]
+    )
     events = read_events(tmp_path, "m")
     assert [(e.action, e.by, e.primary, e.shadow) for e in events] == [
         ("pin", "retrain", 1, None),
@@ -147,6 +155,13 @@ async def test_a_bad_routing_file_keeps_the_routing(
         (repo / "xgb_small" / "routing.json").unlink()
         await registry.reload(in_thread=False)
         assert registry.get("xgb_small").version == 2  # no file: the newest answers
+        # a primary that is not served: the newest answers, but never the shadow
+        update_routing(
+            repo, "xgb_small", lambda r: Routing(primary=7, shadow=2), action="pin", by="admin"
+        )
+        await registry.reload(in_thread=False)
+        assert registry.get("xgb_small").version == 1
+        assert any("event=routing_primary_not_served" in r.getMessage() for r in caplog.records)
     finally:
         await registry.close()
 
@@ -172,7 +187,7 @@ def test_the_scorer_keeps_to_its_cpu_share() -> None:
         scorer.start()
         rows = np.ones((16, 3), dtype=np.float32)
         for i in range(50):
-            scorer.offer(costly, Sink(), rows, [(f"r{i}", 0, 16)])
+            scorer.offer(costly, Sink().observe, rows, [(f"r{i}", 0, 16)])
             time.sleep(0.002)
         deadline = time.monotonic() + 10
         while scorer.queued_rows and time.monotonic() < deadline:

@@ -150,8 +150,10 @@ async def test_a_run_still_going_at_shutdown_is_stopped(
     async with make_client(models_dir=repo, retrain_command=command, **MONITOR) as client:
         trigger = trigger_of(client)
         assert trigger.fire("xgb_small", 1, "drift", "2026-12-07T00:00:00+00:00", "drift")
-        await wait_for(lambda: "xgb_small" in trigger._runs)
-        pid = trigger._runs["xgb_small"].pid
+        await wait_for(lambda: trigger._runs.get("xgb_small") is not None)
+        process = trigger._runs["xgb_small"]
+        assert process is not None
+        pid = process.pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert outcome(trigger) in {"exit code -15", "exit code -9"}

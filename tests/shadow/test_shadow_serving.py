@@ -161,6 +161,16 @@ async def test_a_better_shadow_is_promoted_automatically_with_nothing_failed(
             await asyncio.sleep(0.02)
         after = await predict_all(client, "xgb_small", X[:32], "d")
         detail = (await client.get("/v1/models/xgb_small")).json()
+        # a label for a row answered before the promotion goes to the version that answered it
+        # (version 2 scored that row too, in shadow: not an answer of its own)
+        late = await client.post(
+            "/v1/models/xgb_small/feedback", json={"request_id": "c-0", "row": 0, "label": 0}
+        )
+        fresh = await client.post(
+            "/v1/models/xgb_small/feedback", json={"request_id": "d-0", "row": 0, "label": 0}
+        )
+    assert late.status_code == 200 and late.json()["version"] == 1
+    assert fresh.status_code == 200 and fresh.json()["version"] == 2
     assert set(codes) == {200}
     np.testing.assert_allclose(after, candidate[:32], atol=1e-6)
     routing = read_routing(repo, "xgb_small")
