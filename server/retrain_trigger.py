@@ -1,8 +1,9 @@
 """Retraining triggers: a served model entering drift, or a schedule, runs a command or calls a
 webhook, at most once per cool-down.
 
-Every second the extension reads each served primary's monitor status (a field, no snapshot). A
-model whose status turns to ``drift`` (``TABSERVE_RETRAIN_ON_DRIFT``), or whose last trigger is
+Every second the extension evaluates each served primary's monitor status when it is due (the
+window's PSI, as a batch would). A model whose status turns to ``drift``
+(``TABSERVE_RETRAIN_ON_DRIFT``), or whose last trigger (never triggered: the server's start) is
 ``TABSERVE_RETRAIN_EVERY_S`` old, triggers, unless it triggered less than
 ``TABSERVE_RETRAIN_COOLDOWN_S`` ago: a signal flapping between watch and drift retrains once.
 
@@ -83,6 +84,7 @@ class RetrainTrigger(Extension):
         self._watch: asyncio.Task[None] | None = None
         self._core: Core | None = None
         self._started = _now_iso()
+        self._started_at = time.time()
         self._counter: Counter | None = None
 
     @property
@@ -153,8 +155,9 @@ class RetrainTrigger(Extension):
             if entered and s.retrain_on_drift:
                 self.fire(name, primary.version, "drift", monitor.status_since, status)
             elif s.retrain_every_s > 0:
-                last = self._last_time(name)
-                if last is None or time.time() - last >= s.retrain_every_s:
+                # never triggered: the schedule counts from the server's start
+                last = self._last_time(name) or self._started_at
+                if time.time() - last >= s.retrain_every_s:
                     since = self.last[name].time if name in self.last else self._started
                     self.fire(name, primary.version, "schedule", since, status)
 
