@@ -115,8 +115,7 @@ def _rows(seed: int, options: LoopOptions, shifted: bool) -> Iterator[tuple[NDAr
 class Traffic:
     """Labelled requests from ``concurrency`` clients; every answer and failure recorded."""
 
-    def __init__(self, url: str, options: LoopOptions) -> None:
-        self.url = url
+    def __init__(self, options: LoopOptions) -> None:
         self.options = options
         self.answers: list[Answer] = []
         self.failures: dict[str, int] = {}
@@ -306,7 +305,7 @@ async def _drive(url: str, options: LoopOptions, progress: Callable[[str], None]
     limits = httpx.Limits(max_connections=options.concurrency + 4)
     timeline = Timeline()
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
-        traffic = Traffic(url, options)
+        traffic = Traffic(options)
         stop = asyncio.Event()
         watcher = asyncio.create_task(
             _watch(client, options.model, timeline, traffic.started, stop)

@@ -52,15 +52,6 @@ from server.workershare import WorkerShareExtension, share_dir
 
 log = logging.getLogger("tabserve.app")
 
-GC_YOUNG_THRESHOLD = 2_000
-"""Young-generation collections start after this many more container allocations than
-deallocations (CPython's default: 700). Measured with ``python -m loadtests.bench.profile``,
-one-row predict at 64 connections: the default collects 15 times per 1,000 requests (2.2-2.6 us
-of CPU a request, pauses up to 0.3 ms); 2,000 collects 1.6 times (0.4-0.5 us a request, young
-pauses up to 0.5 ms, a full collection of up to 1.9 ms 0.02 times per 1,000 requests); 5,000
-and more save little more but a middle-generation pause grows to 2.8 ms. Memory at rest: the same
-(216 MB resident either way)."""
-
 
 def default_extensions(settings: Settings) -> list[Extension]:
     """The extensions ``tabserve serve`` runs with (the cache and monitoring register here)."""
@@ -100,7 +91,7 @@ def create_app(
     ``freeze_heap`` (what ``tabserve serve`` does): once the models are loaded, collect once and
     move every object alive then (modules, sessions, cards, routes) out of the collector's reach
     (``gc.freeze``), so a full collection on the request path walks only what requests made,
-    and collect the young generation less often (:data:`GC_YOUNG_THRESHOLD`). Not for tests
+    and collect the young generation less often (``TABSERVE_GC_YOUNG_THRESHOLD``). Not for tests
     that build many apps in one process: frozen objects are never freed.
     """
     settings = settings if settings is not None else Settings()
@@ -158,7 +149,7 @@ def create_app(
             if freeze_heap:
                 gc.collect()
                 gc.freeze()
-                gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+                gc.set_threshold(settings.gc_young_threshold, *gc.get_threshold()[1:])
             if settings.reload_interval_s > 0:
                 scan = asyncio.get_running_loop().create_task(
                     _periodic_scan(registry, settings.reload_interval_s, stop_scan),

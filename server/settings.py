@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     """Run inference on the event loop when the batch-1 cost is below this; else in a thread."""
     ort_intra_op_threads: int = 1
     """ONNX Runtime intra-op threads per session (1 serves small batches best)."""
+    gc_young_threshold: int = Field(default=2_000, ge=1)
+    """Young-generation collections of the server process start after this many more container
+    allocations than deallocations (CPython's default is 700; see docs/benchmarks.md)."""
     drain_timeout_s: float = 10.0
     """On shutdown, answer queued requests for up to this long, then 503 the rest; uvicorn's
     graceful timeout is this plus 2 s."""

@@ -264,6 +264,9 @@ CHECKS: dict[str, Check | Runs] = {
     "python -m loadtests.bench.profile --model xgb_small --concurrency 64 --seconds 5": (
         help_lists_options("python -m loadtests.bench.profile")
     ),
+    "python -m loadtests.bench.profile --env TABSERVE_GC_YOUNG_THRESHOLD=700": help_lists_options(
+        "python -m loadtests.bench.profile"
+    ),
     "python -m loadtests.bench.profile --route floor-asgi": help_lists_options(
         "python -m loadtests.bench.profile"
     ),

@@ -29,6 +29,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,23 @@ from server.workershare import share_dir as workers_share_dir
 
 log = logging.getLogger(__name__)
 
-LabelListener = Callable[[ModelMonitor, Any, "str | None", int, "str | None", FeedbackResult], None]
+
+@dataclass(frozen=True)
+class Labelled:
+    """A label a served row took in this worker, as the label listeners get it."""
+
+    monitor: ModelMonitor
+    request_id: str | None
+    """With ``row``, how the feedback named the row; else by ``row_hash``."""
+    row: int
+    row_hash: str | None
+    label: Any
+    """The label as given."""
+    result: FeedbackResult
+    """What it matched (``answer`` and ``truth`` as the monitor keeps them)."""
+
+
+LabelListener = Callable[[Labelled], None]
 
 
 class MonitoringExtension(Extension):
@@ -85,8 +102,7 @@ class MonitoringExtension(Extension):
         self._collector: MonitoringCollector | None = None
         self.label_listeners: list[LabelListener] = []
         """Called with every label a row took in this worker (the shadow pairs it, the
-        prediction log writes it): the monitor, the label as given, its (request_id, row) or
-        row_hash, and what it matched. A listener's failure is logged, never the caller's."""
+        prediction log writes it). A listener's failure is logged, never the caller's."""
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
         from server.monitoring.routes import handlers
@@ -214,21 +230,14 @@ class MonitoringExtension(Extension):
             raise ModelNotReady(f"model {model.name}/{model.version} has no monitor")
         return monitor
 
-    def labelled(
-        self,
-        monitor: ModelMonitor,
-        label: Any,
-        request_id: str | None,
-        row: int,
-        row_hash: str | None,
-        result: FeedbackResult,
-    ) -> None:
-        """Tell the label listeners that ``monitor``'s row took ``label``."""
+    def labelled(self, event: Labelled) -> None:
+        """Tell the label listeners that a row took a label."""
         for listener in self.label_listeners:
             try:
-                listener(monitor, label, request_id, row, row_hash, result)
+                listener(event)
             except Exception as exc:
-                log.error("event=label_listener_failed model=%s error=%r", monitor.card.name, exc)
+                name = event.monitor.card.name
+                log.error("event=label_listener_failed model=%s error=%r", name, exc)
 
     def monitors_newest_first(self, name: str) -> list[ModelMonitor]:
         """Monitors of the served versions of ``name`` for feedback lookups: the primary's

@@ -109,14 +109,16 @@ class ServedRows:
         self._rows[slot : slot + first] = rows[n - keep : n - keep + first]
         self._scores[slot : slot + first] = scores[n - keep : n - keep + first]
         self._label_ref[slot : slot + first] = -1
-        flags = np.zeros(n, dtype=bool) if shadowed is None else shadowed
-        self._shadowed[slot : slot + first] = flags[n - keep : n - keep + first]
+        if shadowed is None:
+            self._shadowed[slot : slot + first] = False
+        else:
+            self._shadowed[slot : slot + first] = shadowed[n - keep : n - keep + first]
         if first < keep:
             rest = keep - first
             self._rows[:rest] = rows[n - rest :]
             self._scores[:rest] = scores[n - rest :]
             self._label_ref[:rest] = -1
-            self._shadowed[:rest] = flags[n - rest :]
+            self._shadowed[:rest] = False if shadowed is None else shadowed[n - rest :]
         self._next_seq = start + n
         seq = start
         index = self._by_request

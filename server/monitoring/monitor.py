@@ -182,6 +182,11 @@ class FeedbackResult:
     """Binary: the positive-class score the server answered for that row."""
     predicted_positive: bool | None = None
     """Binary: whether that score was at or above the decision threshold."""
+    answer: float = 0.0
+    """The number remembered for the row (positive score, class index or value)."""
+    truth: float = 0.0
+    """The label as the quality window keeps it (binary: 1 for the positive class, multiclass:
+    the class index, regression: the target)."""
 
 
 class ModelMonitor:
@@ -497,7 +502,11 @@ class ModelMonitor:
             if forwarded:
                 self.labels_from_other_workers += 1
         return FeedbackResult(
-            matched_by=matched_by, replaced=replaced, **self._task.feedback(answer, truth)
+            matched_by=matched_by,
+            replaced=replaced,
+            answer=answer,
+            truth=truth,
+            **self._task.feedback(answer, truth),
         )
 
     # --- reading -----------------------------------------------------------------------------

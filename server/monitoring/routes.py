@@ -29,6 +29,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from server.errors import InvalidInput, TabserveError, UnknownFeedbackId
+from server.monitoring.extension import Labelled
 from server.monitoring.monitor import ModelMonitor
 from server.openapi_docs import FEEDBACK_BODY, with_json_body
 from server.request_meta import check_json_media_type, path_version
@@ -127,7 +128,9 @@ def _give(
         except UnknownFeedbackId as exc:
             last = exc
             continue
-        ext.labelled(monitor, body.label, body.request_id, body.row, body.row_hash, result)
+        ext.labelled(
+            Labelled(monitor, body.request_id, body.row, body.row_hash, body.label, result)
+        )
         return FeedbackResponse(
             model=monitor.card.name,
             version=monitor.card.version,

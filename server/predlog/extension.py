@@ -33,7 +33,7 @@ from server.batcher import BatchObserver
 from server.core import Core
 from server.extension import Extension
 from server.modelcard import ModelCard
-from server.monitoring.monitor import FeedbackResult, ModelMonitor
+from server.monitoring.extension import Labelled
 from server.monitoring.tasks import task_monitor
 from server.predlog.format import rows_schema
 from server.predlog.metrics import LogCounts, LoopCounts, PredictionLogCollector
@@ -212,34 +212,20 @@ class PredictionLogExtension(Extension):
                 logging.ERROR, "event=prediction_log_label_failed model=%s error=%r", card.name, exc
             )
 
-    def labelled(
-        self,
-        monitor: ModelMonitor,
-        label: object,
-        request_id: str | None,
-        row: int,
-        row_hash: str | None,
-        result: FeedbackResult,
-    ) -> None:
-        """A monitoring label listener: log the label a served row took (the label as the model
-        knows it: a classifier's class index, a regressor's target)."""
-        card = monitor.card
-        try:
-            target = (
-                float(result.label)
-                if card.task == "regression"
-                else float(card.classes.index(result.label))  # type: ignore[arg-type]
-            )
-        except (ValueError, TypeError):
-            self.counts.loop.errors["label"] += 1
-            return
-        by_id = request_id is not None
+    def labelled(self, event: Labelled) -> None:
+        """A monitoring label listener: log the label a served row took (a classifier's class
+        index, a regressor's target)."""
+        card = event.monitor.card
+        truth = event.result.truth
+        if card.task == "binary":  # the monitor keeps 1 for the positive class
+            truth = float(card.positive_index if truth else 1 - card.positive_index)
+        by_id = event.request_id is not None
         self.label(
             card,
-            request_id=request_id,
-            row=row if by_id else None,
-            row_hash=None if by_id else row_hash,
-            target=target,
+            request_id=event.request_id,
+            row=event.row if by_id else None,
+            row_hash=None if by_id else event.row_hash,
+            target=truth,
         )
 
 

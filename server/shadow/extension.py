@@ -39,8 +39,8 @@ from server.errors import TabserveError, UnknownFeedbackId
 from server.extension import Extension
 from server.ladder import CascadeRunner
 from server.modelcard import ModelCard
-from server.monitoring.extension import MonitoringExtension
-from server.monitoring.monitor import FeedbackResult, ModelMonitor
+from server.monitoring.extension import Labelled, MonitoringExtension
+from server.monitoring.monitor import ModelMonitor
 from server.registry import LoadedModel
 from server.retrain_trigger import RetrainTrigger
 from server.routing import update_routing
@@ -164,16 +164,9 @@ class ShadowExtension(Extension):
             found = self._pairs[key] = Pairs(task, capacity)
         return found
 
-    def labelled(
-        self,
-        monitor: ModelMonitor,
-        label: Any,
-        request_id: str | None,
-        row: int,
-        row_hash: str | None,
-        result: FeedbackResult,
-    ) -> None:
+    def labelled(self, event: Labelled) -> None:
         """A label the primary's row took: give it to the shadow's monitor, pair the answers."""
+        monitor = event.monitor
         core = self.core
         if core is None:
             return
@@ -187,12 +180,17 @@ class ShadowExtension(Extension):
         if sink is None:
             return
         try:
-            theirs = sink.feedback(label=label, request_id=request_id, row=row, row_hash=row_hash)
+            theirs = sink.feedback(
+                label=event.label,
+                request_id=event.request_id,
+                row=event.row,
+                row_hash=event.row_hash,
+            )
         except (UnknownFeedbackId, TabserveError):
             return  # the shadow skipped that row (it was behind) or has not scored it yet
         card = monitor.card
         pairs = self.pairs(name, card.version, shadow.version, card.task)
-        pairs.add(_answer(card, result), _answer(card, theirs), _truth(card, result))
+        pairs.add(event.result.answer, theirs.answer, event.result.truth)
         self._maybe_promote(name, card.version, shadow.version, pairs)
 
     def _maybe_promote(self, name: str, primary: int, shadow: int, pairs: Pairs) -> None:
@@ -312,23 +310,6 @@ def compatibility(primary: ModelCard, shadow: ModelCard) -> str | None:
     if shadow.classes != primary.classes:
         return "the shadow's classes differ from the primary's"
     return None
-
-
-def _answer(card: ModelCard, result: FeedbackResult) -> float:
-    """The number a pair keeps: the positive score, the predicted class index, or the value."""
-    if card.task == "binary":
-        return float(result.score if result.score is not None else 0.0)
-    if card.task == "multiclass":
-        return float(card.classes.index(result.predicted))  # type: ignore[arg-type]
-    return float(result.predicted)
-
-
-def _truth(card: ModelCard, result: FeedbackResult) -> float:
-    if card.task == "binary":
-        return 1.0 if result.label == card.positive_class else 0.0
-    if card.task == "multiclass":
-        return float(card.classes.index(result.label))  # type: ignore[arg-type]
-    return float(result.label)
 
 
 class _ShadowCollector(Collector):
