@@ -1,15 +1,16 @@
 """The gRPC front door as an app extension: listens on ``grpc_port`` for the app's lifetime.
 
-``start`` (in the app's lifespan, before the models load) starts grpcio's asyncio server on the
-running event loop, so gRPC and HTTP share one loop and one :class:`server.core.Core`. Until the
-models are loaded ServerReady says false and ModelInfer answers UNAVAILABLE, as HTTP answers 503
-until ready. When shutdown starts (``draining``, as HTTP stops listening) the gRPC server stops
-taking new calls (clients see UNAVAILABLE) and gives the calls running the drain timeout to
-finish, while the batchers drain; ``stop`` waits for it. A call that reached grpcio but no handler
-yet when the port closes is CANCELLED by grpcio (it never ran).
+``start`` (in the app's lifespan, before the models load) listens with the app's own HTTP/2
+protocol (``server.oip.grpc_connection``) on the running event loop, so gRPC and HTTP share one
+loop and one :class:`server.core.Core`. Until the models are loaded ServerReady says false and
+ModelInfer answers UNAVAILABLE, as HTTP answers 503 until ready. When shutdown starts
+(``draining``, as HTTP stops listening) the port closes and every connection gets GOAWAY: calls
+already taken run to their answer, later ones are refused (REFUSED_STREAM, which a client retries
+elsewhere or reports UNAVAILABLE). ``stop`` gives the running calls the drain timeout, then closes
+what is left.
 
-With ``--workers N`` every worker listens on the same port (grpcio sets SO_REUSEPORT), and the
-kernel spreads connections over them, as it does for HTTP.
+With ``--workers N`` every worker listens on the same port (SO_REUSEPORT), and the kernel spreads
+connections over them, as it does for HTTP.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
-
 from server.core import Core
 from server.extension import Extension
-from server.oip.grpc_service import add_to_server
+from server.oip.grpc_connection import Front, GrpcConnection
+from server.oip.grpc_service import InferenceService
 from server.settings import Settings
 
 log = logging.getLogger("tabserve.grpc")
@@ -32,46 +32,54 @@ class GrpcExtension(Extension):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.server: grpc.aio.Server | None = None
+        self.server: asyncio.Server | None = None
+        self.front: Front | None = None
         self.port: int | None = None
-        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self, core: Core) -> None:
-        port = self.settings.grpc_port
-        if port is None:
+        settings = self.settings
+        if settings.grpc_port is None:
             return
-        limit = self.settings.max_body_bytes
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", -1),
-            ]
+        front = Front(
+            InferenceService(core).methods(),
+            max_message=settings.max_body_bytes,
+            preface_timeout_s=settings.header_timeout_s,
+            max_connections=settings.max_connections,
         )
-        add_to_server(core, server)
-        host = self.settings.host
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        host = settings.host
         try:
-            self.port = server.add_insecure_port(address)
-        except RuntimeError as exc:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: GrpcConnection(front),
+                host,
+                settings.grpc_port,
+                reuse_port=settings.workers > 1,
+                backlog=1024,
+            )
+        except OSError as exc:
             raise RuntimeError(
-                f"cannot listen for gRPC on {address}: {exc} (is another server running there? "
+                f"cannot listen for gRPC on {host}:{settings.grpc_port}: "
+                f"{exc.strerror or exc} (is another server running there? "
                 "choose TABSERVE_GRPC_PORT)"
             ) from None
-        await server.start()
-        self.server = server
+        self.server, self.front = server, front
+        self.port = server.sockets[0].getsockname()[1]
         log.info("event=grpc_listening address=%s:%d", host, self.port)
 
     def draining(self) -> None:
-        if self.server is not None and self._stopping is None:
-            stopping = self.server.stop(grace=self.settings.drain_timeout_s)
-            self._stopping = asyncio.get_running_loop().create_task(stopping, name="grpc-stop")
+        if self.server is not None and self.front is not None and not self.front.closing:
+            self.server.close()
+            self.front.goaway()
 
     async def stop(self) -> None:
-        if self.server is None:
+        if self.server is None or self.front is None:
             return
         self.draining()
-        assert self._stopping is not None
+        front = self.front
         try:
-            await self._stopping
-        finally:
-            self.server = self._stopping = None
+            await asyncio.wait_for(front.idle.wait(), self.settings.drain_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "event=grpc_drain_timeout calls=%d", sum(len(c.streams) for c in front.connections)
+            )
+        front.close_all()
+        self.server = self.front = None

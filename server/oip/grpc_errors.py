@@ -61,6 +61,14 @@ class GrpcError:
         self.trailers = trailers
 
 
+class Abort(Exception):
+    """Raised by a method to end its call with ``error`` (the call's status and trailers)."""
+
+    def __init__(self, error: GrpcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def grpc_error(exc: BaseException, request_id: str) -> GrpcError:
     status = status_of(exc)
     if isinstance(exc, errors.TabserveError):

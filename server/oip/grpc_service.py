@@ -1,4 +1,5 @@
-"""``inference.GRPCInferenceService`` on grpcio's asyncio server, on the app's event loop.
+"""``inference.GRPCInferenceService``: the protocol's methods, served by the app's own HTTP/2
+front (``server.oip.grpc_connection``) on its event loop.
 
 The service reads the same :class:`server.core.Core` as the HTTP routes: the registry (so a
 reload swaps versions for both), each version's batcher (one queue, one cache, one monitor for
@@ -13,7 +14,10 @@ under the HTTP status their outcome maps to). A ModelInfer call:
     raw_output_contents when the request was raw, else typed contents (a string label in
         bytes_contents, UTF-8)
 
-The client's deadline (``grpc-timeout``) is the request's deadline; without one the server's
+A method gets the request message and the call's :class:`~server.oip.grpc_connection.Call`
+(metadata and deadline) and returns the response message, or raises
+:class:`~server.oip.grpc_errors.Abort` with the call's status. The client's deadline
+(``grpc-timeout``) is the request's deadline; without one the server's
 default applies. Metadata ``x-request-id`` (1-128 visible ASCII characters) names the request in
 logs and monitoring, else the request's ``id``, else a new id; ``cache-control: no-cache`` /
 ``no-store`` work as on HTTP. Errors are statuses (``server.oip.grpc_errors``).
@@ -22,9 +26,8 @@ logs and monitoring, else the request's ``id``, else a new id; ``cache-control: 
 from __future__ import annotations
 
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
-import grpc
 import numpy as np
 
 from server.batcher import CacheMode
@@ -32,8 +35,8 @@ from server.core import Core
 from server.errors import InvalidInput, ModelNotFound, ModelNotReady
 from server.modelcard import ModelCard
 from server.oip import grpc_predict_v2_pb2 as pb
-from server.oip import grpc_predict_v2_pb2_grpc as pb_grpc
-from server.oip.grpc_errors import grpc_error
+from server.oip.grpc_connection import Call, Method
+from server.oip.grpc_errors import Abort, grpc_error
 from server.oip.schema import (
     EXTENSIONS,
     INPUT_DATATYPE,
@@ -88,7 +91,10 @@ _InferOutput = pb.ModelInferResponse.InferOutputTensor
 _TensorMetadata = pb.ModelMetadataResponse.TensorMetadata
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+SERVICE = "/inference.GRPCInferenceService/"
+
+
+class InferenceService:
     """The protocol's methods over one :class:`Core`."""
 
     def __init__(self, core: Core) -> None:
@@ -96,40 +102,50 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._metadata = pb.ServerMetadataResponse(
             name=SERVER_NAME, version=server_version(), extensions=list(EXTENSIONS)
         )
+        self._live = pb.ServerLiveResponse(live=True)
+
+    def methods(self) -> dict[bytes, Method]:
+        """The served methods by path (``/inference.GRPCInferenceService/ModelInfer``, ...)."""
+        served: dict[str, tuple[Any, Any, bool]] = {
+            "ServerLive": (pb.ServerLiveRequest, self.ServerLive, False),
+            "ServerReady": (pb.ServerReadyRequest, self.ServerReady, False),
+            "ServerMetadata": (pb.ServerMetadataRequest, self.ServerMetadata, False),
+            "ModelReady": (pb.ModelReadyRequest, self.ModelReady, False),
+            "ModelMetadata": (pb.ModelMetadataRequest, self.ModelMetadata, False),
+            "ModelInfer": (pb.ModelInferRequest, self.ModelInfer, True),
+        }
+        return {
+            (SERVICE + name).encode(): Method(message.FromString, handler, waits)
+            for name, (message, handler, waits) in served.items()
+        }
 
     # --- health and metadata -------------------------------------------------------------------
 
-    async def ServerLive(
-        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+    def ServerLive(self, request: pb.ServerLiveRequest, call: Call) -> pb.ServerLiveResponse:
+        return self._live
 
-    async def ServerReady(
-        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerReadyResponse:
+    def ServerReady(self, request: pb.ServerReadyRequest, call: Call) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.core.registry.ready)
 
-    async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, call: Call
     ) -> pb.ServerMetadataResponse:
         return self._metadata
 
-    async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelReadyResponse:
+    def ModelReady(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
         try:
             model = self._model(request.name, request.version)
         except ModelNotFound:
             return pb.ModelReadyResponse(ready=False)  # as Triton answers: not ready, no error
         return pb.ModelReadyResponse(ready=model.batcher.accepting and self.core.registry.ready)
 
-    async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, call: Call
     ) -> pb.ModelMetadataResponse:
         try:
             model = self._model(request.name, request.version)
         except Exception as exc:
-            await self._abort(context, exc, new_request_id())
+            self._abort(exc, new_request_id())
         card = model.card
         if request.version:
             versions = [str(card.version)]
@@ -151,28 +167,23 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- infer ---------------------------------------------------------------------------------
 
-    async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
         core = self.core
         started = time.perf_counter()
         label = "unknown"  # never a client-chosen string as a metrics label
-        request_id, cache_mode = _call_metadata(context, request.id)
+        request_id, cache_mode = _call_metadata(call, request.id)
         try:
             model = self._model(request.model_name, request.model_version)
             card = model.card
             label = card.name
             core.count(label, card.version)
-            remaining = context.time_remaining()
             now = time.monotonic()
-            deadline = (
-                now + core.settings.default_deadline_ms / 1000.0
-                if remaining is None
-                else now + remaining
-            )
+            deadline = call.deadline
+            if deadline is None:
+                deadline = now + core.settings.default_deadline_ms / 1000.0
             ladder = model.ladder
             if ladder is not None:  # degrade on: the budget is the deadline too
-                budget_ms = _budget_ms(context)
+                budget_ms = _budget_ms(call)
                 if budget_ms is None:
                     budget_ms = ladder.objective_ms
                 deadline = min(deadline, now + budget_ms / 1000.0)
@@ -196,7 +207,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             if header is not None:
                 response.parameters["variant"].string_param = header.decode()
         except Exception as exc:
-            await self._abort(context, exc, request_id, label, started)
+            self._abort(exc, request_id, label, started)
         core.record(label, 200, started)
         return response
 
@@ -212,9 +223,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             )
         return self.core.registry.get(name, number)
 
-    async def _abort(
+    def _abort(
         self,
-        context: grpc.aio.ServicerContext,
         exc: Exception,
         request_id: str,
         label: str | None = None,
@@ -226,17 +236,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         error = grpc_error(exc, request_id)
         if label is not None:
             self.core.record(label, error.http_status, started)
-        await context.abort(error.code, error.message, trailing_metadata=error.trailers)
-        raise AssertionError("context.abort returned")  # it raises
+        raise Abort(error) from None
 
 
-def _call_metadata(context: grpc.aio.ServicerContext, given_id: str) -> tuple[str, CacheMode]:
+def _call_metadata(call: Call, given_id: str) -> tuple[str, CacheMode]:
     request_id: str | None = None
     cache_mode: CacheMode = "default"
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str):
-            request_id = valid_request_id(value.encode()) or request_id
-        elif key == "cache-control" and isinstance(value, str):
+    for key, value in call.metadata:
+        if key == "x-request-id":
+            request_id = valid_request_id(value.encode("latin-1")) or request_id
+        elif key == "cache-control":
             directives = value.lower()
             if "no-store" in directives:
                 cache_mode = "no-store"
@@ -247,9 +256,9 @@ def _call_metadata(context: grpc.aio.ServicerContext, given_id: str) -> tuple[st
     return request_id or new_request_id(), cache_mode
 
 
-def _budget_ms(context: grpc.aio.ServicerContext) -> float | None:
+def _budget_ms(call: Call) -> float | None:
     """The ``x-latency-budget-ms`` metadata (as the REST header X-Latency-Budget-Ms)."""
-    for key, value in context.invocation_metadata() or ():
+    for key, value in call.metadata:
         if key == "x-latency-budget-ms":
             return milliseconds("x-latency-budget-ms", value)
     return None
@@ -359,9 +368,3 @@ def _response(
     return pb.ModelInferResponse(
         model_name=card.name, model_version=str(card.version), id=response_id, outputs=out
     )
-
-
-def add_to_server(core: Core, server: grpc.aio.Server) -> InferenceService:
-    service = InferenceService(core)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    return service
