@@ -37,7 +37,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import grpc
@@ -484,7 +484,7 @@ class GrpcConnection(asyncio.Protocol):
         deadline = None if headers.timeout is None else time.monotonic() + headers.timeout
         call = Call(headers.metadata, deadline)
         if method.waits:
-            stream.task = self._loop.create_task(self._run(stream, method.handler(request, call)))
+            stream.task = self._loop.create_task(self._run(stream, method, request, call))
             return
         try:
             response = method.handler(request, call)
@@ -525,9 +525,9 @@ class GrpcConnection(asyncio.Protocol):
             )
         return None
 
-    async def _run(self, stream: _Stream, answer: Awaitable[Any]) -> None:
+    async def _run(self, stream: _Stream, method: Method, request: Any, call: Call) -> None:
         try:
-            response = await answer
+            response = await method.handler(request, call)
         except Abort as abort:
             self._answer_error(stream, abort.error)
         except asyncio.CancelledError:
