@@ -60,6 +60,9 @@ MAX_HEADER_BLOCK = 65536
 """The largest header block, HEADERS and CONTINUATION frames together (encoded)."""
 CONNECTION_WINDOW = 16 << 20
 """What a client may send ahead of the server's reading (the connection's receive window)."""
+UNFINISHED_MESSAGES = 4
+"""A connection buffers at most this many largest messages' worth of calls still arriving; the
+call whose data passes it is RESOURCE_EXHAUSTED (memory stays bounded, nothing waits forever)."""
 _MESSAGE_PREFIX = struct.Struct(">BL")
 _CONTENT_TYPE = b"application/grpc"
 _OK_HEADERS = encode([(b":status", b"200"), (b"content-type", _CONTENT_TYPE)])
@@ -168,7 +171,9 @@ class GrpcConnection(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._decoder = Decoder(max_string=MAX_HEADER_LIST)
+        self._decoder = Decoder(max_list=MAX_HEADER_LIST)
+        self._buffered = 0  # bytes of messages still arriving, over all streams
+        self._buffer_limit = UNFINISHED_MESSAGES * (front.max_message + 5)
         self._rest = bytearray()
         self._need = 0
         self._preface = False
@@ -308,6 +313,8 @@ class GrpcConnection(asyncio.Protocol):
             if stream_id == 0:
                 raise h2.ConnectionError_(h2.PROTOCOL_ERROR, "HEADERS on stream 0")
             block = h2.unpad(flags, payload, "HEADERS")
+            if len(block) > MAX_HEADER_BLOCK:
+                raise h2.ConnectionError_(h2.ENHANCE_YOUR_CALM, "a header block over 64 KiB")
             if flags & h2.END_HEADERS:
                 self._header_block(stream_id, flags, block)
             else:
@@ -384,21 +391,23 @@ class GrpcConnection(asyncio.Protocol):
             return  # the server answered or reset it already: dropped
         data = h2.unpad(flags, payload, "DATA")
         stream.size += len(data)
+        self._buffered += len(data)
         if stream.size > self.front.max_message + 5:
             limit = self.front.max_message
-            self._answer_error(
-                stream,
-                GrpcError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the request message is over the limit of {limit} bytes "
-                    "(TABSERVE_MAX_BODY_BYTES)",
-                    413,
-                ),
+            message = (
+                f"the request message is over the limit of {limit} bytes (TABSERVE_MAX_BODY_BYTES)"
             )
+        elif self._buffered > self._buffer_limit:
+            message = (
+                f"more than {self._buffer_limit} bytes of calls still arriving on this "
+                "connection; send fewer large calls at once"
+            )
+        else:
+            stream.body.append(data)
+            if flags & h2.END_STREAM:
+                self._ended(stream)
             return
-        stream.body.append(data)
-        if flags & h2.END_STREAM:
-            self._ended(stream)
+        self._answer_error(stream, GrpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, 413))
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -460,6 +469,7 @@ class GrpcConnection(asyncio.Protocol):
     def _ended(self, stream: _Stream) -> None:
         """The client's side of ``stream`` is complete: run the call."""
         stream.remote_open = False
+        self._buffered -= stream.size
         if stream.answered:
             return
         headers = stream.headers
@@ -609,6 +619,9 @@ class GrpcConnection(asyncio.Protocol):
         self._forget(stream)
 
     def _forget(self, stream: _Stream) -> None:
+        if stream.remote_open:  # its data will never be read
+            self._buffered -= stream.size
+            stream.remote_open = False
         self.streams.pop(stream.id, None)
         self._blocked.pop(stream.id, None)
         if not self.streams:

@@ -108,13 +108,15 @@ class Decoder:
     """Decodes the header blocks of one connection, in the order they arrive.
 
     ``max_table_size`` is the table size the server announced (SETTINGS_HEADER_TABLE_SIZE);
-    ``max_string`` bounds a single name or value, which also bounds what one block can cost.
+    ``max_list`` bounds the decoded header list (names, values and 32 bytes a field, as
+    SETTINGS_MAX_HEADER_LIST_SIZE counts), and so what a small block of indexed fields can
+    expand to; a block over it is an error.
     """
 
-    def __init__(self, max_table_size: int = 4096, max_string: int = 65536) -> None:
+    def __init__(self, max_table_size: int = 4096, max_list: int = 65536) -> None:
         self.max_table_size = max_table_size
         self.table_size = max_table_size
-        self.max_string = max_string
+        self.max_list = max_list
         self._dynamic: deque[Field] = deque()
         self._size = 0
         self._kept: dict[bytes, list[Field]] = {}
@@ -135,7 +137,10 @@ class Decoder:
         fields: list[Field] = []
         changed = False
         pos, end = 0, len(data)
+        size = 0  # of the header list so far
         while pos < end:
+            if size > self.max_list:
+                raise HpackError(f"a header list over {self.max_list} bytes")
             first = data[pos]
             if first & 0x80:  # indexed field
                 index, pos = _integer(data, pos, 7)
@@ -148,15 +153,21 @@ class Decoder:
             elif first & 0x20:  # table size update
                 if fields:
                     raise HpackError("a table size update after a field")
-                size, pos = _integer(data, pos, 5)
-                if size > self.max_table_size:
-                    raise HpackError(f"table size {size} over the {self.max_table_size} allowed")
-                self.table_size = size
+                new_size, pos = _integer(data, pos, 5)
+                if new_size > self.max_table_size:
+                    raise HpackError(
+                        f"table size {new_size} over the {self.max_table_size} allowed"
+                    )
+                self.table_size = new_size
                 self._evict()
                 changed = True
+                continue
             else:  # literal, not indexed (0000) or never indexed (0001)
                 name, value, pos = self._literal(data, pos, 4)
                 fields.append((name, value))
+            size += len(fields[-1][0]) + len(fields[-1][1]) + ENTRY_OVERHEAD
+        if size > self.max_list:
+            raise HpackError(f"a header list over {self.max_list} bytes")
         return fields, changed
 
     def _field(self, index: int) -> Field:
@@ -183,8 +194,8 @@ class Decoder:
             raise HpackError("a block that ends inside a field")
         huffman = data[pos] & 0x80
         length, pos = _integer(data, pos, 7)
-        if length > self.max_string:
-            raise HpackError(f"a string of {length} bytes (the limit is {self.max_string})")
+        if length > self.max_list:
+            raise HpackError(f"a string of {length} bytes (the limit is {self.max_list})")
         end = pos + length
         if end > len(data):
             raise HpackError("a string that runs past the block")

@@ -244,6 +244,21 @@ async def test_a_message_over_the_limit_is_refused_as_it_arrives(serve: Serve) -
         client.close()
 
 
+async def test_a_connection_buffers_a_bounded_amount_of_unfinished_calls(serve: Serve) -> None:
+    async with serve(max_body_bytes=1000) as grpc:
+        client = await H2Client.connect(port(grpc))
+        streams = [client.new_stream() for _ in range(5)]
+        for stream in streams:  # 900 bytes each, none finished: the fifth passes 4 x 1,005
+            client.send(client.headers(stream, LIVE) + h2.frame(h2.DATA, 0, stream, b"\0" * 900))
+        answer = await client.answer(streams[4])
+        assert answer.status == RESOURCE_EXHAUSTED
+        assert b"still arriving on this connection" in answer.headers[b"grpc-message"]
+        client.send(h2.frame(h2.DATA, h2.END_STREAM, streams[0], b""))  # 900 bytes: a bad call
+        assert (await client.answer(streams[0])).status == INVALID_ARGUMENT
+        assert (await client.answer(client.call(LIVE_REQUEST, LIVE))).status == OK
+        client.close()
+
+
 async def test_a_header_block_in_continuation_frames(serve: Serve) -> None:
     async with serve() as grpc:
         client = await H2Client.connect(port(grpc))

@@ -102,4 +102,13 @@ def test_our_blocks_decode_with_hpack() -> None:
 )
 def test_malformed_blocks_are_errors(block: bytes, problem: str) -> None:
     with pytest.raises(HpackError, match=problem):
-        Decoder(max_string=16384).decode(block)
+        Decoder(max_list=16384).decode(block)
+
+
+def test_a_small_block_cannot_expand_past_the_header_list_limit() -> None:
+    decoder = Decoder(max_list=16384)
+    big = b"\x40" + encode_integer(1, 7) + b"a" + encode_integer(3000, 7) + b"v" * 3000
+    decoder.decode(big)  # one 3 KB entry in the table
+    assert len(decoder.decode(bytes([0x80 | 62]) * 5)) == 5  # 15 KB: under the limit
+    with pytest.raises(HpackError, match="header list over 16384"):
+        decoder.decode(bytes([0x80 | 62]) * 1000)  # 1,000 bytes naming 3 MB
