@@ -78,8 +78,6 @@ class GrpcExtension(Extension):
         try:
             await asyncio.wait_for(front.idle.wait(), self.settings.drain_timeout_s)
         except TimeoutError:
-            log.warning(
-                "event=grpc_drain_timeout calls=%d", sum(len(c.streams) for c in front.connections)
-            )
-        front.close_all()
+            log.warning("event=grpc_drain_timeout calls=%d", front.calls_running())
+        front.abort_all()
         self.server = self.front = None

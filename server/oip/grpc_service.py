@@ -35,7 +35,7 @@ from server.core import Core
 from server.errors import InvalidInput, ModelNotFound, ModelNotReady
 from server.modelcard import ModelCard
 from server.oip import grpc_predict_v2_pb2 as pb
-from server.oip.grpc_connection import Call, Method
+from server.oip.grpc_call import Call, Method
 from server.oip.grpc_errors import Abort, grpc_error
 from server.oip.schema import (
     EXTENSIONS,

@@ -44,6 +44,8 @@ class H2Client:
         self.next_stream = 1
         self.server_settings: dict[int, int] = {}
         self.stashed: dict[int, list[Frame]] = {}  # read while waiting on another stream
+        self.send_window = h2.DEFAULT_WINDOW  # the connection's, as the server grants it
+        self.stream_windows: dict[int, int] = {}
 
     @classmethod
     async def connect(
@@ -97,6 +99,26 @@ class H2Client:
         )
         return stream
 
+    async def send_message(self, stream: int, body: bytes) -> int:
+        """Send ``body`` as the stream's message within the server's windows, waiting for its
+        WINDOW_UPDATE frames; the number of waits."""
+        data, waits = message(body), 0
+        start = self.server_settings.get(h2.SETTINGS_INITIAL_WINDOW_SIZE, h2.DEFAULT_WINDOW)
+        self.stream_windows.setdefault(stream, start)
+        while data:
+            room = min(self.stream_windows[stream], self.send_window, h2.DEFAULT_MAX_FRAME)
+            if room <= 0:
+                waits += 1
+                frame = await self.frame()
+                if frame.kind != h2.WINDOW_UPDATE and frame.stream:
+                    self.stashed.setdefault(frame.stream, []).append(frame)
+                continue
+            chunk, data = data[:room], data[room:]
+            self.stream_windows[stream] -= len(chunk)
+            self.send_window -= len(chunk)
+            self.send(h2.frame(h2.DATA, 0 if data else h2.END_STREAM, stream, chunk))
+        return waits
+
     def new_stream(self) -> int:
         stream = self.next_stream
         self.next_stream += 2
@@ -108,6 +130,15 @@ class H2Client:
         length = (hi << 8) | lo
         payload = await asyncio.wait_for(self.reader.readexactly(length), wait_s)
         frame = Frame(kind, flags, stream & 0x7FFFFFFF, payload)
+        if kind == h2.WINDOW_UPDATE:
+            increment = h2.u32(payload)
+            if frame.stream:
+                start = self.server_settings.get(h2.SETTINGS_INITIAL_WINDOW_SIZE, h2.DEFAULT_WINDOW)
+                self.stream_windows[frame.stream] = (
+                    self.stream_windows.get(frame.stream, start) + increment
+                )
+            else:
+                self.send_window += increment
         if kind == h2.SETTINGS and not flags & h2.ACK:
             self.server_settings.update(h2.parse_settings(payload))
             self.send(h2.SETTINGS_ACK)
@@ -119,7 +150,7 @@ class H2Client:
         while True:
             try:
                 frames.append(await self.frame(wait_s))
-            except (asyncio.IncompleteReadError, ConnectionResetError):
+            except (asyncio.IncompleteReadError, ConnectionError):
                 self.close()
                 return frames
 

@@ -74,6 +74,29 @@ async def live_call_works(extension: GrpcExtension) -> None:
     assert answer.status == OK and pb.ServerLiveResponse.FromString(answer.message).live
 
 
+async def test_idle_connections_are_closed_and_the_cap_holds(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.oip import grpc_connection
+
+    monkeypatch.setattr(grpc_connection, "IDLE_S", 0.3)
+    async with serve(max_connections=1) as grpc:
+        first = await H2Client.connect(port(grpc))
+        assert (await first.answer(first.call(LIVE_REQUEST, LIVE))).status == OK
+        second = await H2Client.connect(port(grpc))  # over the cap: turned away
+        goaway = [f for f in await second.closed() if f.kind == h2.GOAWAY]
+        assert h2.u32(goaway[0].payload, 4) == h2.ENHANCE_YOUR_CALM
+        frames = await first.closed()  # idle past IDLE_S: GOAWAY, then closed
+        goaway = [f for f in frames if f.kind == h2.GOAWAY]
+        assert (h2.u32(goaway[0].payload), h2.u32(goaway[0].payload, 4)) == (1, h2.NO_ERROR)
+        assert grpc.front is not None
+        for _ in range(100):  # until the server saw the client close
+            if not grpc.front.connections:
+                break
+            await asyncio.sleep(0.01)
+        await live_call_works(grpc)  # the cap counts open connections only
+
+
 async def test_unary_calls_over_raw_frames(serve: Serve, model_repo: Path) -> None:
     async with serve() as grpc:
         client = await H2Client.connect(port(grpc))
@@ -98,7 +121,9 @@ async def test_answers_wait_for_the_clients_windows(serve: Serve, model_repo: Pa
     async with serve() as grpc:
         small = {h2.SETTINGS_INITIAL_WINDOW_SIZE: 1000}
         client = await H2Client.connect(port(grpc), small)
-        stream = client.call(infer_request(model_repo, 6000))
+        stream = client.new_stream()
+        client.send(client.headers(stream, INFER))
+        await client.send_message(stream, infer_request(model_repo, 6000))
         sent, first = 0, b""
         while sent < 1000:
             frame = await client.frame()
@@ -244,19 +269,51 @@ async def test_a_message_over_the_limit_is_refused_as_it_arrives(serve: Serve) -
         client.close()
 
 
-async def test_a_connection_buffers_a_bounded_amount_of_unfinished_calls(serve: Serve) -> None:
-    async with serve(max_body_bytes=1000) as grpc:
+async def test_a_large_message_gets_window_as_it_arrives(serve: Serve, model_repo: Path) -> None:
+    body = infer_request(model_repo, 3000)  # 288 KB: four times the first window
+    async with serve() as grpc:
         client = await H2Client.connect(port(grpc))
-        streams = [client.new_stream() for _ in range(5)]
-        for stream in streams:  # 900 bytes each, none finished: the fifth passes 4 x 1,005
-            client.send(client.headers(stream, LIVE) + h2.frame(h2.DATA, 0, stream, b"\0" * 900))
-        answer = await client.answer(streams[4])
-        assert answer.status == RESOURCE_EXHAUSTED
-        assert b"still arriving on this connection" in answer.headers[b"grpc-message"]
-        client.send(h2.frame(h2.DATA, h2.END_STREAM, streams[0], b""))  # 900 bytes: a bad call
-        assert (await client.answer(streams[0])).status == INVALID_ARGUMENT
-        assert (await client.answer(client.call(LIVE_REQUEST, LIVE))).status == OK
+        stream = client.new_stream()
+        client.send(client.headers(stream, INFER))
+        waits = await client.send_message(stream, body)
+        answer = await client.answer(stream)
         client.close()
+    assert waits > 0  # it had to wait for the server's WINDOW_UPDATE, and got it
+    assert answer.status == OK
+    assert list(pb.ModelInferResponse.FromString(answer.message).outputs[1].shape) == [3000]
+
+
+async def test_data_past_the_window_is_a_flow_control_error(serve: Serve) -> None:
+    async with serve() as grpc:
+        client = await H2Client.connect(port(grpc))
+        client.send(client.headers(1, INFER) + h2.frame(h2.DATA, 0, 1, b"\0" * 70000))
+        frames = await client.closed()
+    goaway = [f for f in frames if f.kind == h2.GOAWAY]
+    assert goaway and h2.u32(goaway[0].payload, 4) == h2.FLOW_CONTROL_ERROR
+
+
+async def test_concurrent_large_calls_share_a_bounded_buffer_and_all_finish(
+    serve: Serve, model_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for one message of calls still arriving, 12 calls of 864 KB at once on one
+    channel (grpcio's client, 8 streams at a time) are given window oldest first, and every one
+    is answered."""
+    import grpc as grpcio
+
+    from server.oip import grpc_connection
+    from server.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    monkeypatch.setattr(grpc_connection, "UNFINISHED_MESSAGES", 1)  # budget: 1 MB
+    monkeypatch.setattr(grpc_connection, "MAX_STREAMS", 8)  # (8 first windows: 0.5 MB)
+    rows = 9000  # 864 KB of FP32
+    body = infer_request(model_repo, rows)
+    async with serve(max_body_bytes=1_000_000, max_queue_rows=200_000) as grpc:
+        options = [("grpc.max_send_message_length", -1)]
+        async with grpcio.aio.insecure_channel(f"127.0.0.1:{port(grpc)}", options) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            request = pb.ModelInferRequest.FromString(body)
+            replies = await asyncio.gather(*(stub.ModelInfer(request) for _ in range(12)))
+    assert all(list(r.outputs[1].shape) == [rows] for r in replies)
 
 
 async def test_a_header_block_in_continuation_frames(serve: Serve) -> None:
