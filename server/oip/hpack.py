@@ -138,6 +138,7 @@ class Decoder:
         changed = False
         pos, end = 0, len(data)
         size = 0  # of the header list so far
+        updates = 0
         while pos < end:
             if size > self.max_list:
                 raise HpackError(f"a header list over {self.max_list} bytes")
@@ -150,9 +151,12 @@ class Decoder:
                 fields.append((name, value))
                 self._add(name, value)
                 changed = True
-            elif first & 0x20:  # table size update
+            elif first & 0x20:  # table size update (at most two, before any field)
                 if fields:
                     raise HpackError("a table size update after a field")
+                updates += 1
+                if updates > 2:
+                    raise HpackError("more than two table size updates in a block")
                 new_size, pos = _integer(data, pos, 5)
                 if new_size > self.max_table_size:
                     raise HpackError(

@@ -96,6 +96,7 @@ def test_our_blocks_decode_with_hpack() -> None:
         (b"\x40\x01a\x05ab", "runs past the block"),
         (b"\x3f\xe2\x1f", "table size 4097"),  # 31 + 98 + (31 << 7): over the 4096 announced
         (b"\x82\x20", "after a field"),
+        (b"\x20\x20\x20", "more than two"),
         (b"\x40\x81\xff\x01a", "Huffman"),
         (b"\x40\x7f\xff\xff\x03", "the limit is"),
     ],
