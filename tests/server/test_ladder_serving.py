@@ -180,10 +180,10 @@ async def test_under_a_backlog_variants_answer_at_their_own_threshold(
     ladder_repo: Path, card: ModelCard, rows: np.ndarray
 ) -> None:
     """A backlog on the model's own queue (large requests queued straight on its batcher) that
-    takes longer to drain than a 30 ms budget: requests with that budget are answered by a
-    variant, one with a long budget waits for the model. Every answer is the ONNX scores of the
-    rung it names, labelled at that rung's threshold; each rung's rows are counted and
-    monitored apart, and feedback finds a row a variant answered."""
+    takes longer to drain than a 45 ms budget (the objective is 50 ms): requests with that
+    budget are answered by a variant, one with a long budget waits for the model. Every answer
+    is the ONNX scores of the rung it names, labelled at that rung's threshold; each rung's rows
+    are counted and monitored apart, and feedback finds a row a variant answered."""
     version_dir = ladder_repo / "xgb_small" / "1"
     thresholds = {FULL: card.threshold} | {
         v.name: variant_card(card, v).threshold for v in card.variants
@@ -209,7 +209,7 @@ async def test_under_a_backlog_variants_answer_at_their_own_threshold(
             client.post(
                 PREDICT,
                 json={"instances": rows[s : s + n].tolist()},
-                headers={"x-latency-budget-ms": "30", "x-request-id": f"burst-{s}"},
+                headers={"x-latency-budget-ms": "45", "x-request-id": f"burst-{s}"},
             )
             for s in starts
         ]
