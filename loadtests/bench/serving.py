@@ -58,7 +58,7 @@ ROTATION = 64
 
 @dataclass
 class Cell:
-    kind: str  # floor | floor-asgi | predict | infer-v2 | grpc | grpc-floor | ort
+    kind: str  # floor | floor-asgi | predict | infer-v2 | grpc | grpc-floor | open | open-floor | ort
     model: str
     batching: bool
     concurrency: int
@@ -566,8 +566,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 _progress(cell)
                         cells.extend(median_cell(samples) for samples in runs.values())
                         if batching and args.open_share > 0 and "predict" in runs:
-                            cells.append(
-                                tail_cell(
+                            cells.extend(
+                                tail_cells(
                                     server, gen, m, c, bodies["http", m], runs["predict"], args
                                 )
                             )
@@ -590,7 +590,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def tail_cell(
+def tail_cells(
     server: ServeProcess,
     gen: LoadGen,
     model: str,
@@ -598,30 +598,30 @@ def tail_cell(
     bodies: list[bytes],
     closed: list[Cell],
     args: argparse.Namespace,
-) -> Cell:
+) -> list[Cell]:
     """One-row predict in open loop at ``args.open_share`` of the closed loop's median req/s,
-    ``args.tail_seconds`` per round (enough requests for a p99.9), ``args.repeat`` rounds: the
-    round with the median p99.9 stands for the cell."""
+    ``args.tail_seconds`` per round (enough requests for a p99.9), ``args.repeat`` rounds, and
+    the empty handler on predict's path (``floor-asgi``) on the same schedule in alternate
+    rounds: the floor's tail is what the machine, the kernel and the HTTP layer give any answer
+    at that rate, so predict's tail over it is what predict itself adds. For each, the round
+    with the median p99.9 stands for the cell."""
     rate = args.open_share * median_round(closed).rps
-    samples = []
+    plan = (("open", f"/v1/models/{model}/predict"), ("open-floor", f"/bench/floor-asgi/{model}"))
+    samples: dict[str, list[Cell]] = {what: [] for what, _ in plan}
     for _ in range(args.repeat):
-        cell = Cell("open", model, True, concurrency, open_rate=round(rate, 1))
-        measure(
-            server,
-            gen,
-            cell,
-            f"/v1/models/{model}/predict",
-            bodies,
-            args.tail_seconds,
-            warm_up=False,
-        )
-        _progress(cell)
-        samples.append(cell)
-    cell = sorted(samples, key=lambda c: c.p999_ms)[len(samples) // 2]
-    if len(samples) > 1:
-        tails = ", ".join(f"{c.p999_ms:.2f}" for c in samples)
-        cell.notes.append(f"median p99.9 of {len(samples)} rounds ({tails} ms)")
-    return cell
+        for what, path in plan:
+            cell = Cell(what, model, True, concurrency, open_rate=round(rate, 1))
+            measure(server, gen, cell, path, bodies, args.tail_seconds, warm_up=False)
+            _progress(cell)
+            samples[what].append(cell)
+    cells = []
+    for rounds in samples.values():
+        cell = sorted(rounds, key=lambda c: c.p999_ms)[len(rounds) // 2]
+        if len(rounds) > 1:
+            tails = ", ".join(f"{c.p999_ms:.2f}" for c in rounds)
+            cell.notes.append(f"median p99.9 of {len(rounds)} rounds ({tails} ms)")
+        cells.append(cell)
+    return cells
 
 
 class _Rated(Protocol):
@@ -722,6 +722,14 @@ def ratios(cells: list[Cell]) -> dict[str, Any]:
                 target = " (target <= 5)" if c == 1 else ""
                 out[f"{where}: p99.9 ms{target}"] = round(tail.p999_ms, 3)
                 out[f"{where}: max ms"] = round(tail.max_ms, 3)
+                floor = find("open-floor", model, True, c)
+                if floor and floor.p50_ms:
+                    # The same schedule to the empty handler: the tail any answer gets here.
+                    out[f"{where}: floor-asgi p99/p50, p99.9 ms, max ms"] = (
+                        round(floor.p99_ms / floor.p50_ms, 2),
+                        round(floor.p999_ms, 3),
+                        round(floor.max_ms, 3),
+                    )
             grpc = find("grpc", model, True, c)
             for kind in ("infer-v2", "predict"):
                 rest = find(kind, model, True, c)
@@ -765,11 +773,12 @@ def print_report(report: dict[str, Any]) -> None:
         )
     print("(ort rows: rows/s of one session.run loop in-process; p50/p99 per call)")
     print("(open rows: predict sent on a fixed schedule at half the closed loop's req/s, latency")
-    print(" from each request's scheduled time: no coordinated omission; median p99.9 of rounds)")
+    print(" from each request's scheduled time: no coordinated omission; median p99.9 of rounds;")
+    print(" open-floor: the empty handler on predict's path on the same schedule)")
     print("(req/cpu-s: requests per second of server CPU; srv cpu < 1 at c=64 means the shared")
     print(" machine gave the server less than its core, and raw req/s understates it)")
     rounds = [c for c in report["cells"] if any("rounds" in n for n in c["notes"])]
-    rounds = [c for c in rounds if c["kind"] != "open"] + [c for c in rounds if c["kind"] == "open"]
+    rounds = sorted(rounds, key=lambda c: c["kind"].startswith("open"))
     if rounds:
         print("\nrounds (req/s of each round, in order):")
         for c in rounds:
