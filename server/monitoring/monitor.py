@@ -14,7 +14,13 @@ are therefore exact, and each row keeps its own arrival time for the window's ti
 Measured with ``loadtests/bench/monitor_observe.py`` (CPU time per row, amortised over the
 folds, on a shared 2-core machine): about 2 us at batch 1 (18-19 us when every call binned its
 own batch), 0.8-0.9 us at batch 16 and 64 (1.9 and 1.2 us before). A fold of 256 one-row
-batches takes about 0.4 ms, on the request that triggers it.
+batches takes about 0.4-0.6 ms: so that no request waits for it and the loop does not stall,
+``observe`` called on a running event loop (the batcher's case) only schedules it with
+``call_soon``, to run after the current callback (so after the answer is written) in steps of at
+most ``FOLD_STEP_BATCHES`` batches, the loop serving I/O between them; the due status evaluation
+is deferred the same way. Off the loop (the shadow thread, tests), or once
+``FOLD_BACKLOG_FACTOR * fold_rows`` rows wait because the loop does not get to the steps,
+``observe`` folds inline. Reads fold whatever still waits, scheduled or not, in arrival order.
 
 Holding references means the batcher must not write into the arrays it passed once ``observe``
 returns (it does not: each batch's rows and scores are fresh arrays, or views of a request's
@@ -35,6 +41,7 @@ is folded, and counted there the same way).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -98,6 +105,22 @@ def _shadowed(requests_l: Sequence[Any], counts: list[int]) -> NDArray[np.bool_]
     return np.repeat(np.array(flags, dtype=bool), counts) if any(flags) else None
 
 
+FOLD_STEP_BATCHES = 64
+"""On the event loop, a scheduled fold step folds at most this many pending batches (about
+0.15-0.2 ms of one-row batches), then yields to the loop."""
+FOLD_BACKLOG_FACTOR = 16
+"""Once ``FOLD_BACKLOG_FACTOR * fold_rows`` rows wait (the loop does not get to the scheduled
+steps), ``observe`` folds them inline, as off the loop."""
+
+
+def _row_count(rows: Any) -> int:
+    """The rows a batch counts for (an empty batch still takes a place; not an array: one)."""
+    try:
+        return len(rows) or 1
+    except TypeError:  # the fold rejects it
+        return 1
+
+
 TOP_DRIFTING = 5
 """Features listed under ``top_drifting`` in a snapshot."""
 TOP_CATEGORY_SHIFTS = 3
@@ -119,7 +142,8 @@ class MonitorParams:
     """``observe`` re-evaluates the status (to log transitions) at most this often."""
     fold_rows: int = 256
     """``observe`` folds its pending batches into the window once this many rows are pending
-    (an empty batch counts as one); reads fold whatever is pending first."""
+    (an empty batch counts as one; on a running event loop it schedules the fold instead);
+    reads fold whatever is pending first."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MonitorParams:
@@ -247,6 +271,13 @@ class ModelMonitor:
         self._next_status_check = self._started + params.status_interval_s
         self._pending: list[_PendingBatch] = []
         self._pending_rows = 0
+        self._folding: list[_PendingBatch] = []
+        """Batches handed to the scheduled fold steps (older than ``_pending``'s)."""
+        self._folding_rows = 0
+        self._status_due = False
+        """A status evaluation is left to the scheduled steps."""
+        self._steps_on: asyncio.AbstractEventLoop | None = None
+        """The event loop the fold steps are scheduled on (None: none scheduled)."""
         # Counters as of the last fold (every read folds first; so does flush()).
         self.rows_total = 0
         self.batches_total = 0
@@ -271,24 +302,91 @@ class ModelMonitor:
         """Queue an answered batch for the window and the feedback memory. Never raises.
 
         Keeps references to ``rows`` and ``scores`` until the next fold: the caller must not
-        write into them afterwards.
+        write into them afterwards. On a thread running an event loop, the fold due every
+        ``fold_rows`` rows and the periodic status evaluation are not run here but scheduled on
+        the loop, in steps of at most ``FOLD_STEP_BATCHES`` batches: they then delay neither
+        the answer this call precedes nor, by more than a step, the loop's other I/O.
         """
         try:
             now = self._clock()
-            try:
-                n = len(rows) or 1  # an empty batch still takes a place in the pending list
-            except TypeError:  # not an array: the fold rejects it
-                n = 1
+            n = _row_count(rows)
             with self._lock:
                 self._pending.append((rows, scores, requests, now))
                 self._pending_rows += n
-                if self._pending_rows >= self.params.fold_rows:
-                    self._fold(now)
-                if not self.shared and now >= self._next_status_check:
-                    self._evaluate_status(now)
+                fold = self._pending_rows >= self.params.fold_rows
+                status = not self.shared and now >= self._next_status_check
+                if fold or status:
+                    self._catch_up(now, fold=fold, status=status)
         except Exception as exc:  # a monitoring bug must never fail a prediction
             self.errors += 1
             self._log_once(type(exc).__name__, f"observe failed: {exc!r}", exc_info=True)
+
+    def _catch_up(self, now: float, *, fold: bool, status: bool) -> None:
+        """Fold (``fold``) and evaluate the status (``status``) now, or, on a running event
+        loop, in scheduled steps (called with the lock held)."""
+        loop = asyncio._get_running_loop()
+        backlog = self._pending_rows + self._folding_rows
+        if loop is None or backlog >= FOLD_BACKLOG_FACTOR * self.params.fold_rows:
+            self._catch_up_now(now, fold=fold, status=status)
+            return
+        if fold:
+            self._hand_over_pending()
+        if status:
+            self._status_due = True
+            self._next_status_check = now + self.params.status_interval_s
+        if self._steps_on is not loop:
+            try:
+                loop.call_soon(self._fold_step, loop)
+            except RuntimeError:  # the loop is closed
+                self._catch_up_now(now, fold=True, status=self._status_due)
+                return
+            self._steps_on = loop
+
+    def _catch_up_now(self, now: float, *, fold: bool, status: bool) -> None:
+        """What ``observe`` does off the loop: fold, evaluate the status, inline."""
+        if fold:
+            self._fold(now)
+        if status:
+            self._evaluate_status(now)
+
+    def _hand_over_pending(self) -> None:
+        """Move the pending batches to the end of those the fold steps fold."""
+        self._folding += self._pending
+        self._folding_rows += self._pending_rows
+        self._pending = []
+        self._pending_rows = 0
+
+    def _fold_step(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A scheduled step: fold at most ``FOLD_STEP_BATCHES`` handed-over batches, oldest
+        first, or when none is left, evaluate the status if due; schedule the next step while
+        work is left. A step that finds nothing left (a read folded it) does nothing."""
+        with self._lock:
+            again = False
+            try:
+                again = self._step(self._clock())
+                if again:
+                    loop.call_soon(self._fold_step, loop)
+            except Exception as exc:
+                again = False
+                self.errors += 1
+                self._log_once(type(exc).__name__, f"fold step failed: {exc!r}", exc_info=True)
+            if not again and self._steps_on is loop:
+                self._steps_on = None
+
+    def _step(self, now: float) -> bool:
+        """One step's work (called with the lock held); True: work is left."""
+        if self._folding:
+            batches = self._folding[:FOLD_STEP_BATCHES]
+            del self._folding[:FOLD_STEP_BATCHES]
+            self._folding_rows -= sum(_row_count(b[0]) for b in batches)
+            self._fold_batches(batches, now)
+            return bool(self._folding) or self._status_due
+        if self._status_due:
+            if len(self._pending) > FOLD_STEP_BATCHES:  # fold them in steps first
+                self._hand_over_pending()
+                return True
+            self._evaluate_status(now)
+        return False
 
     def observe_shadow(
         self,
@@ -303,6 +401,7 @@ class ModelMonitor:
     def _evaluate_status(self, now: float) -> None:
         """Fold what is pending and evaluate the status (called with the lock held)."""
         self._next_status_check = now + self.params.status_interval_s
+        self._status_due = False
         self._fold(now)
         window = self._window
         self._update_status(self._feature_psi(window), self._score_psi(window), now, window)
@@ -324,17 +423,26 @@ class ModelMonitor:
             self._fold(self._clock())
 
     def _fold(self, now: float) -> None:
-        """Validate the pending batches, then bin and remember them in one vectorised pass.
+        """Fold every batch still waiting: those handed to the fold steps, then the pending
+        ones, in arrival order (called with the lock held)."""
+        pending = self._pending
+        if self._folding:
+            pending = self._folding + pending
+            self._folding = []
+            self._folding_rows = 0
+        self._pending = []
+        self._pending_rows = 0
+        self._fold_batches(pending, now)
+
+    def _fold_batches(self, pending: list[_PendingBatch], now: float) -> None:
+        """Validate batches, then bin and remember them in one vectorised pass.
 
         Called with the lock held. A malformed batch is rejected (counted, logged once) without
-        losing the others; an unexpected error loses the pending batches and is counted.
+        losing the others; an unexpected error loses these batches and is counted.
         """
-        pending = self._pending
         if not pending:
             self._window.expire(now)
             return
-        self._pending = []
-        self._pending_rows = 0
         try:
             gathered = self._gather_fast(pending)
             if gathered is None:
