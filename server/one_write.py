@@ -11,10 +11,12 @@ one-row requests at 64 connections: one write per request instead of two, and ~4
 time per request.
 
 Its ``send`` is uvicorn's (0.54, pinned), the same checks in the same order, for the common case
-only; everything else goes to uvicorn's own ``send`` unchanged, the held head written first:
+only (the server's own default headers, Date and Server, are checked once per list, not per
+answer); everything else goes to uvicorn's own ``send`` unchanged, the held head written first:
 
-- a head while the transport's buffer is full (flow control paused), with the access log on, or
-  on a ``HEAD`` request; a response without a length (chunked), or of length zero;
+- a head while the transport's buffer is full (flow control paused), with the access log on, on
+  a ``HEAD`` request, or with default headers that frame the answer (``--header Connection:``);
+  a response without a length (chunked), or of length zero;
 - a body in several messages, a ``HEAD`` answer's body, or one the length does not match (uvicorn
   raises, after writing the head, as before);
 - a client gone: nothing is written, as uvicorn writes nothing.
@@ -28,7 +30,7 @@ connection close where it would have seen a head and then the close.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
@@ -43,6 +45,10 @@ class OneWriteCycle(RequestResponseCycle):
     together with its body (see the module docstring)."""
 
     _head: bytes | None = None
+    _plain_defaults: ClassVar[object] = None
+    """The last list of the server's default headers (Date, Server, ``--header``) found plain
+    by :func:`_plain`, by identity: checked once per list (uvicorn makes a new one each second,
+    for the date), not once per answer."""
 
     async def send(self, message: Any) -> None:
         head = self._head
@@ -62,29 +68,34 @@ class OneWriteCycle(RequestResponseCycle):
                 self.transport.write(head)
             await super().send(message)
             return
+        defaults = self.default_headers
         if (
-            self.response_started
-            or message["type"] != "http.response.start"
+            message["type"] != "http.response.start"
+            or self.response_started
             or self.disconnected
             or self.flow.write_paused
             or self.access_log
             or self.scope["method"] == "HEAD"
+            or (defaults is not OneWriteCycle._plain_defaults and not _plain(defaults))
         ):
             await super().send(message)
             return
-        held = self._start(message)
-        if held is not None:
-            self._head = held
+        head = self._start(message, defaults)
+        if head is not None:
+            self._head = head
 
-    def _start(self, message: Any) -> bytes | None:
+    def _start(self, message: Any, defaults: list[tuple[bytes, bytes]]) -> bytes | None:
         """uvicorn's ``http.response.start``: the head, held (returned) when a body of a known,
-        non-zero length follows, else written now (None)."""
+        non-zero length follows, else written now (None). ``defaults``: the server's own
+        headers, already checked (:func:`_plain`)."""
         self.response_started = True
         self.waiting_for_100_continue = False
         status_code = message["status"]
         content = [STATUS_LINE[status_code]]
+        for name, value in defaults:
+            content.extend([name.lower(), b": ", value, b"\r\n"])
         has_connection_close = False
-        for name, value in [*self.default_headers, *message.get("headers", [])]:
+        for name, value in message.get("headers", ()):
             if HEADER_RE.search(name):
                 raise RuntimeError("Invalid HTTP header name.")
             if HEADER_VALUE_RE.search(value):
@@ -124,3 +135,18 @@ class OneWriteCycle(RequestResponseCycle):
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
+
+
+def _plain(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the server's default headers can go out as they are: uvicorn's checks of names
+    and values (it raises the same errors), and none of Content-Length, Transfer-Encoding or
+    Connection, which would change the answer's framing (uvicorn's own send handles those)."""
+    for name, value in headers:
+        if HEADER_RE.search(name):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(value):
+            raise RuntimeError("Invalid HTTP header value.")
+        if name.lower() in (b"content-length", b"transfer-encoding", b"connection"):
+            return False
+    OneWriteCycle._plain_defaults = headers
+    return True

@@ -194,3 +194,25 @@ def test_a_real_server_frames_answers_and_errors_on_one_connection(model_repo: P
                 assert len(rest) == length, data  # the body came with its head
                 statuses.append(int(head.split(b" ")[1]))
         assert statuses == [200, 400, 404]
+
+
+async def test_server_default_headers_that_frame_the_answer_go_uvicorns_way() -> None:
+    messages = [start(JSON, LENGTH), body(b'{"ok":true}')]
+    out = []
+    for cls in (RequestResponseCycle, OneWriteCycle):
+        transport = Transport()
+        made, _ = cycle(cls, transport)
+        made.default_headers = [(b"server", b"x"), (b"Connection", b"close")]
+        for message in messages:
+            await made.send(message)
+        out.append(transport)
+    assert b"".join(out[1].writes) == b"".join(out[0].writes)
+    assert out[1].closed and out[0].closed  # uvicorn read the default Connection: close
+
+
+async def test_a_bad_default_header_fails_as_in_uvicorn() -> None:
+    for cls in (RequestResponseCycle, OneWriteCycle):
+        made, _ = cycle(cls, Transport())
+        made.default_headers = [(b"x-bad", b"line\r\nbreak")]
+        with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
+            await made.send(start(JSON, LENGTH))
