@@ -359,7 +359,10 @@ class Batcher:
         """Scores float32 [n, n_classes] for ``rows`` float32 [n, n_features], in row order."""
         n = len(rows)
         self._check_room(n, deadline, self._admit(deadline))
-        loop = asyncio.get_running_loop()
+        # The batch task's loop (the only one its answers can come from); asking asyncio for
+        # the running loop is a getpid() system call per request on Python 3.11.
+        task = self._task
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
         item = _Pending(rows, deadline, request_id, cache_mode)
         if not self.batching or (n <= self.max_batch_rows and self._may_run_now(loop)):
             return await self._run_alone(item)
