@@ -51,6 +51,7 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from server.activity import ACTIVITY
 from server.http_errors import PROBLEM_JSON, Problem
 from server.metrics import FastCounter, ServerMetrics
 from server.one_write import OneWriteCycle
@@ -371,7 +372,9 @@ class TabserveHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's data_received, plus the 413 for a declared body over the limit and the read
-        # timers (armed only when this read leaves a request incomplete).
+        # timers (armed only when this read leaves a request incomplete), counted for the
+        # loop's background work (server.activity).
+        ACTIVITY.reads += 1
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)

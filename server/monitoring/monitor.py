@@ -17,8 +17,9 @@ own batch), 0.8-0.9 us at batch 16 and 64 (1.9 and 1.2 us before). A fold of 256
 batches takes about 0.4-0.6 ms: so that no request waits for it and the loop does not stall,
 ``observe`` called on a running event loop (the batcher's case) only schedules it with
 ``call_soon``, to run after the current callback (so after the answer is written) in steps of at
-most ``FOLD_STEP_BATCHES`` batches, the loop serving I/O between them; the due status evaluation
-is deferred the same way. Off the loop (the shadow thread, tests), or once
+most ``FOLD_STEP_BATCHES`` batches, the loop serving I/O between them, and a step queued before a
+request arrived lets that request go first (``server.activity``); the due status evaluation is
+deferred the same way. Off the loop (the shadow thread, tests), or once
 ``FOLD_BACKLOG_FACTOR * fold_rows`` rows wait because the loop does not get to the steps,
 ``observe`` folds inline. Reads fold whatever still waits, scheduled or not, in arrival order.
 
@@ -56,6 +57,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from server.activity import ACTIVITY
 from server.errors import InvalidInput, UnknownFeedbackId
 from server.modelcard import Column, FeatureReference, Label, ModelCard
 from server.monitoring.feedback import ServedRows
@@ -105,10 +107,15 @@ def _shadowed(requests_l: Sequence[Any], counts: list[int]) -> NDArray[np.bool_]
     return np.repeat(np.array(flags, dtype=bool), counts) if any(flags) else None
 
 
-FOLD_STEP_BATCHES = 64
+FOLD_STEP_BATCHES = 32
 """On the event loop, a scheduled fold step folds at most this many pending batches (about
-0.15-0.2 ms of one-row batches), then yields to the loop."""
+0.1 ms of one-row batches, warm: short enough to fit between two requests at one connection;
+64 took 0.16-0.2 ms, 16 cost twice the CPU a row), then yields to the loop."""
 FOLD_BACKLOG_FACTOR = 16
+FOLD_STEP_YIELDS = 4
+"""A fold step that finds requests read since it was queued (``server.activity``) queues itself
+again, behind their handlers, at most this many times in a row (then it runs: under constant
+load the loop is never idle, and the fold must still progress)."""
 """Once ``FOLD_BACKLOG_FACTOR * fold_rows`` rows wait (the loop does not get to the scheduled
 steps), ``observe`` folds them inline, as off the loop."""
 
@@ -278,6 +285,10 @@ class ModelMonitor:
         """A status evaluation is left to the scheduled steps."""
         self._steps_on: asyncio.AbstractEventLoop | None = None
         """The event loop the fold steps are scheduled on (None: none scheduled)."""
+        self._reads_seen = 0
+        """``ACTIVITY.reads`` when the next fold step was queued."""
+        self._yields = 0
+        """Times in a row the next fold step let requests go first."""
         # Counters as of the last fold (every read folds first; so does flush()).
         self.rows_total = 0
         self.batches_total = 0
@@ -336,6 +347,7 @@ class ModelMonitor:
             self._next_status_check = now + self.params.status_interval_s
         if self._steps_on is not loop:
             try:
+                self._reads_seen = ACTIVITY.reads
                 loop.call_soon(self._fold_step, loop)
             except RuntimeError:  # the loop is closed
                 self._catch_up_now(now, fold=True, status=self._status_due)
@@ -359,12 +371,23 @@ class ModelMonitor:
     def _fold_step(self, loop: asyncio.AbstractEventLoop) -> None:
         """A scheduled step: fold at most ``FOLD_STEP_BATCHES`` handed-over batches, oldest
         first, or when none is left, evaluate the status if due; schedule the next step while
-        work is left. A step that finds nothing left (a read folded it) does nothing."""
+        work is left. A step that finds nothing left (a read folded it) does nothing. A step
+        that finds requests read since it was queued lets them go first (queued again, behind
+        their handlers, ``FOLD_STEP_YIELDS`` times at most): at one connection the fold then
+        runs between requests rather than ahead of one."""
+        reads = ACTIVITY.reads
+        if reads != self._reads_seen and self._yields < FOLD_STEP_YIELDS:
+            self._reads_seen = reads
+            self._yields += 1
+            loop.call_soon(self._fold_step, loop)
+            return
+        self._yields = 0
         with self._lock:
             again = False
             try:
                 again = self._step(self._clock())
                 if again:
+                    self._reads_seen = ACTIVITY.reads
                     loop.call_soon(self._fold_step, loop)
             except Exception as exc:
                 again = False

@@ -47,6 +47,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError
 
+from server.activity import ACTIVITY
 from server.oip import h2frames as h2
 from server.oip.grpc_call import (
     MESSAGE_PREFIX,
@@ -246,6 +247,7 @@ class GrpcConnection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        ACTIVITY.reads += 1  # for the loop's background work (server.activity)
         if self._shut:
             return
         if self._rest:

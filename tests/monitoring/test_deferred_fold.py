@@ -19,9 +19,10 @@ import pytest
 from numpy.typing import NDArray
 
 from export.data import make_fraud
+from server.activity import ACTIVITY
 from server.modelcard import ModelCard
 from server.monitoring import ModelMonitor, MonitorParams
-from server.monitoring.monitor import FOLD_BACKLOG_FACTOR, FOLD_STEP_BATCHES
+from server.monitoring.monitor import FOLD_BACKLOG_FACTOR, FOLD_STEP_BATCHES, FOLD_STEP_YIELDS
 from tests.monitoring.cards import class_scores, fake_fraud_scores
 from tests.monitoring.conftest import FakeClock
 
@@ -270,3 +271,32 @@ def test_off_the_loop_the_status_is_evaluated_inline(
     observe_rows(monitor, X[-1:], scores[-1:], "last")
     assert monitor.status == "drift"
     assert monitor.rows_total == 300
+
+
+async def test_a_step_lets_a_request_read_since_it_was_queued_go_first(
+    fraud_card: ModelCard,
+) -> None:
+    monitor = ModelMonitor(fraud_card, NO_STATUS)
+    X, scores = traffic(FOLD_ROWS)
+    observe_rows(monitor, X, scores, "r")
+    ACTIVITY.reads += 1  # a request's bytes were read after the step was queued
+    await turns(1)
+    assert monitor.rows_total == 0  # the step queued itself again, behind that request
+    await turns(1)
+    assert monitor.rows_total == FOLD_STEP_BATCHES  # nothing read since: it ran
+    await turns(FOLD_ROWS // FOLD_STEP_BATCHES)
+    assert monitor.rows_total == FOLD_ROWS
+    assert monitor.errors == 0
+
+
+async def test_under_constant_reads_a_step_still_runs(fraud_card: ModelCard) -> None:
+    monitor = ModelMonitor(fraud_card, NO_STATUS)
+    X, scores = traffic(FOLD_ROWS)
+    observe_rows(monitor, X, scores, "r")
+    for _ in range(FOLD_STEP_YIELDS):
+        ACTIVITY.reads += 1
+        await turns(1)
+        assert monitor.rows_total == 0
+    ACTIVITY.reads += 1  # reads again: the step has yielded as often as it may, and runs
+    await turns(1)
+    assert monitor.rows_total == FOLD_STEP_BATCHES
