@@ -355,10 +355,15 @@ class Batcher:
         deadline: float,
         request_id: str,
         cache_mode: CacheMode = "default",
+        admitted: bool = False,
     ) -> np.ndarray:
-        """Scores float32 [n, n_classes] for ``rows`` float32 [n, n_features], in row order."""
+        """Scores float32 [n, n_classes] for ``rows`` float32 [n, n_features], in row order.
+
+        ``admitted``: the caller ran :meth:`admit` for this request with no await since, so a
+        one-row request is not checked twice."""
         n = len(rows)
-        self._check_room(n, deadline, self._admit(deadline))
+        if not admitted or n != 1:
+            self._check_room(n, deadline, self._admit(deadline))
         # The batch task's loop (the only one its answers can come from); asking asyncio for
         # the running loop is a getpid() system call per request on Python 3.11.
         task = self._task

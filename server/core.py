@@ -217,9 +217,11 @@ class Core:
                 # cheapest variant's).
                 (batcher if ladder is None else ladder.rungs[-1].batcher).admit(deadline)
                 max_rows = self.settings.max_request_rows
+                admitted = True  # no await since admit(): predict need not check it again
                 if json_length is not None and decode_binary is not None:
                     rows, extra = decode_binary(body, json_length, model.card, max_rows)
                 elif len(body) > LARGE_BODY and route.decode_large is not None:
+                    admitted = False
                     rows, extra = await route.decode_large(body, model.card, max_rows)
                     current = self.registry.get(name, version)
                     if current is not model:  # a reload landed while the slices were decoded
@@ -230,7 +232,11 @@ class Core:
                     rows, extra = route.decode(body, model.card, max_rows)
                 if ladder is None:
                     scores = await batcher.predict(
-                        rows, deadline=deadline, request_id=meta.request_id, cache_mode=mode
+                        rows,
+                        deadline=deadline,
+                        request_id=meta.request_id,
+                        cache_mode=mode,
+                        admitted=admitted,
                     )
                 else:
                     rung = ladder.pick(len(rows), deadline, time.monotonic())
