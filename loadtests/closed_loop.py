@@ -190,15 +190,23 @@ class Traffic:
 async def _watch(
     client: httpx.AsyncClient, model: str, timeline: Timeline, started: float, stop: asyncio.Event
 ) -> None:
-    """Poll the model's monitoring and shadow views once a second into ``timeline``."""
+    """Poll the model's monitoring, shadow view and routing log once a second into ``timeline``.
+
+    The candidate's shadow and its promotion come from the routing log (``routing_events`` of
+    ``GET /v1/models/{model}``), not from the shadow view's state: the automatic rule can promote
+    a candidate less than a second after it entered shadow, between two polls, and a loop that
+    waited to *see* the shadow state would then send shifted rows until its timeout."""
     seen_trigger: dict[str, Any] | None = None
+    finished_for: str | None = None
+    seen_events: set[tuple[str, str]] = set()
     while not stop.is_set():
         t = time.monotonic() - started
         try:
             monitoring = (await client.get(f"/v1/models/{model}/monitoring")).json()
             shadow = (await client.get(f"/v1/models/{model}/shadow")).json()
+            events = (await client.get(f"/v1/models/{model}")).json().get("routing_events", [])
         except (httpx.HTTPError, ValueError):
-            monitoring, shadow = {}, {}
+            monitoring, shadow, events = {}, {}, []
         if monitoring.get("status") == "drift" and timeline.drift_at is None:
             timeline.drift_at = t
             top = monitoring.get("top_drifting", [])
@@ -206,23 +214,29 @@ async def _watch(
             timeline.add(t, "drift flagged", features=drifting[:4])
         trigger = shadow.get("last_retrain_trigger")
         if trigger and trigger != seen_trigger:
-            if seen_trigger is not None and trigger["time"] == seen_trigger["time"]:
+            if seen_trigger is None or trigger["time"] != seen_trigger["time"]:
+                reason, since = trigger["reason"], trigger["since"]
+                timeline.add(t, "retrain triggered", reason=reason, since=since)
+            # a run that started and ended between two polls is seen ended at once
+            if trigger["outcome"] != "started" and finished_for != trigger["time"]:
+                finished_for = trigger["time"]
                 timeline.add(t, "retrain finished", outcome=trigger["outcome"])
                 if trigger["outcome"] != "exit code 0":
                     timeline.retrain_failed = trigger["outcome"]
-            else:
-                reason, since = trigger["reason"], trigger["since"]
-                timeline.add(t, "retrain triggered", reason=reason, since=since)
             seen_trigger = trigger
-        if shadow.get("shadow") is not None and timeline.shadow_version is None:
-            timeline.shadow_version = shadow["shadow"]
-            timeline.add(t, "candidate in shadow", version=shadow["shadow"])
-        primary = shadow.get("primary")
-        if primary is not None:
-            if timeline.primary is not None and primary != timeline.primary:
+        # the log's latest events, oldest first; each is read once
+        for event in events:
+            key = (event["time"], event["action"])
+            if key in seen_events:
+                continue
+            seen_events.add(key)
+            if event["action"] == "shadow" and timeline.shadow_version is None:
+                timeline.shadow_version = event["shadow"]
+                timeline.add(t, "candidate in shadow", version=event["shadow"])
+            elif event["action"] == "promote" and timeline.promoted_at is None:
+                timeline.primary = event["primary"]
                 timeline.promoted_at = t
-                timeline.add(t, "promoted", version=primary)
-            timeline.primary = primary
+                timeline.add(t, "promoted", version=event["primary"])
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
