@@ -58,7 +58,8 @@ ROTATION = 64
 
 @dataclass
 class Cell:
-    kind: str  # floor | floor-asgi | predict | infer-v2 | grpc | grpc-floor | open | open-floor | ort
+    kind: str
+    """floor | floor-asgi | predict | infer-v2 | grpc | grpc-floor | open | open-floor | ort"""
     model: str
     batching: bool
     concurrency: int
