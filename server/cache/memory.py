@@ -10,6 +10,12 @@ through the event loop) when the memory tier answers; the ``async`` methods of
 
 Expiry is lazy: an expired entry is dropped when it is read, or evicted as least recently used.
 
+Values and expiry times live in two maps (the LRU of values, and a plain dict of floats), not in
+one map of ``(value, expiry)`` tuples: a tuple is an object the garbage collector tracks, and a
+full cache that adds one entry and evicts one per miss keeps the young generation's count flat,
+so no young collection runs and the new tuples pile up in it, up to ``max_entries``, to be walked
+in one pause when traffic changes. Bytes and floats are not tracked.
+
 The bytes bound counts what an entry really holds: its key and value bytes plus
 ``ENTRY_OVERHEAD`` for the Python objects around them. With the server's ~70-byte keys and 8-byte
 values an entry holds about 300 bytes, of which the key and value bytes are only a quarter: a
@@ -24,9 +30,9 @@ from collections.abc import Callable, Sequence
 
 ENTRY_OVERHEAD = 230
 """Bytes per entry beyond its key's and value's lengths: the two bytes objects' headers (2 x 33),
-the (value, expiry) tuple and float (56 + 24) and the OrderedDict's slot and link (~80). Measured
-with tracemalloc on CPython 3.11: 100,000 entries of 68-byte keys and 8-byte values hold 304
-bytes each; counted here, 306."""
+the expiry float and its slot in the expiry dict, and the OrderedDict's slot and link. Measured
+with tracemalloc on CPython 3.11: 100,000 entries of 68-byte keys and 8-byte values hold 301
+bytes each (304 when value and expiry were one tuple); counted here, 306."""
 
 
 class MemoryCache:
@@ -42,7 +48,8 @@ class MemoryCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
-        self._data: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+        self._data: OrderedDict[bytes, bytes] = OrderedDict()
+        self._expires: dict[bytes, float] = {}
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -63,50 +70,54 @@ class MemoryCache:
         }
 
     def get_many_now(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        data = self._data
+        data, expires = self._data, self._expires
         now = self._clock()
         out: list[bytes | None] = []
         for key in keys:
-            entry = data.get(key)
-            if entry is None:
+            value = data.get(key)
+            if value is None:
                 out.append(None)
-            elif entry[1] <= now:
-                del data[key]
-                self._bytes -= len(key) + len(entry[0]) + ENTRY_OVERHEAD
+            elif expires[key] <= now:
+                del data[key], expires[key]
+                self._bytes -= len(key) + len(value) + ENTRY_OVERHEAD
                 out.append(None)
             else:
                 data.move_to_end(key)
-                out.append(entry[0])
+                out.append(value)
         return out
 
     def set_many_now(self, items: Sequence[tuple[bytes, bytes]], ttl_s: float) -> None:
         if ttl_s <= 0:
             return
-        data = self._data
-        expires = self._clock() + ttl_s
+        data, expires = self._data, self._expires
+        expiry = self._clock() + ttl_s
         for key, value in items:
             size = len(key) + len(value) + ENTRY_OVERHEAD
             if size > self.max_bytes:
                 continue
             old = data.pop(key, None)
             if old is not None:
-                self._bytes -= len(key) + len(old[0]) + ENTRY_OVERHEAD
-            data[key] = (value, expires)
+                self._bytes -= len(key) + len(old) + ENTRY_OVERHEAD
+            data[key] = value
+            expires[key] = expiry
             self._bytes += size
         while len(data) > self.max_entries or self._bytes > self.max_bytes:
-            key, (value, _) = data.popitem(last=False)
+            key, value = data.popitem(last=False)
+            del expires[key]
             self._bytes -= len(key) + len(value) + ENTRY_OVERHEAD
 
     def drop_prefix(self, prefix: bytes) -> int:
         """Forget every key that starts with ``prefix``; O(entries). Returns how many."""
         doomed = [key for key in self._data if key.startswith(prefix)]
         for key in doomed:
-            value, _ = self._data.pop(key)
+            value = self._data.pop(key)
+            del self._expires[key]
             self._bytes -= len(key) + len(value) + ENTRY_OVERHEAD
         return len(doomed)
 
     def clear(self) -> None:
         self._data.clear()
+        self._expires.clear()
         self._bytes = 0
 
     async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import tracemalloc
 
@@ -119,3 +120,19 @@ def test_counted_bytes_are_close_to_the_memory_really_held() -> None:
     finally:
         tracemalloc.stop()
     assert 0.8 < cache.size_bytes / held < 1.25
+
+
+def test_a_full_cache_holds_nothing_the_collector_tracks() -> None:
+    """A full cache adds an entry and evicts one per miss, which keeps the young generation's
+    count flat: tracked entries would pile up in it unwalked (a long pause later). Values and
+    expiry times are bytes and floats in two maps, and the maps stay in step."""
+    cache = MemoryCache(max_entries=100, max_bytes=1_000_000)
+    for k in range(1_000):
+        cache.set_many_now([(b"key-%d" % k, b"value")], 60)
+        if k % 7 == 0:
+            cache.get_many_now([b"key-%d" % (k - 3)])
+    cache.drop_prefix(b"key-99")
+    objects = [*cache._data, *cache._data.values(), *cache._expires.values()]
+    assert not any(map(gc.is_tracked, objects))
+    assert set(cache._expires) == set(cache._data)
+    assert len(cache._expires) == len(cache) <= 100
