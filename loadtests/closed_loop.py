@@ -45,6 +45,10 @@ from loadtests.serveproc import ServeProcess
 from server.shadow.compare import average_precision
 
 PHASES = ("before", "shifted", "shadow", "after")
+WATCH_S = 0.25
+"""Between two polls of the server's views: the shifted phase ends at the first poll after the
+candidate entered shadow, and its rows must all be answered before the promotion, which the
+automatic rule can make within a second or two of it."""
 
 
 class _Stopped(Exception):
@@ -190,7 +194,8 @@ class Traffic:
 async def _watch(
     client: httpx.AsyncClient, model: str, timeline: Timeline, started: float, stop: asyncio.Event
 ) -> None:
-    """Poll the model's monitoring, shadow view and routing log once a second into ``timeline``.
+    """Poll the model's monitoring, shadow view and routing log every ``WATCH_S`` into
+    ``timeline``.
 
     The candidate's shadow and its promotion come from the routing log (``routing_events`` of
     ``GET /v1/models/{model}``), not from the shadow view's state: the automatic rule can promote
@@ -238,7 +243,7 @@ async def _watch(
                 timeline.promoted_at = t
                 timeline.add(t, "promoted", version=event["primary"])
         try:
-            await asyncio.wait_for(stop.wait(), 1.0)
+            await asyncio.wait_for(stop.wait(), WATCH_S)
         except TimeoutError:
             pass
 

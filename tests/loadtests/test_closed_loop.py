@@ -22,7 +22,7 @@ def test_drift_retrain_shadow_promote_on_small_data(model_repo: Path, tmp_path: 
         before_rows=3_000,
         after_rows=3_000,
         min_labels=1_500,
-        promote_after=600,
+        promote_after=1_200,
         concurrency=8,
         timeout_s=400,
         work=tmp_path / "work",
