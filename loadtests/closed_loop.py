@@ -97,7 +97,6 @@ class Timeline:
     retrain_failed: str | None = None
     """The retrain's outcome when it did not publish (the loop cannot go on)."""
     shadow_version: int | None = None
-    primary: int | None = None
     promoted_at: float | None = None
 
     def add(self, t: float, what: str, **detail: Any) -> None:
@@ -239,7 +238,6 @@ async def _watch(
                 timeline.shadow_version = event["shadow"]
                 timeline.add(t, "candidate in shadow", version=event["shadow"])
             elif event["action"] == "promote" and timeline.promoted_at is None:
-                timeline.primary = event["primary"]
                 timeline.promoted_at = t
                 timeline.add(t, "promoted", version=event["primary"])
         try:

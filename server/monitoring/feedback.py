@@ -14,7 +14,8 @@ keys find a row again:
   the garbage collector tracks. With tuples, each request added two tracked objects and pruning
   freed as many: the young generation's count stayed flat under steady load, no young collection
   ran, and up to ``2 x capacity`` tuples piled up in it, to be walked in one young collection
-  when traffic changed (52 ms for 200,000 tuples, measured at the end of a c=64 run).
+  when traffic changed (52 ms for 200,000 tuples at the end of a c=64 run, measured with a
+  probe that is not in the repository: docs/benchmarks.md).
 - ``row_hash``: the hex of the cache's row digest (``server.cache.keys.row_digests``): blake2b,
   16-byte digest, of the row's canonical little-endian float32 bytes (-0.0 as 0.0, every NaN as
   one quiet NaN), see :func:`row_hash`; one definition of "this row" across the server.
@@ -227,7 +228,8 @@ class ServedRows:
         oldest = self.oldest_seq
         requests = self._by_request
         while requests:
-            _, start, count = _unpack(_parts(next(iter(requests.values())))[-1])  # newest part
+            known = next(iter(requests.values()))
+            _, start, count = _unpack(known if isinstance(known, int) else known[-1])  # newest
             if start + count > oldest:
                 break
             requests.popitem(last=False)
