@@ -31,7 +31,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from server import dispatch, openapi_docs, routes_admin, routes_health, routes_v1, routes_v2
+from server import (
+    dispatch,
+    gcpauses,
+    openapi_docs,
+    routes_admin,
+    routes_health,
+    routes_v1,
+    routes_v2,
+)
 from server.batcher import BatchObserver, ScoreCache
 from server.cache.extension import CacheExtension
 from server.connections import ConnectionPolicy
@@ -146,6 +154,7 @@ def create_app(
             )
             openapi_docs.document(app.openapi_schema, [m.card for m in registry.snapshot.all()])
             connections.on_shutdown = begin_drain
+            gcpauses.install()
             if freeze_heap:
                 gc.collect()
                 gc.freeze()

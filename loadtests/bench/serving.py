@@ -44,6 +44,7 @@ from loadtests.bench.grpc_load import FLOOR, FLOOR_REQUESTS, INFER, GrpcLoad, on
 from loadtests.bench.summary import run_and_summarize
 from loadtests.holdout import RowEncoder
 from loadtests.http1 import take_response
+from loadtests.promscrape import Samples, difference, scrape
 from loadtests.serveproc import ServeProcess, free_port
 from server.modelcard import HOLDOUT_FILE, load_card
 
@@ -77,6 +78,11 @@ class Cell:
     open_rate: float = 0.0
     """Open loop: requests per second sent on a fixed schedule (latency counted from each
     request's scheduled time, so a stall delays every request behind it); 0: closed loop."""
+    gc_collections: int = 0
+    """Garbage collections in the server during the cell (all generations, from its
+    ``tabserve_gc_pause_seconds`` histogram; ``server.gcpauses``)."""
+    gc_longest_ms: float = 0.0
+    """The longest of them, as the upper bound of its histogram bucket (0: none)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -460,6 +466,7 @@ def measure(
     assert server.proc is not None
     if warm_up:
         gen.run(server.port, path, bodies, cell.concurrency, min(1.0, seconds / 3))
+    gc0 = gc_samples(server)
     cpu0 = cpu_seconds(server.proc.pid)
     wall0 = time.perf_counter()
     if cell.open_rate:
@@ -469,6 +476,10 @@ def measure(
         result = gen.run(server.port, path, bodies, cell.concurrency, seconds)
     wall = time.perf_counter() - wall0
     cell.server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / wall
+    if gc0 is not None:
+        gc1 = gc_samples(server)
+        if gc1 is not None:
+            cell.gc_collections, cell.gc_longest_ms = gc_pauses(difference(gc0, gc1))
     cell.loadgen_cpu = result["cpu_seconds"] / wall
     cell.requests = result["requests"]
     cell.seconds = result["seconds"]
@@ -479,6 +490,37 @@ def measure(
     cell.max_ms = result.get("max_ms", 0.0)
     cell.errors = result["errors"]
     return cell
+
+
+GC_PAUSES = "tabserve_gc_pause_seconds"
+
+
+def gc_samples(server: ServeProcess) -> Samples | None:
+    """The server's collector histogram (None: not exported, or /metrics did not answer)."""
+    try:
+        samples = scrape(f"http://127.0.0.1:{server.port}")
+    except OSError:
+        return None
+    mine = {key: v for key, v in samples.items() if key[0].startswith(GC_PAUSES)}
+    return mine or None
+
+
+def gc_pauses(delta: Samples) -> tuple[int, float]:
+    """(collections, upper bound in ms of the longest one's bucket) from a histogram difference
+    over all generations."""
+    by_bound: dict[float, float] = {}
+    for (name, labels), value in delta.items():
+        if name == f"{GC_PAUSES}_bucket":
+            bound = float(dict(labels)["le"])
+            by_bound[bound] = by_bound.get(bound, 0.0) + value
+    if not by_bound:
+        return 0, 0.0
+    bounds = sorted(by_bound)
+    count = by_bound[bounds[-1]]
+    if not count:
+        return 0, 0.0
+    longest = next(b for b in bounds if by_bound[b] >= count)
+    return int(count), longest * 1000.0
 
 
 def placement(args: argparse.Namespace) -> tuple[int | None, int | None, str]:
@@ -621,8 +663,15 @@ def tail_cells(
         if len(rounds) > 1:
             tails = ", ".join(f"{c.p999_ms:.2f}" for c in rounds)
             cell.notes.append(f"median p99.9 of {len(rounds)} rounds ({tails} ms)")
+        cell.notes.append("gc per round: " + "; ".join(_gc_text(c) for c in rounds))
         cells.append(cell)
     return cells
+
+
+def _gc_text(cell: Cell) -> str:
+    if not cell.gc_collections:
+        return "none"
+    return f"{cell.gc_collections}, longest <= {cell.gc_longest_ms:g} ms"
 
 
 class _Rated(Protocol):
@@ -753,8 +802,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"skipped (not in the model repository): {', '.join(report['missing_models'])}")
     header = (
         f"{'what':<10} {'model':<10} {'batching':<8} {'conc':>4} {'req/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'max ms':>8} {'srv cpu':>7} "
-        f"{'req/cpu-s':>9} {'gen cpu':>7} {'errors':>6}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'max ms':>8} {'gc ms':>6} "
+        f"{'srv cpu':>7} {'req/cpu-s':>9} {'gen cpu':>7} {'errors':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -766,16 +815,20 @@ def print_report(report: dict[str, Any]) -> None:
         gen = f"{c['loadgen_cpu']:>7.2f}" if c["kind"] != "ort" else f"{'-':>7}"
         per_cpu = c["rps"] / c["server_cpu"] if c["server_cpu"] and c["kind"] != "ort" else 0.0
         per_cpu_text = f"{per_cpu:>9.0f}" if per_cpu else f"{'-':>9}"
+        longest = c.get("gc_longest_ms", 0.0)
+        gc_text = f"{longest:>6g}" if c.get("gc_collections") else f"{'-':>6}"
         print(
             f"{what:<10} {c['model']:<10} {batching:<8} {conc:>4} {rate} "
             f"{c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c.get('p999_ms', 0.0):>8.3f} "
-            f"{c.get('max_ms', 0.0):>8.3f} {c['server_cpu']:>7.2f} {per_cpu_text} "
+            f"{c.get('max_ms', 0.0):>8.3f} {gc_text} {c['server_cpu']:>7.2f} {per_cpu_text} "
             f"{gen} {c['errors']:>6}"
         )
     print("(ort rows: rows/s of one session.run loop in-process; p50/p99 per call)")
     print("(open rows: predict sent on a fixed schedule at half the closed loop's req/s, latency")
     print(" from each request's scheduled time: no coordinated omission; median p99.9 of rounds;")
     print(" open-floor: the empty handler on predict's path on the same schedule)")
+    print("(gc ms: the server's longest garbage collection in the cell, as the upper bound of its")
+    print(" bucket in tabserve_gc_pause_seconds; -: none)")
     print("(req/cpu-s: requests per second of server CPU; srv cpu < 1 at c=64 means the shared")
     print(" machine gave the server less than its core, and raw req/s understates it)")
     rounds = [c for c in report["cells"] if any("rounds" in n for n in c["notes"])]
@@ -786,6 +839,8 @@ def print_report(report: dict[str, Any]) -> None:
             note = next(n for n in c["notes"] if "rounds" in n)
             on = "on" if c["batching"] else "off"
             print(f"  {c['kind']:<10} {c['model']:<10} {on:<3} c={c['concurrency']:<3} {note}")
+            for gc_note in (n for n in c["notes"] if n.startswith("gc per round")):
+                print(f"  {'':<10} {'':<10} {'':<3}    {'':<3} {gc_note}")
     print("\nratios:")
     for k, v in report["ratios"].items():
         print(f"  {k}: {v}")

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 
-from loadtests.bench.serving import Cell, print_report, ratios
+from loadtests.bench.serving import Cell, _gc_text, gc_pauses, print_report, ratios
 
 
 def _open(kind: str, p50: float, p99: float, p999: float, worst: float) -> Cell:
@@ -50,3 +50,53 @@ def test_report_prints_both_tail_rows_after_the_closed_loop_rounds(
     kinds = [line.split()[0] for line in rounds.strip().splitlines()]
     assert kinds == ["predict", "open", "open-floor"]
     assert "floor-asgi p99/p50, p99.9 ms, max ms: (2.5, 2.0, 3.0)" in out
+
+
+def test_gc_pauses_reads_collections_and_the_longest_bucket_from_a_difference() -> None:
+    name = "tabserve_gc_pause_seconds_bucket"
+
+    def bucket(generation: str, le: str) -> tuple[str, frozenset[tuple[str, str]]]:
+        return (name, frozenset({("generation", generation), ("le", le)}))
+
+    # Young: 3 collections, all under 0.5 ms; full: 1, between 10 and 20 ms (cumulative counts).
+    delta = {
+        bucket("0", "0.0005"): 3.0,
+        bucket("0", "0.02"): 3.0,
+        bucket("0", "+Inf"): 3.0,
+        bucket("2", "0.0005"): 0.0,
+        bucket("2", "0.01"): 0.0,
+        bucket("2", "0.02"): 1.0,
+        bucket("2", "+Inf"): 1.0,
+        ("tabserve_gc_pause_seconds_count", frozenset({("generation", "0")})): 3.0,
+    }
+    assert gc_pauses(delta) == (4, 20.0)
+    assert gc_pauses({bucket("0", "0.02"): 0.0, bucket("0", "+Inf"): 0.0}) == (0, 0.0)
+    assert gc_pauses({}) == (0, 0.0)
+
+
+def test_report_prints_the_longest_collection_per_cell_and_per_open_round(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rounds = [_open("open", 0.2, 1.0, p999, 6.0) for p999 in (3.0, 4.0, 9.0)]
+    for cell, (n, longest) in zip(rounds, [(2, 0.5), (0, 0.0), (1, 50.0)], strict=True):
+        cell.gc_collections, cell.gc_longest_ms = n, longest
+    shown = rounds[1]
+    shown.notes.append("gc per round: " + "; ".join(_gc_text(c) for c in rounds))
+    report = {
+        "loadgen": "python",
+        "server_cpu": 0,
+        "loadgen_cpu": 1,
+        "seconds_per_cell": 2.0,
+        "repeat": 3,
+        "missing_models": [],
+        "cells": [asdict(rounds[0]), asdict(shown)],
+        "ratios": {},
+    }
+    print_report(report)
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("what"))
+    before = header.split()[: header.split().index("gc")]
+    column = len(before) - before.count("ms")  # "p50 ms" and the like: one column, two tokens
+    table = [line.split() for line in out.splitlines() if line.startswith("open")]
+    assert [row[column] for row in table] == ["0.5", "-"]
+    assert "gc per round: 2, longest <= 0.5 ms; none; 1, longest <= 50 ms" in out
