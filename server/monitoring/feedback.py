@@ -15,7 +15,11 @@ keys find a row again:
   freed as many: the young generation's count stayed flat under steady load, no young collection
   ran, and up to ``2 x capacity`` tuples piled up in it, to be walked in one young collection
   when traffic changed (52 ms for 200,000 tuples at the end of a c=64 run, measured with a
-  probe that is not in the repository: docs/benchmarks.md).
+  probe that is not in the repository: docs/benchmarks.md). The map is split into
+  :data:`SHARDS` ordered maps by the id's hash: a dict that takes new keys and drops old ones at
+  the same rate rebuilds its table every so often, in one go, and one map of 100,000 ids did so
+  every ~250,000 requests for 4-11 ms of the event loop (and 2-12 ms at each doubling while it
+  filled); a shard rebuilds 1/64 of that.
 - ``row_hash``: the hex of the cache's row digest (``server.cache.keys.row_digests``): blake2b,
   16-byte digest, of the row's canonical little-endian float32 bytes (-0.0 as 0.0, every NaN as
   one quiet NaN), see :func:`row_hash`; one definition of "this row" across the server.
@@ -72,6 +76,13 @@ def _unpack(part: int) -> tuple[int, int, int]:
     return (part >> 32) & _LOW, part >> 64, part & _LOW
 
 
+SHARDS = 64
+"""Ordered maps the request index is split into (a power of two: the shard is the hash's low
+bits)."""
+PRUNE_SHARDS = 4
+"""Shards each :meth:`ServedRows.record` prunes, in turn."""
+
+
 def _parts(value: int | tuple[int, ...]) -> tuple[int, ...]:
     return (value,) if isinstance(value, int) else value
 
@@ -79,17 +90,24 @@ def _parts(value: int | tuple[int, ...]) -> tuple[int, ...]:
 class ServedRows:
     """The newest ``capacity`` served rows, their answers, and two ways to find them."""
 
-    def __init__(self, capacity: int, n_features: int) -> None:
+    def __init__(self, capacity: int, n_features: int, *, shards: int = SHARDS) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be positive, got {capacity}")
+        if shards < 1 or shards & (shards - 1):
+            raise ValueError(f"shards must be a power of two, got {shards}")
         self.capacity = capacity
         self._rows = np.zeros((capacity, n_features), dtype="<f4")
         self._scores = np.zeros(capacity, dtype=np.float32)
         self._label_ref = np.full(capacity, -1, dtype=np.int64)
         self._shadowed = np.zeros(capacity, dtype=bool)  # scored in shadow, not answered
         self._next_seq = 0
-        # request_id -> its part (one packed int) or parts (a tuple of them, newest last)
-        self._by_request: OrderedDict[str, int | tuple[int, ...]] = OrderedDict()
+        # request_id -> its part (one packed int) or parts (a tuple of them, newest last), in
+        # the shard of the id's hash; each shard in seq order
+        self._by_request: list[OrderedDict[str, int | tuple[int, ...]]] = [
+            OrderedDict() for _ in range(shards)
+        ]
+        self._shard_mask = shards - 1
+        self._prune_next = 0  # the shard the next prune starts at
         # the digest of the row in each slot as two uint64 halves, each half contiguous (a lookup
         # compares the first half of every slot, then the second of the few that matched);
         # valid for the seqs below _hashed_upto
@@ -107,8 +125,10 @@ class ServedRows:
 
     @property
     def requests_indexed(self) -> int:
-        """Request ids held in the (request_id, row) index (at most one per remembered row)."""
-        return len(self._by_request)
+        """Request ids findable in the (request_id, row) index (at most one per remembered row;
+        every shard is pruned first)."""
+        self._prune(len(self._by_request))
+        return sum(map(len, self._by_request))
 
     @property
     def hashes_indexed(self) -> int:
@@ -146,8 +166,9 @@ class ServedRows:
             self._shadowed[:rest] = False if shadowed is None else shadowed[n - rest :]
         self._next_seq = start + n
         seq = start
-        index = self._by_request
+        shards, mask = self._by_request, self._shard_mask
         for request_id, first_row, count in requests:
+            index = shards[hash(request_id) & mask]
             known = index.pop(request_id, None)  # (re-inserted last: the map stays in seq order)
             part = _pack(first_row, seq, count)
             if known is None:  # the common case, first
@@ -165,7 +186,7 @@ class ServedRows:
 
     def find_by_request(self, request_id: str, row: int) -> int:
         """Sequence number of row ``row`` of request ``request_id``."""
-        known = self._by_request.get(request_id)
+        known = self._by_request[hash(request_id) & self._shard_mask].get(request_id)
         if known is None:
             raise UnknownFeedbackId(f"request id {request_id!r} is unknown or forgotten")
         parts = [_unpack(part) for part in _parts(known)]
@@ -224,12 +245,21 @@ class ServedRows:
             seq += run
         self._hashed_upto = self._next_seq
 
-    def _prune(self) -> None:
+    def _prune(self, visit: int = PRUNE_SHARDS) -> None:
+        """Drop the ids whose rows all left the ring from the fronts of the next ``visit``
+        shards, in turn (all 64 would cost ~20 µs a call; pruning the
+        whole index at longer intervals would pop many ids in one go). An id may outlive its
+        rows by as many calls as it takes to come round to its shard; lookups check the seq."""
         oldest = self.oldest_seq
-        requests = self._by_request
-        while requests:
-            known = next(iter(requests.values()))
-            _, start, count = _unpack(known if isinstance(known, int) else known[-1])  # newest
-            if start + count > oldest:
-                break
-            requests.popitem(last=False)
+        shards = self._by_request
+        first = self._prune_next
+        visit = min(visit, len(shards))
+        self._prune_next = (first + visit) % len(shards)
+        for i in range(first, first + visit):
+            requests = shards[i % len(shards)]
+            while requests:
+                known = next(iter(requests.values()))
+                newest = known if isinstance(known, int) else known[-1]
+                if (newest >> 64) + (newest & _LOW) > oldest:  # its first seq + row count
+                    break
+                requests.popitem(last=False)

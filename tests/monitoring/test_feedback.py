@@ -12,7 +12,7 @@ from server.cache.keys import row_digests
 from server.errors import InvalidInput, UnknownFeedbackId
 from server.modelcard import ModelCard
 from server.monitoring import ModelMonitor, MonitorParams, row_hash
-from server.monitoring.feedback import ServedRows
+from server.monitoring.feedback import PRUNE_SHARDS, SHARDS, ServedRows
 from tests.monitoring.cards import class_scores
 from tests.monitoring.conftest import FakeClock
 
@@ -255,9 +255,10 @@ def test_the_request_index_holds_nothing_the_collector_tracks() -> None:
         served.record(rows[:1], scores[:1], [(f"r{k}", 0, 1)])
     served.record(rows[:2], scores[:2], [("split", 5, 2)])
     served.record(rows, scores, [("split", 0, 2), ("late", 2**31, 1)])
-    values = list(served._by_request.values())
+    indexed = served.requests_indexed  # (prunes every shard first)
+    values = [v for shard in served._by_request for v in shard.values()]
     assert sum(map(gc.is_tracked, values)) == 1  # "split", in two parts
-    assert served.requests_indexed == len(values) <= 1_000
+    assert indexed == len(values) <= 1_000
     assert served.score(served.find_by_request("r1999", 0)) == pytest.approx(0.1)
     assert served.score(served.find_by_request("split", 6)) == pytest.approx(0.2)
     assert served.score(served.find_by_request("split", 1)) == pytest.approx(0.2)
@@ -286,3 +287,24 @@ def test_the_request_index_holds_what_the_docs_say_per_request(
         tracemalloc.stop()
     assert served.requests_indexed == n
     assert low < held / n < high, held / n
+
+
+def test_the_request_index_is_spread_over_small_shards() -> None:
+    """A dict that takes and drops keys at the same rate rebuilds its whole table now and then,
+    in one go (4-11 ms of the event loop for 100,000 ids): split by the id's hash, each shard
+    holds about 1/SHARDS of the ids, and each is pruned from its own front."""
+    served = ServedRows(capacity=SHARDS * 100, n_features=1)
+    row, score = np.zeros((1, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)
+    for k in range(3 * served.capacity):
+        served.record(row, score, [(f"req-{k}", 0, 1)])
+    # Each call prunes PRUNE_SHARDS shards in turn: an id outlives its row by at most one
+    # round of the shards, SHARDS / PRUNE_SHARDS calls of one request.
+    held = sum(len(shard) for shard in served._by_request)
+    assert served.capacity <= held <= served.capacity + SHARDS // PRUNE_SHARDS
+    assert served.requests_indexed == served.capacity  # pruned whole first
+    sizes = [len(shard) for shard in served._by_request]
+    assert sum(sizes) == served.capacity
+    assert max(sizes) < 2 * served.capacity / SHARDS
+    for shard in served._by_request:  # each in seq order, all within the ring
+        seqs = [part >> 64 for part in shard.values()]
+        assert seqs == sorted(seqs) and seqs[0] >= served.oldest_seq
