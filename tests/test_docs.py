@@ -267,6 +267,9 @@ CHECKS: dict[str, Check | Runs] = {
     "python -m loadtests.bench.profile --env TABSERVE_GC_YOUNG_THRESHOLD=700": help_lists_options(
         "python -m loadtests.bench.profile"
     ),
+    "python -m loadtests.bench.tail_timeline --model xgb_small --concurrency 64 --rounds 5": (
+        help_lists_options("python -m loadtests.bench.tail_timeline")
+    ),
     "python -m loadtests.bench.profile --route floor-asgi": help_lists_options(
         "python -m loadtests.bench.profile"
     ),

@@ -148,8 +148,13 @@ class _Conn(asyncio.Protocol):
         done: asyncio.Future[None],
         interval_ns: int = 0,
         start_ns: int = 0,
+        times: list[tuple[int, int, int]] | None = None,
+        conn_id: int = 0,
     ):
         self.requests, self.until, self.latencies, self.done = requests, until, latencies, done
+        self.times = times
+        """When given: (start, answered, connection) per request, perf_counter ns."""
+        self.conn_id = conn_id
         self.next = 0
         self.buf = bytearray()
         self.sent = 0
@@ -202,6 +207,8 @@ class _Conn(asyncio.Protocol):
                 self.errors += 1
             now = time.perf_counter_ns()
             self.latencies.append(now - self.sent)
+            if self.times is not None:
+                self.times.append((self.sent, now, self.conn_id))
             if now / 1e9 < self.until:
                 self._send()
             else:
@@ -215,10 +222,16 @@ class _Conn(asyncio.Protocol):
 
 
 async def _python_load(
-    port: int, requests: list[bytes], concurrency: int, seconds: float, rate: float = 0.0
+    port: int,
+    requests: list[bytes],
+    concurrency: int,
+    seconds: float,
+    rate: float = 0.0,
+    times: list[tuple[int, int, int]] | None = None,
 ) -> dict[str, Any]:
     """Closed loop, or with ``rate`` > 0 open loop at ``rate`` requests/s over all connections
-    (each connection ``rate / concurrency``, their schedules staggered)."""
+    (each connection ``rate / concurrency``, their schedules staggered); ``times``: filled with
+    (start, answered, connection) per request."""
     loop = asyncio.get_running_loop()
     latencies: list[int] = []
     until = time.perf_counter() + seconds
@@ -238,6 +251,8 @@ async def _python_load(
             done,
             interval,
             first + i * interval // concurrency,
+            times,
+            i,
         )
         await loop.create_connection(lambda c=conn: c, "127.0.0.1", port)  # type: ignore[misc]
         conns.append(conn)
