@@ -18,8 +18,8 @@ keys find a row again:
   probe that is not in the repository: docs/benchmarks.md). The map is split into
   :data:`SHARDS` ordered maps by the id's hash: a dict that takes new keys and drops old ones at
   the same rate rebuilds its table every so often, in one go, and one map of 100,000 ids did so
-  every ~250,000 requests for 4-11 ms of the event loop (and 2-12 ms at each doubling while it
-  filled); a shard rebuilds 1/64 of that.
+  every ~250,000 requests for 4-20 ms of the event loop (and 1-12 ms at each doubling while it
+  filled); a shard rebuilds 1/64 of that (``loadtests/bench/feedback_index.py``).
 - ``row_hash``: the hex of the cache's row digest (``server.cache.keys.row_digests``): blake2b,
   16-byte digest, of the row's canonical little-endian float32 bytes (-0.0 as 0.0, every NaN as
   one quiet NaN), see :func:`row_hash`; one definition of "this row" across the server.
@@ -247,9 +247,9 @@ class ServedRows:
 
     def _prune(self, visit: int = PRUNE_SHARDS) -> None:
         """Drop the ids whose rows all left the ring from the fronts of the next ``visit``
-        shards, in turn (all 64 would cost ~20 µs a call; pruning the
-        whole index at longer intervals would pop many ids in one go). An id may outlive its
-        rows by as many calls as it takes to come round to its shard; lookups check the seq."""
+        shards, in turn (all 64 would cost ~20 µs a call; pruning the whole index at longer
+        intervals would pop many ids in one go). An id may outlive its rows by as many calls as
+        it takes to come round to its shard (16); lookups check the seq."""
         oldest = self.oldest_seq
         shards = self._by_request
         first = self._prune_next
