@@ -104,6 +104,8 @@ def create_app(
     """
     settings = settings if settings is not None else Settings()
     metrics = metrics if metrics is not None else ServerMetrics()
+    gcpauses.install()  # the process's collections, timed once whatever the apps
+    gcpauses.GcPauseHistogram(metrics.registry)
     exts = list(extensions)
 
     def cache_for(card: ModelCard) -> ScoreCache | None:
@@ -154,7 +156,6 @@ def create_app(
             )
             openapi_docs.document(app.openapi_schema, [m.card for m in registry.snapshot.all()])
             connections.on_shutdown = begin_drain
-            gcpauses.install()
             if freeze_heap:
                 gc.collect()
                 gc.freeze()

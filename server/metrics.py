@@ -20,8 +20,6 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from server.gcpauses import GcPauseCollector
-
 # Request latencies on loopback run from ~50 µs to seconds.
 LATENCY_BUCKETS = (
     0.0001,
@@ -241,7 +239,6 @@ class ServerMetrics:
             "Model versions refused at load or reload.",
             registry=r,
         )
-        r.register(GcPauseCollector())  # the process's collections (server.gcpauses)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry (of all workers' with N > 1)."""

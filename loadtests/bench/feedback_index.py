@@ -24,7 +24,7 @@ CAPACITY = 100_000
 PER_CALL = 32
 
 
-def longest_calls(shards: int, requests: int) -> list[float]:
+def call_times(shards: int, requests: int) -> list[float]:
     """Seconds of each ``record`` call after the index filled, with ``shards`` shards."""
     served = feedback.ServedRows(CAPACITY, 24, shards=shards)
     rows = np.zeros((PER_CALL, 24), dtype=np.float32)
@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=800_000)
     args = p.parse_args()
     for shards in (feedback.SHARDS, 1):
-        times = sorted(longest_calls(shards, args.requests))
+        times = sorted(call_times(shards, args.requests))
         over = sum(t > 0.001 for t in times)
         print(
             f"{shards:>3} shard(s): {len(times)} calls of {PER_CALL} requests; median "

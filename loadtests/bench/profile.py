@@ -35,13 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench.serving import (
-    ROTATION,
-    LoadGen,
-    _latest_dir,
-    _rows,
-    cpu_seconds,
-)
+from loadtests.bench.serving import LoadGen, cpu_seconds, one_row_bodies
 from loadtests.serveproc import ServeProcess
 
 STAGES: list[tuple[str, str]] = [
@@ -174,15 +168,6 @@ class ProfiledServer(ServeProcess):
 # --- driving and reading it ------------------------------------------------------------------
 
 
-def _bodies(models_dir: Path, model: str) -> list[bytes]:
-    from server.modelcard import load_card
-
-    vdir = _latest_dir(models_dir, model)
-    card = load_card(vdir, verify_sha256=False)
-    rows = _rows(vdir, card.input.n_features, ROTATION)
-    return [json.dumps({"instances": [r]}).encode() for r in rows.tolist()]
-
-
 def stages(stats_file: Path, requests: int) -> tuple[dict[str, float], list[tuple[str, float]]]:
     """(µs of self time per request by stage, the top functions by self time per request)."""
     stats = pstats.Stats(str(stats_file))
@@ -216,7 +201,7 @@ def profile(
 ) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = (str(cpus[0]), cpus[1]) if len(cpus) >= 2 else (None, None)
-    bodies = _bodies(models_dir, model)
+    bodies = one_row_bodies(models_dir, model)
     path = ROUTES[route].format(m=model)
     base = {
         "TABSERVE_CACHE": "false",

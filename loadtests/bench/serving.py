@@ -457,6 +457,15 @@ def _rows(vdir: Path, n_features: int, n: int) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(n, n_features)).astype(np.float32)
 
 
+def one_row_bodies(models_dir: Path, model: str) -> list[bytes]:
+    """The ``/v1`` bodies of :data:`ROTATION` one-row requests for ``model`` (its latest
+    version's hold-out rows), as the serving suite sends them to a numeric model."""
+    vdir = _latest_dir(models_dir, model)
+    card = load_card(vdir, verify_sha256=False)
+    rows = _rows(vdir, card.input.n_features, ROTATION)
+    return [json.dumps({"instances": [r]}).encode() for r in rows.tolist()]
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 

@@ -16,11 +16,16 @@ on how many connections, the worst latency, and the answers per second while the
 against the schedule's rate. A hold-up on every connection whose answers come at little more than
 the schedule's rate is the server (or its core) falling behind and catching up slowly; one on a
 few connections is not the server's.
+
+The schedstat sampler is a thread of this process (every 5 ms): it shares the generator's core
+and, briefly, its interpreter lock. The server must run one worker (the sampled thread is its
+process's main thread, which with ``--workers N`` is the supervisor's).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import statistics
@@ -31,21 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import uvloop
 
 from loadtests.bench.serving import (
-    ROTATION,
-    _latest_dir,
     _python_load,
-    _rows,
     cpu_seconds,
     gc_pauses,
-    gc_samples,
+    one_row_bodies,
     request_bytes,
 )
 from loadtests.promscrape import difference, scrape, server_figures
 from loadtests.serveproc import ServeProcess
-from server.modelcard import load_card
 
 MERGE_NS = 20_000_000
 """Late requests less than this far apart (by send time) belong to one hold-up."""
@@ -113,13 +115,9 @@ def holdups(times: Times, slow_ns: int, merge_ns: int = MERGE_NS) -> list[Holdup
     out = []
     for began, last, last_end, n, conns, worst in found:
         span = max(last_end - began, 1)
-        inside = sum(1 for end in answered if began <= end <= last_end)  # (a few hundred)
+        inside = bisect.bisect_right(answered, last_end) - bisect.bisect_left(answered, began)
         out.append(Holdup(began, last, last_end, n, len(conns), worst / 1e6, inside / span * 1e9))
     return out
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * q))] if sorted_ms else 0.0
 
 
 def one_round(
@@ -134,7 +132,7 @@ def one_round(
     times: Times = []
     assert server.proc is not None
     before = scrape(server.url)
-    gc0, cpu0, wall0 = gc_samples(server), cpu_seconds(server.proc.pid), time.perf_counter()
+    cpu0, wall0 = cpu_seconds(server.proc.pid), time.perf_counter()
     sched = SchedSampler(server.proc.pid)
     sched.start()
     try:
@@ -144,10 +142,12 @@ def one_round(
         sched.join()
     wall = time.perf_counter() - wall0
     cpu = (cpu_seconds(server.proc.pid) - cpu0) / wall
-    gc1 = gc_samples(server)
-    figures = server_figures(difference(before, scrape(server.url)))
-    collections, longest = gc_pauses(difference(gc0, gc1)) if gc0 and gc1 else (0, 0.0)
-    latencies = sorted((end - start) / 1e6 for start, end, _ in times)
+    delta = difference(before, scrape(server.url))
+    figures = server_figures(delta)
+    collections, longest = gc_pauses(delta)
+    # Percentiles as the bench's summary computes them (numpy's, interpolated).
+    latencies = np.array([end - start for start, end, _ in times], dtype=np.int64) / 1e6
+    p50, p99, p999 = np.percentile(latencies, [50, 99, 99.9]) if len(times) else (0.0,) * 3
     return {
         "requests": len(times),
         "rps": len(times) / result["seconds"] if result["seconds"] else 0.0,
@@ -155,10 +155,10 @@ def one_round(
         "server_cpu": cpu,
         "gc_collections": collections,
         "gc_longest_ms": longest,
-        "p50_ms": percentile(latencies, 0.5),
-        "p99_ms": percentile(latencies, 0.99),
-        "p999_ms": percentile(latencies, 0.999),
-        "max_ms": latencies[-1] if latencies else 0.0,
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "p999_ms": float(p999),
+        "max_ms": float(latencies.max()) if len(times) else 0.0,
         "mean_batch_rows": figures["mean_batch_rows"],
         "inference_mean_ms": figures["inference_mean_ms"],
         "times": times,
@@ -183,6 +183,8 @@ def report(what: str, index: int, r: dict[str, Any], rate: float, slow_ms: float
             f"    batches of {r['mean_batch_rows']:.1f} rows on average, ONNX Runtime "
             f"{r['inference_mean_ms'] * 1000:.1f} us per batch"
         )
+    if not r["times"]:
+        return
     sched: SchedSampler = r["sched"]
     whole = sched.shares(min(t for t, _, _ in r["times"]), max(t for _, t, _ in r["times"]))
     if whole is not None:
@@ -228,12 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", action="append", default=[], metavar="TABSERVE_X=V")
     p.add_argument("--json", type=Path, help="also write every round's figures (no times)")
     args = p.parse_args(argv)
+    if any(kv.startswith("TABSERVE_WORKERS=") and kv != "TABSERVE_WORKERS=1" for kv in args.env):
+        p.error("one worker only: the thread it samples is the server process's main thread")
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = (str(cpus[0]), cpus[1]) if len(cpus) >= 2 else (None, None)
-    vdir = _latest_dir(args.models_dir, args.model)
-    card = load_card(vdir, verify_sha256=False)
-    rows = _rows(vdir, card.input.n_features, ROTATION)
-    bodies = [json.dumps({"instances": [r]}).encode() for r in rows.tolist()]
+    bodies = one_row_bodies(args.models_dir, args.model)
     env = {
         "TABSERVE_CACHE": "false",
         "TABSERVE_LOG_LEVEL": "warning",

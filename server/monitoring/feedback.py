@@ -6,7 +6,9 @@ keys find a row again:
 
 - ``(request_id, row)``: an ordered map request_id → its parts, each (first row within the
   request, first seq, row count), filled in :meth:`ServedRows.record` (one dict insert per
-  request) and pruned from the front as rows fall out of the ring. A request that the batcher
+  request) and pruned from the front as rows fall out of the ring (a few shards a call, see
+  below: an id may outlive its rows by 16 calls, and a part found so is dropped when its id comes
+  again). A request that the batcher
   split arrives as several (request_id, start_row, row_count) parts, in any order and with other
   requests' rows between them; a part that overlaps the rows already known for its id starts a
   new request (a reused id: newest wins). Each part is packed into one int (see :func:`_pack`),
@@ -18,8 +20,9 @@ keys find a row again:
   probe that is not in the repository: docs/benchmarks.md). The map is split into
   :data:`SHARDS` ordered maps by the id's hash: a dict that takes new keys and drops old ones at
   the same rate rebuilds its table every so often, in one go, and one map of 100,000 ids did so
-  every ~250,000 requests for 4-20 ms of the event loop (and 1-12 ms at each doubling while it
-  filled); a shard rebuilds 1/64 of that (``loadtests/bench/feedback_index.py``).
+  every ~250,000 requests for 4-20 ms of the event loop (``loadtests/bench/feedback_index.py``;
+  and 1-12 ms at each doubling while it filled, timed once by hand); a shard rebuilds 1/64 of
+  that.
 - ``row_hash``: the hex of the cache's row digest (``server.cache.keys.row_digests``): blake2b,
   16-byte digest, of the row's canonical little-endian float32 bytes (-0.0 as 0.0, every NaN as
   one quiet NaN), see :func:`row_hash`; one definition of "this row" across the server.
@@ -34,9 +37,10 @@ keys find a row again:
 Memory, all bounded by ``capacity`` rows: the rows' bytes, their scores and label references and
 the digests (``capacity x (features x 4 + 28)`` bytes: 100,000 rows of 24 features is 12.4 MB per
 model version, touched as the ring first fills); and the request index, one entry per
-remembered request: about 185 bytes for a short id, 305 for the longest (128 characters), so
-from 1.2 MB (16-row requests) to 31 MB (one-row requests with 128-character ids) at 100,000 rows
-(tracemalloc; 290 and 410 bytes when parts were tuples).
+remembered request (plus the ids of up to 16 ``record`` calls not pruned yet): about 185 bytes
+for a short id, 305 for the longest (128 characters), so from 1.2 MB (16-row requests) to 31 MB
+(one-row requests with 128-character ids) at 100,000 rows (tracemalloc; 290 and 410 bytes when
+parts were tuples).
 The price of hashing lazily is a one-off pause on the event loop at the first hash lookup
 (measured 0.14-0.22 s for 100,000 rows on a shared 2-core machine).
 
@@ -171,6 +175,10 @@ class ServedRows:
             index = shards[hash(request_id) & mask]
             known = index.pop(request_id, None)  # (re-inserted last: the map stays in seq order)
             part = _pack(first_row, seq, count)
+            if known is not None:  # parts whose rows left the ring (not pruned yet) are gone
+                oldest = self.oldest_seq
+                parts = tuple(p for p in _parts(known) if (p >> 64) + (p & _LOW) > oldest)
+                known = parts[0] if len(parts) == 1 else (parts or None)
             if known is None:  # the common case, first
                 index[request_id] = part
             else:

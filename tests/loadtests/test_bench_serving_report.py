@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,20 @@ def _open(kind: str, p50: float, p99: float, p999: float, worst: float) -> Cell:
     cell.p50_ms, cell.p99_ms, cell.p999_ms, cell.max_ms = p50, p99, p999, worst
     cell.notes.append(f"median p99.9 of 3 rounds ({p999:.2f}, {p999:.2f}, {p999:.2f} ms)")
     return cell
+
+
+def _report(cells: list[Cell], ratios_: dict[str, Any]) -> dict[str, Any]:
+    """What ``serving.run`` returns, for ``print_report``."""
+    return {
+        "loadgen": "python",
+        "server_cpu": 0,
+        "loadgen_cpu": 1,
+        "seconds_per_cell": 2.0,
+        "repeat": 3,
+        "missing_models": [],
+        "cells": [asdict(c) for c in cells],
+        "ratios": ratios_,
+    }
 
 
 def test_ratios_give_predicts_tail_and_the_floors_on_the_same_schedule() -> None:
@@ -32,17 +47,7 @@ def test_report_prints_both_tail_rows_after_the_closed_loop_rounds(
     closed = Cell("predict", "m", True, 1, rps=2000.0, p50_ms=0.2, p99_ms=0.5, server_cpu=0.6)
     closed.notes.append("median of 3 rounds (2000, 2000, 2000 req/s)")
     cells = [_open("open", 0.2, 1.0, 4.0, 6.0), closed, _open("open-floor", 0.1, 0.25, 2.0, 3.0)]
-    report = {
-        "loadgen": "python",
-        "server_cpu": 0,
-        "loadgen_cpu": 1,
-        "seconds_per_cell": 2.0,
-        "repeat": 3,
-        "missing_models": [],
-        "cells": [asdict(c) for c in cells],
-        "ratios": ratios(cells),
-    }
-    print_report(report)
+    print_report(_report(cells, ratios(cells)))
     out = capsys.readouterr().out
     table = [line.split()[0] for line in out.splitlines() if line.startswith(("open", "predict"))]
     assert table == ["open", "predict", "open-floor"]
@@ -82,17 +87,7 @@ def test_report_prints_the_longest_collection_per_cell_and_per_open_round(
         cell.gc_collections, cell.gc_longest_ms = n, longest
     shown = rounds[1]
     shown.notes.append("gc per round: " + "; ".join(_gc_text(c) for c in rounds))
-    report = {
-        "loadgen": "python",
-        "server_cpu": 0,
-        "loadgen_cpu": 1,
-        "seconds_per_cell": 2.0,
-        "repeat": 3,
-        "missing_models": [],
-        "cells": [asdict(rounds[0]), asdict(shown)],
-        "ratios": {},
-    }
-    print_report(report)
+    print_report(_report([rounds[0], shown], {}))
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("what"))
     before = header.split()[: header.split().index("gc")]

@@ -291,7 +291,7 @@ def test_the_request_index_holds_what_the_docs_say_per_request(
 
 def test_the_request_index_is_spread_over_small_shards() -> None:
     """A dict that takes and drops keys at the same rate rebuilds its whole table now and then,
-    in one go (4-11 ms of the event loop for 100,000 ids): split by the id's hash, each shard
+    in one go (4-20 ms of the event loop for 100,000 ids): split by the id's hash, each shard
     holds about 1/SHARDS of the ids, and each is pruned from its own front."""
     served = ServedRows(capacity=SHARDS * 100, n_features=1)
     row, score = np.zeros((1, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)
@@ -308,3 +308,25 @@ def test_the_request_index_is_spread_over_small_shards() -> None:
     for shard in served._by_request:  # each in seq order, all within the ring
         seqs = [part >> 64 for part in shard.values()]
         assert seqs == sorted(seqs) and seqs[0] >= served.oldest_seq
+
+
+def test_an_id_reused_before_its_stale_entry_is_pruned_starts_afresh() -> None:
+    """An id's entry may outlive its rows until the prune comes round to its shard. A new
+    request under that id must not be joined to (or cut short by) the forgotten parts."""
+    served = ServedRows(capacity=4, n_features=1, shards=SHARDS)
+    row, score = np.zeros((2, 1), dtype=np.float32), np.array([0.1, 0.2], dtype=np.float32)
+    mine = hash("reused") & (SHARDS - 1)
+    served._prune_next = (mine + 1) % SHARDS  # the prune starts just past its shard
+    served.record(row, score, [("reused", 0, 2)])  # rows 0-1 of the first request: seqs 0-1
+    for k in range(2):  # four more rows: seqs 0-1 leave the ring
+        served.record(row, score, [(f"other-{k}", 0, 2)])
+    assert served.oldest_seq == 2
+    assert len(served._by_request[mine]) >= 1  # the stale entry is still there
+    # The second request under the same id, split: rows 2 first, then rows 0-1 (which overlap
+    # the forgotten first request's rows, and must not throw away row 2).
+    served.record(row[:1], score[:1], [("reused", 2, 1)])
+    served.record(row, score, [("reused", 0, 2)])
+    assert served.score(served.find_by_request("reused", 2)) == pytest.approx(0.1)
+    assert served.score(served.find_by_request("reused", 1)) == pytest.approx(0.2)
+    entry = served._by_request[mine]["reused"]
+    assert isinstance(entry, tuple) and len(entry) == 2  # its two parts, no stale one
