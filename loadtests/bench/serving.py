@@ -44,7 +44,7 @@ from loadtests.bench.grpc_load import FLOOR, FLOOR_REQUESTS, INFER, GrpcLoad, on
 from loadtests.bench.summary import run_and_summarize
 from loadtests.holdout import RowEncoder
 from loadtests.http1 import take_response
-from loadtests.promscrape import Samples, difference, scrape
+from loadtests.promscrape import Samples, difference, histogram_quantile, scrape, total
 from loadtests.serveproc import ServeProcess, free_port
 from server.modelcard import HOLDOUT_FILE, load_card
 
@@ -522,7 +522,7 @@ GC_PAUSES = "tabserve_gc_pause_seconds"
 def gc_samples(server: ServeProcess) -> Samples | None:
     """The server's collector histogram (None: not exported, or /metrics did not answer)."""
     try:
-        samples = scrape(f"http://127.0.0.1:{server.port}")
+        samples = scrape(server.url)
     except OSError:
         return None
     mine = {key: v for key, v in samples.items() if key[0].startswith(GC_PAUSES)}
@@ -531,19 +531,11 @@ def gc_samples(server: ServeProcess) -> Samples | None:
 
 def gc_pauses(delta: Samples) -> tuple[int, float]:
     """(collections, upper bound in ms of the longest one's bucket) from a histogram difference
-    over all generations."""
-    by_bound: dict[float, float] = {}
-    for (name, labels), value in delta.items():
-        if name == f"{GC_PAUSES}_bucket":
-            bound = float(dict(labels)["le"])
-            by_bound[bound] = by_bound.get(bound, 0.0) + value
-    if not by_bound:
-        return 0, 0.0
-    bounds = sorted(by_bound)
-    count = by_bound[bounds[-1]]
+    over all generations (the top quantile's bucket bound)."""
+    count = total(delta, f"{GC_PAUSES}_count")
     if not count:
         return 0, 0.0
-    longest = next(b for b in bounds if by_bound[b] >= count)
+    longest = histogram_quantile(delta, GC_PAUSES, 1.0, {}) or 0.0
     return int(count), longest * 1000.0
 
 

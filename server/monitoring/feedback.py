@@ -20,9 +20,8 @@ keys find a row again:
   probe that is not in the repository: docs/benchmarks.md). The map is split into
   :data:`SHARDS` ordered maps by the id's hash: a dict that takes new keys and drops old ones at
   the same rate rebuilds its table every so often, in one go, and one map of 100,000 ids did so
-  every ~250,000 requests for 4-20 ms of the event loop (``loadtests/bench/feedback_index.py``;
-  and 1-12 ms at each doubling while it filled, timed once by hand); a shard rebuilds 1/64 of
-  that.
+  every ~250,000 requests for 4-20 ms of the event loop, and at each doubling while it filled
+  (``loadtests/bench/feedback_index.py`` times both); a shard rebuilds 1/64 of that.
 - ``row_hash``: the hex of the cache's row digest (``server.cache.keys.row_digests``): blake2b,
   16-byte digest, of the row's canonical little-endian float32 bytes (-0.0 as 0.0, every NaN as
   one quiet NaN), see :func:`row_hash`; one definition of "this row" across the server.
@@ -85,6 +84,11 @@ SHARDS = 64
 bits)."""
 PRUNE_SHARDS = 4
 """Shards each :meth:`ServedRows.record` prunes, in turn."""
+
+
+def _end(part: int) -> int:
+    """The seq after a :func:`_pack` ed part's last row (its first seq + its row count)."""
+    return (part >> 64) + (part & _LOW)
 
 
 def _parts(value: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -177,7 +181,7 @@ class ServedRows:
             part = _pack(first_row, seq, count)
             if known is not None:  # parts whose rows left the ring (not pruned yet) are gone
                 oldest = self.oldest_seq
-                parts = tuple(p for p in _parts(known) if (p >> 64) + (p & _LOW) > oldest)
+                parts = tuple(p for p in _parts(known) if _end(p) > oldest)
                 known = parts[0] if len(parts) == 1 else (parts or None)
             if known is None:  # the common case, first
                 index[request_id] = part
@@ -267,7 +271,6 @@ class ServedRows:
             requests = shards[i % len(shards)]
             while requests:
                 known = next(iter(requests.values()))
-                newest = known if isinstance(known, int) else known[-1]
-                if (newest >> 64) + (newest & _LOW) > oldest:  # its first seq + row count
+                if _end(known if isinstance(known, int) else known[-1]) > oldest:  # newest part
                     break
                 requests.popitem(last=False)

@@ -73,6 +73,7 @@ def test_gc_pauses_reads_collections_and_the_longest_bucket_from_a_difference() 
         bucket("2", "0.02"): 1.0,
         bucket("2", "+Inf"): 1.0,
         ("tabserve_gc_pause_seconds_count", frozenset({("generation", "0")})): 3.0,
+        ("tabserve_gc_pause_seconds_count", frozenset({("generation", "2")})): 1.0,
     }
     assert gc_pauses(delta) == (4, 20.0)
     assert gc_pauses({bucket("0", "0.02"): 0.0, bucket("0", "+Inf"): 0.0}) == (0, 0.0)
